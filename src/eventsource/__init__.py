@@ -1,0 +1,157 @@
+"""eventsource: async-first event sourcing with pydantic events.
+
+The public API is re-exported here. Backends that need a third-party driver are imported on
+first use (``eventsource.SQLiteEventStore``), so ``import eventsource`` imports no driver;
+``*_AVAILABLE`` flags tell which drivers are installed without importing them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsource._internal.optional import is_available
+from eventsource.aggregates import (
+    AggregateRepository,
+    AggregateRoot,
+    DeclarativeAggregate,
+    UnhandledEventPolicy,
+    handles,
+)
+from eventsource.events import (
+    NIL_AGGREGATE_ID,
+    DomainEvent,
+    EventCodec,
+    EventRegistry,
+    Upcaster,
+    default_registry,
+    get_event_class,
+    get_event_class_or_none,
+    is_event_registered,
+    list_registered_events,
+    register_event,
+    upcaster,
+)
+from eventsource.exceptions import (
+    AggregateNotFoundError,
+    DuplicateEventTypeError,
+    EventIdConflictError,
+    EventNotFoundError,
+    EventSourceError,
+    EventStoreError,
+    EventTypeNotFoundError,
+    InvalidEventError,
+    InvalidPositionError,
+    OptimisticLockError,
+    SerializationError,
+    UnhandledEventError,
+    UpcasterRegistrationError,
+    UpcastingError,
+)
+from eventsource.protocols import EventHandler, SyncEventHandler
+from eventsource.stores import (
+    AppendResult,
+    EventPublisher,
+    EventStore,
+    EventStream,
+    ExpectedVersion,
+    InMemoryEventStore,
+    Position,
+    ReadDirection,
+    ReadOptions,
+    StoredEvent,
+)
+from eventsource.types import (
+    AggregateId,
+    CausationId,
+    CorrelationId,
+    EventId,
+    TenantId,
+    TState,
+    Version,
+)
+
+if TYPE_CHECKING:
+    from eventsource.stores.sqlite import SQLiteEventStore
+
+__version__ = "0.1.0"
+
+POSTGRESQL_AVAILABLE: bool = is_available("asyncpg")
+SQLITE_AVAILABLE: bool = is_available("aiosqlite")
+REDIS_AVAILABLE: bool = is_available("redis")
+RABBITMQ_AVAILABLE: bool = is_available("aio_pika")
+KAFKA_AVAILABLE: bool = is_available("aiokafka")
+TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
+
+_LAZY = {"SQLiteEventStore": "eventsource.stores.sqlite"}
+
+__all__ = [
+    "KAFKA_AVAILABLE",
+    "NIL_AGGREGATE_ID",
+    "POSTGRESQL_AVAILABLE",
+    "RABBITMQ_AVAILABLE",
+    "REDIS_AVAILABLE",
+    "SQLITE_AVAILABLE",
+    "TELEMETRY_AVAILABLE",
+    "AggregateId",
+    "AggregateNotFoundError",
+    "AggregateRepository",
+    "AggregateRoot",
+    "AppendResult",
+    "CausationId",
+    "CorrelationId",
+    "DeclarativeAggregate",
+    "DomainEvent",
+    "DuplicateEventTypeError",
+    "EventCodec",
+    "EventHandler",
+    "EventId",
+    "EventIdConflictError",
+    "EventNotFoundError",
+    "EventPublisher",
+    "EventRegistry",
+    "EventSourceError",
+    "EventStore",
+    "EventStoreError",
+    "EventStream",
+    "EventTypeNotFoundError",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InvalidEventError",
+    "InvalidPositionError",
+    "OptimisticLockError",
+    "Position",
+    "ReadDirection",
+    "ReadOptions",
+    "SQLiteEventStore",
+    "SerializationError",
+    "StoredEvent",
+    "SyncEventHandler",
+    "TState",
+    "TenantId",
+    "UnhandledEventError",
+    "UnhandledEventPolicy",
+    "Upcaster",
+    "UpcasterRegistrationError",
+    "UpcastingError",
+    "Version",
+    "__version__",
+    "default_registry",
+    "get_event_class",
+    "get_event_class_or_none",
+    "handles",
+    "is_event_registered",
+    "list_registered_events",
+    "register_event",
+    "upcaster",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eventsource' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""Internal helpers: not public API, may change without notice."""

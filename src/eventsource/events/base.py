@@ -1,0 +1,122 @@
+"""`DomainEvent`: the immutable, pydantic-validated record of something that happened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from eventsource._internal.clock import utc_now
+from eventsource.exceptions import SerializationError
+
+if TYPE_CHECKING:
+    from eventsource.events.registry import EventRegistry
+
+__all__ = ["NIL_AGGREGATE_ID", "DomainEvent"]
+
+NIL_AGGREGATE_ID = UUID(int=0)
+"""Placeholder `aggregate_id` of an event not yet attached to a stream.
+
+Aggregates and stores stamp the real id (and type and version) when the event is raised or
+appended, so events can be constructed with their business fields only.
+"""
+
+_DEFAULT_REGISTRY: Any = object()
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.utcoffset() == UTC.utcoffset(None) else value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class DomainEvent(BaseModel):
+    """Base class of every domain event.
+
+    Subclasses add their business fields. The event type name defaults to the class name and
+    can be set by overriding the `event_type` field default; `event_version` is the schema
+    version of the class (raise it and register an upcaster when the fields change).
+
+    Subclasses register themselves in `default_registry`; pass `registry=None` in the class
+    statement for an abstract intermediate base, or another `EventRegistry` to keep a set of
+    events apart (tests, plugins)::
+
+        class MoneyDeposited(DomainEvent):
+            amount: Decimal
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: UUID = Field(default_factory=uuid4)
+    event_type: str = ""
+    event_version: int = 1
+    occurred_at: UTCDateTime = Field(default_factory=utc_now)
+    aggregate_id: UUID = NIL_AGGREGATE_ID
+    aggregate_type: str = ""
+    aggregate_version: int = 0
+    tenant_id: UUID | None = None
+    correlation_id: UUID = Field(default_factory=uuid4)
+    causation_id: UUID | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    __event_registry__: ClassVar[EventRegistry | None]
+
+    def __init_subclass__(
+        cls, *, registry: EventRegistry | None = _DEFAULT_REGISTRY, **kwargs: Any
+    ):
+        super().__init_subclass__(**kwargs)
+        if registry is _DEFAULT_REGISTRY:
+            from eventsource.events.registry import default_registry
+
+            registry = default_registry
+        cls.__event_registry__ = registry
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields["event_type"]
+        if not field.default:
+            field.default = cls.__name__
+            cls.model_rebuild(force=True)
+        if cls.__event_registry__ is not None:
+            cls.__event_registry__.register(cls)
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The event type name this class is stored and registered under."""
+        return str(cls.model_fields["event_type"].default)
+
+    @classmethod
+    def schema_version(cls) -> int:
+        """The current schema version of this event class."""
+        return int(cls.model_fields["event_version"].default)
+
+    @property
+    def is_attached(self) -> bool:
+        """True once the event carries the id of the aggregate stream it belongs to."""
+        return self.aggregate_id != NIL_AGGREGATE_ID
+
+    def with_causation(self, cause: DomainEvent) -> Self:
+        """A copy caused by `cause`: same correlation id, causation id = the cause's event id."""
+        return self.model_copy(
+            update={"causation_id": cause.event_id, "correlation_id": cause.correlation_id}
+        )
+
+    def with_metadata(self, **metadata: Any) -> Self:
+        """A copy whose metadata is extended (and overridden) by `metadata`."""
+        return self.model_copy(update={"metadata": {**self.metadata, **metadata}})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-compatible data (UUIDs and datetimes as strings)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuild an event from `to_dict` output; invalid data raises `SerializationError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SerializationError(f"invalid data for event {cls.type_name()!r}: {exc}") from exc

@@ -1,0 +1,64 @@
+"""The stored form of events: JSON text written and read by pydantic's Rust core.
+
+Reading an event of the current schema version is a single `model_validate_json` call (no
+`json.loads` + `model_validate` double pass). Only payloads of an older version take the slow
+path through the registry's upcaster chain.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from eventsource.events.base import DomainEvent
+from eventsource.events.registry import EventRegistry, default_registry
+from eventsource.exceptions import SerializationError
+
+__all__ = ["EventCodec"]
+
+
+class EventCodec:
+    """Encodes events to JSON text and decodes stored rows back into event classes."""
+
+    __slots__ = ("registry",)
+
+    def __init__(self, registry: EventRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else default_registry
+
+    @staticmethod
+    def encode(event: DomainEvent) -> str:
+        try:
+            return event.model_dump_json()
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"event {event.event_type!r} {event.event_id} cannot be serialized to JSON: {exc}"
+            ) from exc
+
+    def decode(
+        self, event_type: str, event_version: int, payload: str | bytes, origin: object = None
+    ) -> DomainEvent:
+        """Rebuild the event of a stored row; `origin` (a position, an id) names it in errors.
+
+        Raises `EventTypeNotFoundError` for an unregistered type, `UpcastingError` when an old
+        version cannot be upcast, and `SerializationError` for a corrupt or invalid payload.
+        """
+        cls = self.registry.get(event_type)
+        current = cls.schema_version()
+        try:
+            if event_version == current:
+                return cls.model_validate_json(payload)
+            data: Any = json.loads(payload)
+            if not isinstance(data, dict):
+                raise SerializationError(
+                    f"stored {event_type!r} event at {origin}: payload is not a JSON object"
+                )
+            data = self.registry.upcast(event_type, data, event_version, current)
+            return cls.model_validate(data)
+        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SerializationError(
+                f"stored {event_type!r} event (schema version {event_version}) at {origin} "
+                f"is not valid for {cls.__qualname__}: {exc}"
+            ) from exc

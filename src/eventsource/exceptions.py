@@ -1,0 +1,128 @@
+"""The one exception hierarchy of the library: every error raised on purpose derives from
+`EventSourceError`, and each message says what happened, where, and what the caller can do."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+__all__ = [
+    "AggregateNotFoundError",
+    "DuplicateEventTypeError",
+    "EventIdConflictError",
+    "EventNotFoundError",
+    "EventSourceError",
+    "EventStoreError",
+    "EventTypeNotFoundError",
+    "InvalidEventError",
+    "InvalidPositionError",
+    "OptimisticLockError",
+    "SerializationError",
+    "UnhandledEventError",
+    "UpcasterRegistrationError",
+    "UpcastingError",
+]
+
+
+class EventSourceError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class EventStoreError(EventSourceError):
+    """An event store operation failed (storage unreachable, schema missing, ...)."""
+
+
+class OptimisticLockError(EventStoreError):
+    """An append found the stream at another version than the caller expected.
+
+    Another writer appended first: reload the aggregate and retry the command
+    (`AggregateRepository.execute` does this for you).
+    """
+
+    def __init__(self, aggregate_id: UUID, expected_version: object, actual_version: int) -> None:
+        self.aggregate_id = aggregate_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {aggregate_id}: expected version {expected_version}, "
+            f"but the stream is at version {actual_version}; reload and retry"
+        )
+
+
+class EventIdConflictError(EventStoreError):
+    """An event id is already stored with other content or at another place.
+
+    Re-appending exactly the events of an earlier append is idempotent; reusing one of their
+    ids for a different event, stream or version is this error.
+    """
+
+    def __init__(self, event_id: UUID, reason: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event {event_id} is already stored: {reason}")
+
+
+class InvalidEventError(EventSourceError, ValueError):
+    """An event or an append request is not valid (wrong stream, bad expected version, ...)."""
+
+
+class InvalidPositionError(EventSourceError, ValueError):
+    """A position token could not be parsed (it did not come from `str(position)`)."""
+
+
+class AggregateNotFoundError(EventSourceError):
+    """No event exists for the aggregate that was asked for."""
+
+    def __init__(self, aggregate_id: UUID, aggregate_type: str | None = None) -> None:
+        self.aggregate_id = aggregate_id
+        self.aggregate_type = aggregate_type
+        kind = f"{aggregate_type} " if aggregate_type else ""
+        super().__init__(f"aggregate {kind}{aggregate_id} has no events")
+
+
+class EventNotFoundError(EventSourceError):
+    """An event looked up by id does not exist."""
+
+    def __init__(self, event_id: UUID) -> None:
+        self.event_id = event_id
+        super().__init__(f"event {event_id} does not exist")
+
+
+class SerializationError(EventSourceError):
+    """An event could not be turned into its stored form, or a stored payload back into an event."""
+
+
+class UpcastingError(SerializationError):
+    """A stored payload of an old schema version could not be brought to the current version."""
+
+
+class EventTypeNotFoundError(EventSourceError, LookupError):
+    """No event class is registered under a type name."""
+
+    def __init__(self, event_type: str, available: list[str]) -> None:
+        self.event_type = event_type
+        self.available = available
+        shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+        super().__init__(
+            f"unknown event type {event_type!r}: no DomainEvent subclass is registered under "
+            f"this name (import the module that defines it); registered: {shown or 'none'}"
+        )
+
+
+class DuplicateEventTypeError(EventSourceError):
+    """Two different classes claim the same event type name in one registry."""
+
+    def __init__(self, event_type: str, existing: type, new: type) -> None:
+        self.event_type = event_type
+        super().__init__(
+            f"event type {event_type!r} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}; "
+            f"{new.__module__}.{new.__qualname__} cannot take it too "
+            "(give one of them another event_type)"
+        )
+
+
+class UpcasterRegistrationError(EventSourceError, ValueError):
+    """An upcaster was registered twice for one step, or for an impossible version."""
+
+
+class UnhandledEventError(EventSourceError):
+    """An aggregate received an event it has no handler for (and it is set to raise)."""

@@ -1,0 +1,47 @@
+"""Event stores: the `EventStore` interface and its backends.
+
+Backends with a third-party driver are imported on first attribute access, so importing this
+package never imports a driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsource.stores.in_memory import InMemoryEventStore
+from eventsource.stores.interface import (
+    AppendResult,
+    EventPublisher,
+    EventStore,
+    EventStream,
+    ExpectedVersion,
+    Position,
+    ReadDirection,
+    ReadOptions,
+    StoredEvent,
+)
+
+if TYPE_CHECKING:
+    from eventsource.stores.sqlite import SQLiteEventStore
+
+__all__ = [
+    "AppendResult",
+    "EventPublisher",
+    "EventStore",
+    "EventStream",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "Position",
+    "ReadDirection",
+    "ReadOptions",
+    "SQLiteEventStore",
+    "StoredEvent",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SQLiteEventStore":
+        from eventsource.stores.sqlite import SQLiteEventStore
+
+        return SQLiteEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,152 @@
+"""Append rules shared by every backend: expected-version checks, stamping events onto their
+stream, and recognising an idempotent retry. Backends supply only storage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsource.events.base import NIL_AGGREGATE_ID, DomainEvent
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import EventIdConflictError, InvalidEventError, OptimisticLockError
+from eventsource.stores.interface import AppendResult, ExpectedVersion, Position
+
+__all__ = [
+    "EventRecord",
+    "attach_events",
+    "check_expected_version",
+    "replayed_result",
+    "validate_expected_version",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One stored row, as every backend keeps it: indexed columns plus the JSON payload."""
+
+    position: Position
+    event_id: UUID
+    event_type: str
+    event_version: int
+    aggregate_id: UUID
+    aggregate_type: str
+    aggregate_version: int
+    tenant_id: UUID | None
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: str
+
+
+def validate_expected_version(expected_version: int) -> None:
+    if expected_version < 0 and expected_version not in ExpectedVersion._value2member_map_:
+        raise InvalidEventError(
+            f"expected_version {expected_version} is neither a version >= 0 nor an "
+            "ExpectedVersion member"
+        )
+
+
+def check_expected_version(aggregate_id: UUID, expected_version: int, current: int) -> None:
+    """Raise `OptimisticLockError` unless a stream at `current` satisfies the expectation."""
+    if expected_version == ExpectedVersion.ANY:
+        return
+    if expected_version == ExpectedVersion.STREAM_EXISTS:
+        ok = current > 0
+    elif expected_version == ExpectedVersion.NO_STREAM:
+        ok = current == 0
+    else:
+        ok = current == expected_version
+    if not ok:
+        shown = (
+            ExpectedVersion(expected_version).name
+            if expected_version < 0
+            else str(expected_version)
+        )
+        raise OptimisticLockError(aggregate_id, shown, current)
+
+
+def attach_events(
+    events: Sequence[DomainEvent], aggregate_id: UUID, aggregate_type: str, first_version: int
+) -> list[DomainEvent]:
+    """The events stamped with their stream id, type and versions `first_version`, ... .
+
+    Events already carrying these values are returned as they are (no copy). An event that
+    names another stream, or a batch repeating an event id, is an `InvalidEventError`.
+    """
+    attached: list[DomainEvent] = []
+    seen: set[UUID] = set()
+    for offset, event in enumerate(events):
+        if not isinstance(event, DomainEvent):
+            raise InvalidEventError(f"expected DomainEvent instances, got {type(event).__name__}")
+        if event.event_id in seen:
+            raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
+        seen.add(event.event_id)
+        if event.aggregate_id not in (aggregate_id, NIL_AGGREGATE_ID):
+            raise InvalidEventError(
+                f"event {event.event_type} {event.event_id} belongs to aggregate "
+                f"{event.aggregate_id}, not to stream {aggregate_id}"
+            )
+        if event.aggregate_type not in (aggregate_type, ""):
+            raise InvalidEventError(
+                f"event {event.event_type} {event.event_id} has aggregate_type "
+                f"{event.aggregate_type!r}, but is appended as {aggregate_type!r}"
+            )
+        version = first_version + offset
+        if (
+            event.aggregate_id != aggregate_id
+            or event.aggregate_type != aggregate_type
+            or event.aggregate_version != version
+        ):
+            event = event.model_copy(
+                update={
+                    "aggregate_id": aggregate_id,
+                    "aggregate_type": aggregate_type,
+                    "aggregate_version": version,
+                }
+            )
+        attached.append(event)
+    return attached
+
+
+def replayed_result(
+    events: Sequence[DomainEvent],
+    aggregate_id: UUID,
+    aggregate_type: str,
+    stored: Sequence[EventRecord],
+) -> AppendResult:
+    """The result of an append whose event ids were (partly) found in the store already.
+
+    `stored` holds the records found for the batch's ids. If they are exactly this batch,
+    the append is a retry and its original result is returned; anything else raises
+    `EventIdConflictError`.
+    """
+    by_id = {record.event_id: record for record in stored}
+    missing = [event.event_id for event in events if event.event_id not in by_id]
+    if missing:
+        raise EventIdConflictError(
+            next(iter(by_id)),
+            f"it is part of a different earlier append than this batch (event {missing[0]} "
+            "of this batch is not stored)",
+        )
+    records = [by_id[event.event_id] for event in events]
+    first = records[0].aggregate_version
+    replayed: list[DomainEvent] = []
+    for offset, (event, record) in enumerate(zip(events, records, strict=True)):
+        if record.aggregate_id != aggregate_id or record.aggregate_version != first + offset:
+            raise EventIdConflictError(
+                event.event_id,
+                f"at version {record.aggregate_version} of stream {record.aggregate_id}",
+            )
+        (again,) = attach_events([event], aggregate_id, aggregate_type, first + offset)
+        if json.loads(EventCodec.encode(again)) != json.loads(record.payload):
+            raise EventIdConflictError(event.event_id, "with different content")
+        replayed.append(again)
+    return AppendResult(
+        aggregate_id=aggregate_id,
+        new_version=records[-1].aggregate_version,
+        events=tuple(replayed),
+        positions=tuple(record.position for record in records),
+        already_stored=True,
+    )

@@ -1,0 +1,275 @@
+"""The `EventStore` contract and the value types it speaks in."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import ClassVar, Protocol, Self
+from uuid import UUID
+
+from eventsource.events.base import DomainEvent
+from eventsource.exceptions import InvalidEventError, InvalidPositionError
+
+__all__ = [
+    "AppendResult",
+    "EventPublisher",
+    "EventStore",
+    "EventStream",
+    "ExpectedVersion",
+    "Position",
+    "ReadDirection",
+    "ReadOptions",
+    "StoredEvent",
+]
+
+
+class ExpectedVersion(enum.IntEnum):
+    """What an append expects of the stream; any int >= 0 means "exactly this version".
+
+    `ANY` skips the check, `NO_STREAM` requires an empty stream (same as version 0),
+    `STREAM_EXISTS` requires at least one event.
+    """
+
+    ANY = -1
+    NO_STREAM = -2
+    STREAM_EXISTS = -3
+
+    @staticmethod
+    def exact(version: int) -> int:
+        if version < 0:
+            raise InvalidEventError(f"an exact expected version must be >= 0, got {version}")
+        return version
+
+
+class ReadDirection(enum.Enum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """An opaque, totally ordered place in a store's global feed.
+
+    `commit` orders transactions (the transaction id on PostgreSQL, 0 on stores that commit
+    one writer at a time) and `sequence` orders events within them. Positions compare with
+    `<`, and `str(position)` / `Position.parse` round-trip them through text (checkpoints,
+    HTTP headers).
+    """
+
+    commit: int
+    sequence: int
+
+    START: ClassVar[Position]
+
+    def __str__(self) -> str:
+        return f"{self.commit}-{self.sequence}"
+
+    @classmethod
+    def parse(cls, token: str) -> Position:
+        commit, sep, sequence = token.partition("-")
+        try:
+            if not sep:
+                raise ValueError(token)
+            return cls(int(commit), int(sequence))
+        except ValueError:
+            raise InvalidPositionError(
+                f"{token!r} is not a position token (expected the text of str(position))"
+            ) from None
+
+
+Position.START = Position(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read from a store: the event plus where the store keeps it."""
+
+    event: DomainEvent
+    position: Position
+    recorded_at: datetime
+
+    @property
+    def event_id(self) -> UUID:
+        return self.event.event_id
+
+    @property
+    def event_type(self) -> str:
+        return self.event.event_type
+
+    @property
+    def aggregate_id(self) -> UUID:
+        return self.event.aggregate_id
+
+    @property
+    def aggregate_type(self) -> str:
+        return self.event.aggregate_type
+
+    @property
+    def version(self) -> int:
+        """The event's version in its aggregate stream (1 for the first event)."""
+        return self.event.aggregate_version
+
+
+@dataclass(frozen=True, slots=True)
+class EventStream:
+    """The events of one aggregate stream, in version order."""
+
+    aggregate_id: UUID
+    aggregate_type: str | None
+    events: list[DomainEvent]
+    version: int
+    """The version of the last event read (0 when none was read)."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append stored: the events as stored (with ids and versions) and their positions."""
+
+    aggregate_id: UUID
+    new_version: int
+    events: tuple[DomainEvent, ...]
+    positions: tuple[Position, ...]
+    already_stored: bool = False
+    """True when every event was already stored by an earlier append (an idempotent retry)."""
+
+    @property
+    def last_position(self) -> Position | None:
+        """Position of the last event: a consistency token for read-your-writes."""
+        return self.positions[-1] if self.positions else None
+
+
+def _type_names(types: Iterable[str | type[DomainEvent]] | None) -> frozenset[str] | None:
+    if types is None:
+        return None
+    return frozenset(t if isinstance(t, str) else t.type_name() for t in types)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadOptions:
+    """How to read a stream (`read_stream`) or the global feed (`read_all`).
+
+    Versions are inclusive; `after` is exclusive (resume after the last position handled).
+    Filters combine with AND. `batch_size` is the page size backends fetch at a time, so a
+    read of any length holds a bounded number of events in memory.
+    """
+
+    direction: ReadDirection = ReadDirection.FORWARD
+    from_version: int = 1
+    to_version: int | None = None
+    after: Position | None = None
+    limit: int | None = None
+    event_types: frozenset[str] | None = None
+    aggregate_type: str | None = None
+    tenant_id: UUID | None = None
+    from_timestamp: datetime | None = None
+    to_timestamp: datetime | None = None
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.event_types is not None and not isinstance(self.event_types, frozenset):
+            object.__setattr__(self, "event_types", _type_names(self.event_types))
+        if self.limit is not None and self.limit < 0:
+            raise InvalidEventError(f"limit must be >= 0, got {self.limit}")
+        if self.batch_size < 1:
+            raise InvalidEventError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def forward(self) -> bool:
+        return self.direction is ReadDirection.FORWARD
+
+
+class EventPublisher(Protocol):
+    """Anything that can hand saved events on (an event bus, an outbox writer)."""
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None: ...
+
+
+class EventStore(ABC):
+    """Durable, append-only storage of aggregate event streams plus one ordered global feed.
+
+    A stream is identified by its aggregate id; versions in it run 1, 2, 3, ... without
+    gaps. Every backend passes `eventsource.testing.EventStoreContract`.
+    """
+
+    @abstractmethod
+    async def append_events(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: Sequence[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult:
+        """Append `events` atomically, all or none, if the stream matches `expected_version`.
+
+        Events not yet attached to the stream get its id, type and their version stamped
+        in. Raises `OptimisticLockError` when the stream is at another version, and
+        `EventIdConflictError` when an event id is already stored for other content.
+        Re-appending exactly the events of an earlier append returns that append's result
+        with `already_stored=True`.
+        """
+
+    @abstractmethod
+    def read_stream(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        """Iterate one stream's events in version order (or reverse with BACKWARD)."""
+
+    @abstractmethod
+    def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
+        """Iterate every stream's events in global order, resuming after `options.after`.
+
+        A reader that keeps resuming from the last position it saw receives every
+        committed event exactly once.
+        """
+
+    @abstractmethod
+    async def get_stream_version(self, aggregate_id: UUID) -> int:
+        """The stream's current version (0 when it has no events)."""
+
+    @abstractmethod
+    async def event_exists(self, event_id: UUID) -> bool: ...
+
+    @abstractmethod
+    async def get_event(self, event_id: UUID) -> StoredEvent:
+        """The stored event with this id, or `EventNotFoundError`."""
+
+    async def get_events(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str | None = None,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+    ) -> EventStream:
+        """All events of a stream (optionally a version range), as an `EventStream`."""
+        options = ReadOptions(
+            from_version=from_version, to_version=to_version, aggregate_type=aggregate_type
+        )
+        events = [stored.event async for stored in self.read_stream(aggregate_id, options)]
+        version = events[-1].aggregate_version if events else 0
+        return EventStream(aggregate_id, aggregate_type, events, version)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
+        """Release connections; stores holding none need not override this."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
