@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from eventsource._internal.clock import utc_now
 from eventsource.exceptions import SerializationError
@@ -30,7 +30,8 @@ def _as_utc(value: datetime) -> datetime:
     return value if value.utcoffset() == UTC.utcoffset(None) else value.astimezone(UTC)
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+UTCDateTime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+"""A timezone-aware datetime, converted to UTC (naive datetimes are refused: ambiguous)."""
 
 
 class DomainEvent(BaseModel):
@@ -77,8 +78,10 @@ class DomainEvent(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        declared = "event_type" in cls.__dict__.get("__annotations__", {})
         field = cls.model_fields["event_type"]
-        if not field.default:
+        if not declared or not field.default:
+            # Each class is its own type: a subclass does not inherit its parent's name.
             field.default = cls.__name__
             cls.model_rebuild(force=True)
         if cls.__event_registry__ is not None:

@@ -57,6 +57,10 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
     return EventRecord(
         position=Position(0, row[0]),
@@ -146,7 +150,11 @@ class SQLiteEventStore(EventStore):
     async def _open(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
         import aiosqlite
 
+        writer: aiosqlite.Connection | None = None
         try:
+            # Open once synchronously first: aiosqlite leaves its worker thread behind when
+            # the first connect fails, so a bad path is reported from here instead.
+            await asyncio.to_thread(_probe, self.path)
             writer = await aiosqlite.connect(self.path, isolation_level=None)
             await self._configure(writer)
             for statement in self._ddl:
@@ -156,6 +164,8 @@ class SQLiteEventStore(EventStore):
             reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._configure(reader)
         except sqlite3.Error as exc:
+            if writer is not None:
+                await writer.close()
             raise EventStoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
         return writer, reader
 

@@ -1,0 +1,462 @@
+"""`EventStoreContract`: the behaviour every `EventStore` backend must have.
+
+A backend's test module subclasses it and supplies the store::
+
+    class TestMyStore(EventStoreContract):
+        async def create_store(self, registry: EventRegistry) -> EventStore:
+            return MyStore(..., registry=registry)
+
+The store must start empty and decode events through `registry`, which holds the events of
+`eventsource.testing.events`. The suite needs pytest and pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import pytest
+
+from eventsource.events.base import DomainEvent
+from eventsource.events.registry import EventRegistry
+from eventsource.exceptions import (
+    EventIdConflictError,
+    EventNotFoundError,
+    EventTypeNotFoundError,
+    InvalidEventError,
+    InvalidPositionError,
+    OptimisticLockError,
+)
+from eventsource.stores.interface import (
+    EventStore,
+    ExpectedVersion,
+    Position,
+    ReadDirection,
+    ReadOptions,
+    StoredEvent,
+)
+from eventsource.testing.events import (
+    CartCheckedOut,
+    ItemAdded,
+    ItemRemoved,
+    ProfileCreated,
+    ProfileCreatedV1,
+    ProfileCreatedV2,
+    UnregisteredEvent,
+    contract_registry,
+)
+
+__all__ = ["EventStoreContract"]
+
+CART = "Cart"
+
+
+def _items(count: int, prefix: str = "item") -> list[DomainEvent]:
+    return [ItemAdded(name=f"{prefix}-{n}", quantity=n) for n in range(1, count + 1)]
+
+
+async def _collect(iterator: AsyncIterator[StoredEvent]) -> list[StoredEvent]:
+    return [stored async for stored in iterator]
+
+
+class EventStoreContract(ABC):
+    """Abstract pytest suite; subclasses implement `create_store`."""
+
+    pytestmark = pytest.mark.asyncio
+
+    @abstractmethod
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        """A new, empty store decoding through `registry`."""
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[EventStore]:
+        store = await self.create_store(contract_registry)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    # -- append and read back ----------------------------------------------------------------
+
+    async def test_append_then_read_stream_in_order(self, store: EventStore) -> None:
+        cart = uuid4()
+        events = _items(3)
+        result = await store.append_events(cart, CART, events, ExpectedVersion.NO_STREAM)
+
+        assert result.new_version == 3
+        assert not result.already_stored
+        assert [e.event_id for e in result.events] == [e.event_id for e in events]
+        assert [e.aggregate_version for e in result.events] == [1, 2, 3]
+        assert all(e.aggregate_id == cart and e.aggregate_type == CART for e in result.events)
+        assert len(result.positions) == 3
+        assert list(result.positions) == sorted(set(result.positions))
+        assert result.last_position == result.positions[-1]
+
+        stream = await store.get_events(cart)
+        assert stream.version == 3
+        assert list(stream.events) == list(result.events)
+        assert isinstance(stream.events[0], ItemAdded)
+        assert [e.name for e in stream.events] == ["item-1", "item-2", "item-3"]  # type: ignore[attr-defined]
+        assert await store.get_stream_version(cart) == 3
+
+    async def test_unknown_stream_is_empty(self, store: EventStore) -> None:
+        missing = uuid4()
+        stream = await store.get_events(missing)
+        assert stream.is_empty
+        assert stream.version == 0
+        assert await store.get_stream_version(missing) == 0
+        assert await _collect(store.read_stream(missing)) == []
+
+    async def test_streams_are_independent(self, store: EventStore) -> None:
+        a, b = uuid4(), uuid4()
+        await store.append_events(a, CART, _items(2, "a"), 0)
+        await store.append_events(b, CART, _items(1, "b"), 0)
+        await store.append_events(a, CART, [ItemRemoved(name="a-1")], 2)
+        assert await store.get_stream_version(a) == 3
+        assert await store.get_stream_version(b) == 1
+        assert [type(e) for e in (await store.get_events(a)).events] == [
+            ItemAdded,
+            ItemAdded,
+            ItemRemoved,
+        ]
+
+    async def test_stored_events_keep_their_envelope(self, store: EventStore) -> None:
+        cart, tenant = uuid4(), uuid4()
+        cause = ItemAdded(name="cause")
+        event = (
+            ItemAdded(name="x", tenant_id=tenant).with_causation(cause).with_metadata(user="ann")
+        )
+        await store.append_events(cart, CART, [event], 0)
+        (read,) = (await store.get_events(cart)).events
+        assert read.event_id == event.event_id
+        assert read.occurred_at == event.occurred_at
+        assert read.tenant_id == tenant
+        assert read.correlation_id == cause.correlation_id
+        assert read.causation_id == cause.event_id
+        assert read.metadata == {"user": "ann"}
+
+    async def test_event_that_names_another_stream_is_refused(self, store: EventStore) -> None:
+        cart = uuid4()
+        foreign = ItemAdded(name="x", aggregate_id=uuid4())
+        with pytest.raises(InvalidEventError):
+            await store.append_events(cart, CART, [ItemAdded(name="ok"), foreign], 0)
+        assert await store.get_stream_version(cart) == 0
+
+    # -- expected version ----------------------------------------------------------------------
+
+    async def test_exact_expected_version(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(2), 0)
+        await store.append_events(cart, CART, [CartCheckedOut()], 2)
+        with pytest.raises(OptimisticLockError) as caught:
+            await store.append_events(cart, CART, [ItemRemoved(name="late")], 2)
+        assert caught.value.aggregate_id == cart
+        assert caught.value.actual_version == 3
+        assert str(cart) in str(caught.value)
+        assert await store.get_stream_version(cart) == 3
+
+    async def test_no_stream(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(1), ExpectedVersion.NO_STREAM)
+        with pytest.raises(OptimisticLockError):
+            await store.append_events(cart, CART, _items(1, "again"), ExpectedVersion.NO_STREAM)
+        assert await store.get_stream_version(cart) == 1
+
+    async def test_stream_exists(self, store: EventStore) -> None:
+        cart = uuid4()
+        with pytest.raises(OptimisticLockError):
+            await store.append_events(cart, CART, _items(1), ExpectedVersion.STREAM_EXISTS)
+        await store.append_events(cart, CART, _items(1), ExpectedVersion.NO_STREAM)
+        result = await store.append_events(
+            cart, CART, _items(1, "more"), ExpectedVersion.STREAM_EXISTS
+        )
+        assert result.new_version == 2
+
+    async def test_any_version(self, store: EventStore) -> None:
+        cart = uuid4()
+        first = await store.append_events(cart, CART, _items(2), ExpectedVersion.ANY)
+        second = await store.append_events(cart, CART, _items(2, "more"), ExpectedVersion.ANY)
+        assert (first.new_version, second.new_version) == (2, 4)
+        assert [e.aggregate_version for e in second.events] == [3, 4]
+
+    async def test_invalid_expected_version(self, store: EventStore) -> None:
+        with pytest.raises(InvalidEventError):
+            await store.append_events(uuid4(), CART, _items(1), -42)
+        with pytest.raises(InvalidEventError):
+            ExpectedVersion.exact(-1)
+
+    async def test_empty_append_only_checks_the_version(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(2), 0)
+        result = await store.append_events(cart, CART, [], 2)
+        assert result.new_version == 2
+        assert result.positions == ()
+        with pytest.raises(OptimisticLockError):
+            await store.append_events(cart, CART, [], 1)
+
+    # -- atomicity and idempotency -------------------------------------------------------------
+
+    async def test_failed_append_stores_nothing(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(1), 0)
+        batch = _items(5, "batch")
+        with pytest.raises(OptimisticLockError):
+            await store.append_events(cart, CART, batch, 0)
+        assert await store.get_stream_version(cart) == 1
+        for event in batch:
+            assert not await store.event_exists(event.event_id)
+
+    async def test_retried_append_is_idempotent(self, store: EventStore) -> None:
+        cart = uuid4()
+        batch = _items(3)
+        first = await store.append_events(cart, CART, batch, 0)
+        # The same events again, as a client retrying after a lost reply would send them.
+        again = await store.append_events(cart, CART, batch, 0)
+        assert again.already_stored
+        assert again.new_version == first.new_version
+        assert again.positions == first.positions
+        assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+        # Retried with the stamped events of the result, and with another expected version.
+        third = await store.append_events(cart, CART, first.events, ExpectedVersion.ANY)
+        assert third.already_stored
+        assert third.positions == first.positions
+        assert await store.get_stream_version(cart) == 3
+        assert len(await _collect(store.read_all())) == 3
+
+    async def test_reused_event_id_with_other_content_conflicts(self, store: EventStore) -> None:
+        cart = uuid4()
+        original = ItemAdded(name="apple")
+        await store.append_events(cart, CART, [original], 0)
+        impostor = ItemAdded(event_id=original.event_id, name="pear")
+        with pytest.raises(EventIdConflictError) as caught:
+            await store.append_events(cart, CART, [impostor], ExpectedVersion.ANY)
+        assert caught.value.event_id == original.event_id
+        other_stream = uuid4()
+        with pytest.raises(EventIdConflictError):
+            await store.append_events(other_stream, CART, [original], 0)
+        assert await store.get_stream_version(other_stream) == 0
+
+    async def test_partly_stored_batch_conflicts(self, store: EventStore) -> None:
+        cart = uuid4()
+        stored = ItemAdded(name="stored")
+        await store.append_events(cart, CART, [stored], 0)
+        fresh = ItemAdded(name="fresh")
+        with pytest.raises(EventIdConflictError):
+            await store.append_events(cart, CART, [stored, fresh], ExpectedVersion.ANY)
+        assert not await store.event_exists(fresh.event_id)
+        assert await store.get_stream_version(cart) == 1
+
+    async def test_duplicate_id_within_a_batch_is_refused(self, store: EventStore) -> None:
+        event = ItemAdded(name="twice")
+        with pytest.raises(InvalidEventError):
+            await store.append_events(uuid4(), CART, [event, event], 0)
+        assert not await store.event_exists(event.event_id)
+
+    # -- concurrency ---------------------------------------------------------------------------
+
+    async def test_concurrent_appenders_exactly_one_wins_per_version(
+        self, store: EventStore
+    ) -> None:
+        cart = uuid4()
+        writers, rounds = 12, 5
+        winners: list[int] = []
+        for version in range(rounds):
+
+            async def attempt(writer: int, expected: int = version) -> bool:
+                event = ItemAdded(name=f"w{writer}-v{expected}")
+                try:
+                    await store.append_events(cart, CART, [event, CartCheckedOut()], expected * 2)
+                except OptimisticLockError:
+                    return False
+                return True
+
+            outcomes = await asyncio.gather(*(attempt(w) for w in range(writers)))
+            winners.append(sum(outcomes))
+        assert winners == [1] * rounds
+        stream = await store.get_events(cart)
+        assert [e.aggregate_version for e in stream.events] == list(range(1, rounds * 2 + 1))
+
+    async def test_concurrent_writers_on_many_streams_lose_nothing(self, store: EventStore) -> None:
+        streams = [uuid4() for _ in range(8)]
+        per_stream = 10
+
+        async def writer(stream: UUID) -> None:
+            for n in range(per_stream):
+                await store.append_events(stream, CART, [ItemAdded(name=f"{n}")], n)
+
+        await asyncio.gather(*(writer(s) for s in streams))
+        seen = await _collect(store.read_all())
+        assert len(seen) == len(streams) * per_stream
+        assert len({s.event_id for s in seen}) == len(seen)
+        for stream in streams:
+            versions = [s.version for s in seen if s.aggregate_id == stream]
+            assert versions == list(range(1, per_stream + 1))
+
+    # -- reading streams -----------------------------------------------------------------------
+
+    async def test_read_stream_ranges_and_directions(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(6), 0)
+
+        async def versions(**options: object) -> list[int]:
+            read = store.read_stream(cart, ReadOptions(**options))  # type: ignore[arg-type]
+            return [s.version for s in await _collect(read)]
+
+        assert await versions() == [1, 2, 3, 4, 5, 6]
+        assert await versions(from_version=3) == [3, 4, 5, 6]
+        assert await versions(from_version=2, to_version=4) == [2, 3, 4]
+        assert await versions(direction=ReadDirection.BACKWARD) == [6, 5, 4, 3, 2, 1]
+        assert await versions(direction=ReadDirection.BACKWARD, from_version=2, to_version=4) == [
+            4,
+            3,
+            2,
+        ]
+        assert await versions(limit=2) == [1, 2]
+        assert await versions(direction=ReadDirection.BACKWARD, limit=2) == [6, 5]
+        assert await versions(batch_size=1) == [1, 2, 3, 4, 5, 6]
+        assert await versions(batch_size=4, limit=5) == [1, 2, 3, 4, 5]
+        tail = await store.get_events(cart, from_version=5)
+        assert [e.aggregate_version for e in tail.events] == [5, 6]
+        assert tail.version == 6
+
+    async def test_read_stream_filters(self, store: EventStore) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, [*_items(2), ItemRemoved(name="item-1")], 0)
+        removed = store.read_stream(cart, ReadOptions(event_types=frozenset({"ItemRemoved"})))
+        assert [s.version for s in await _collect(removed)] == [3]
+        assert (await store.get_events(cart, "SomethingElse")).is_empty
+        assert len(await store.get_events(cart, CART)) == 3
+
+    # -- the global feed -----------------------------------------------------------------------
+
+    async def test_read_all_in_commit_order_and_resumable(self, store: EventStore) -> None:
+        appended: list[UUID] = []
+        for n in range(7):
+            events = _items(n % 3 + 1, f"s{n}")
+            await store.append_events(uuid4(), CART, events, 0)
+            appended.extend(e.event_id for e in events)
+
+        everything = await _collect(store.read_all())
+        assert [s.event_id for s in everything] == appended
+        positions = [s.position for s in everything]
+        assert positions == sorted(positions)
+        assert len(set(positions)) == len(positions)
+
+        # Resume page by page from the last position seen, through its text form.
+        resumed: list[UUID] = []
+        token: str | None = None
+        while True:
+            after = Position.parse(token) if token is not None else None
+            page = await _collect(store.read_all(ReadOptions(after=after, limit=4)))
+            if not page:
+                break
+            resumed.extend(s.event_id for s in page)
+            token = str(page[-1].position)
+        assert resumed == appended
+
+        backward = await _collect(store.read_all(ReadOptions(direction=ReadDirection.BACKWARD)))
+        assert [s.event_id for s in backward] == appended[::-1]
+        before = await _collect(
+            store.read_all(
+                ReadOptions(direction=ReadDirection.BACKWARD, after=positions[3], limit=2)
+            )
+        )
+        assert [s.event_id for s in before] == [appended[2], appended[1]]
+        small_pages = await _collect(store.read_all(ReadOptions(batch_size=2)))
+        assert [s.event_id for s in small_pages] == appended
+
+    async def test_read_all_sees_later_appends_after_resuming(self, store: EventStore) -> None:
+        await store.append_events(uuid4(), CART, _items(2), 0)
+        first = await _collect(store.read_all())
+        late = _items(2, "late")
+        await store.append_events(uuid4(), CART, late, 0)
+        rest = await _collect(store.read_all(ReadOptions(after=first[-1].position)))
+        assert [s.event_id for s in rest] == [e.event_id for e in late]
+
+    async def test_read_all_filters(self, store: EventStore) -> None:
+        tenant_a, tenant_b = uuid4(), uuid4()
+        cart_a, cart_b, order = uuid4(), uuid4(), uuid4()
+        await store.append_events(cart_a, CART, [ItemAdded(name="a", tenant_id=tenant_a)], 0)
+        await store.append_events(cart_b, CART, [ItemRemoved(name="b", tenant_id=tenant_b)], 0)
+        await store.append_events(order, "Order", [CartCheckedOut(tenant_id=tenant_a)], 0)
+
+        async def ids(**options: object) -> set[UUID]:
+            read = store.read_all(ReadOptions(**options))  # type: ignore[arg-type]
+            return {s.aggregate_id for s in await _collect(read)}
+
+        assert await ids(aggregate_type=CART) == {cart_a, cart_b}
+        assert await ids(aggregate_type="Order") == {order}
+        assert await ids(tenant_id=tenant_a) == {cart_a, order}
+        assert await ids(event_types=frozenset({"ItemRemoved", "CartCheckedOut"})) == {
+            cart_b,
+            order,
+        }
+        assert await ids(event_types=[ItemAdded]) == {cart_a}
+        assert await ids(event_types=frozenset()) == set()
+        assert await ids(tenant_id=tenant_b, aggregate_type="Order") == set()
+
+    async def test_read_all_time_range(self, store: EventStore) -> None:
+        old, new = ItemAdded(name="old"), ItemAdded(name="new")
+        old = old.model_copy(update={"occurred_at": new.occurred_at - timedelta(hours=2)})
+        await store.append_events(uuid4(), CART, [old], 0)
+        await store.append_events(uuid4(), CART, [new], 0)
+        cutoff = new.occurred_at - timedelta(hours=1)
+        recent = await _collect(store.read_all(ReadOptions(from_timestamp=cutoff)))
+        assert [s.event_id for s in recent] == [new.event_id]
+        earlier = await _collect(store.read_all(ReadOptions(to_timestamp=cutoff)))
+        assert [s.event_id for s in earlier] == [old.event_id]
+
+    async def test_position_tokens(self, store: EventStore) -> None:
+        result = await store.append_events(uuid4(), CART, _items(2), 0)
+        first, second = result.positions
+        assert first < second
+        assert Position.parse(str(second)) == second
+        with pytest.raises(InvalidPositionError):
+            Position.parse("not a position")
+
+    # -- lookups and decoding --------------------------------------------------------------------
+
+    async def test_event_lookup(self, store: EventStore) -> None:
+        cart = uuid4()
+        event = ItemAdded(name="find me")
+        result = await store.append_events(cart, CART, [event], 0)
+        assert await store.event_exists(event.event_id)
+        assert not await store.event_exists(uuid4())
+        found = await store.get_event(event.event_id)
+        assert found.event == result.events[0]
+        assert found.position == result.positions[0]
+        assert found.version == 1
+        with pytest.raises(EventNotFoundError):
+            await store.get_event(uuid4())
+
+    async def test_old_schema_versions_are_upcast_on_read(self, store: EventStore) -> None:
+        profile = uuid4()
+        written = [
+            ProfileCreatedV1(name="Ada Lovelace"),
+            ProfileCreatedV2(first_name="Grace", last_name="Hopper"),
+            ProfileCreated(first_name="Alan", last_name="Turing", email="alan@example.org"),
+        ]
+        await store.append_events(profile, "Profile", written, 0)
+        read = (await store.get_events(profile)).events
+        assert all(type(e) is ProfileCreated for e in read)
+        assert [e.event_version for e in read] == [3, 3, 3]
+        assert [(e.first_name, e.last_name, e.email) for e in read] == [  # type: ignore[attr-defined]
+            ("Ada", "Lovelace", None),
+            ("Grace", "Hopper", None),
+            ("Alan", "Turing", "alan@example.org"),
+        ]
+        assert [e.event_id for e in read] == [e.event_id for e in written]
+        via_feed = await _collect(store.read_all(ReadOptions(aggregate_type="Profile")))
+        assert [s.event for s in via_feed] == list(read)
+
+    async def test_unknown_event_type_fails_clearly_on_read(self, store: EventStore) -> None:
+        stream = uuid4()
+        await store.append_events(stream, CART, [UnregisteredEvent(note="x")], 0)
+        with pytest.raises(EventTypeNotFoundError) as caught:
+            await store.get_events(stream)
+        assert caught.value.event_type == "UnregisteredEvent"
+        # The stored event is still there, untouched, for code that knows its type.
+        assert await store.get_stream_version(stream) == 1

@@ -1,0 +1,7 @@
+from eventsource import EventRegistry, EventStore, InMemoryEventStore
+from eventsource.testing import EventStoreContract
+
+
+class TestInMemoryEventStore(EventStoreContract):
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        return InMemoryEventStore(registry=registry)

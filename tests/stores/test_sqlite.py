@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from eventsource import EventRegistry, EventStore, SQLiteEventStore
+from eventsource.testing import EventStoreContract
+
+pytestmark = pytest.mark.sqlite
+
+
+class TestSQLiteEventStore(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _database_file(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "events.db"
+
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        return SQLiteEventStore(self.path, registry=registry)
+
+
+class TestSQLiteInMemoryDatabase(EventStoreContract):
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        return SQLiteEventStore(":memory:", registry=registry)
+
+
+async def test_separate_connections_on_one_file_exactly_one_wins(tmp_path: Path) -> None:
+    """Several store instances (as several processes would) contend through SQLite's lock."""
+    import asyncio
+    from uuid import uuid4
+
+    from eventsource import OptimisticLockError
+    from eventsource.testing.events import ItemAdded, contract_registry
+
+    path = tmp_path / "shared.db"
+    stores = [SQLiteEventStore(path, registry=contract_registry) for _ in range(6)]
+    for store in stores:
+        await store.connect()
+    cart = uuid4()
+    try:
+        for version in range(4):
+
+            async def attempt(store: SQLiteEventStore, expected: int = version) -> bool:
+                try:
+                    await store.append_events(cart, "Cart", [ItemAdded(name="x")], expected)
+                except OptimisticLockError:
+                    return False
+                return True
+
+            outcomes = await asyncio.gather(*(attempt(s) for s in stores))
+            assert sum(outcomes) == 1
+        versions = [e.aggregate_version for e in (await stores[0].get_events(cart)).events]
+        assert versions == [1, 2, 3, 4]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_corrupt_row_raises_serialization_error(tmp_path: Path) -> None:
+    import sqlite3
+    from uuid import uuid4
+
+    from eventsource import SerializationError
+    from eventsource.testing.events import ItemAdded, contract_registry
+
+    path = tmp_path / "corrupt.db"
+    async with SQLiteEventStore(path, registry=contract_registry) as store:
+        cart = uuid4()
+        good, bad = ItemAdded(name="good"), ItemAdded(name="bad")
+        await store.append_events(cart, "Cart", [good, bad], 0)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE events SET payload = '{not json' WHERE event_id = ?", (str(bad.event_id),)
+        )
+    async with SQLiteEventStore(path, registry=contract_registry) as store:
+        with pytest.raises(SerializationError, match="ItemAdded"):
+            await store.get_events(cart)
+        assert (await store.get_event(good.event_id)).event.name == "good"  # type: ignore[attr-defined]
+
+
+async def test_table_name_is_quoted_not_formatted(tmp_path: Path) -> None:
+    from uuid import uuid4
+
+    from eventsource.testing.events import ItemAdded, contract_registry
+
+    odd = 'my "events"; DROP TABLE x'
+    async with SQLiteEventStore(tmp_path / "t.db", registry=contract_registry, table=odd) as store:
+        await store.append_events(uuid4(), "Cart", [ItemAdded(name="x")], 0)
+        assert len([s async for s in store.read_all()]) == 1
+
+
+async def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    from eventsource import EventStoreError
+
+    store = SQLiteEventStore(tmp_path / "missing-dir" / "x.db")
+    with pytest.raises(EventStoreError, match="cannot open"):
+        await store.connect()
