@@ -217,8 +217,8 @@ def test_codec_errors_are_typed() -> None:
         codec.decode("Unknown", 1, "{}")
     with pytest.raises(SerializationError, match="position 7"):
         codec.decode("PriceChanged", 1, '{"price": [1]}', "position 7")
+    versions_codec = EventCodec(versions)
     with pytest.raises(SerializationError, match="not a JSON object"):
-        versions_codec = EventCodec(versions)
         versions_codec.decode("Moved", 1, "[1, 2]")
     with pytest.raises(SerializationError):
         codec.decode("PriceChanged", 1, b"\xff\xfe")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 from uuid import UUID, uuid4
@@ -78,7 +79,7 @@ class DomainEvent(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        declared = "event_type" in cls.__dict__.get("__annotations__", {})
+        declared = "event_type" in inspect.get_annotations(cls)
         field = cls.model_fields["event_type"]
         if not declared or not field.default:
             # Each class is its own type: a subclass does not inherit its parent's name.
