@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -149,9 +149,9 @@ class AppendResult:
         return self.positions[-1] if self.positions else None
 
 
-def _type_names(types: Iterable[str | type[DomainEvent]] | None) -> frozenset[str] | None:
-    if types is None:
-        return None
+def _type_names(types: Iterable[str | type[DomainEvent]] | str) -> frozenset[str]:
+    if isinstance(types, str):
+        return frozenset((types,))
     return frozenset(t if isinstance(t, str) else t.type_name() for t in types)
 
 
@@ -169,7 +169,8 @@ class ReadOptions:
     to_version: int | None = None
     after: Position | None = None
     limit: int | None = None
-    event_types: frozenset[str] | None = None
+    event_types: Collection[str] | None = None
+    """Event type names to keep (event classes are accepted too); stored as a frozenset."""
     aggregate_type: str | None = None
     tenant_id: UUID | None = None
     from_timestamp: datetime | None = None

@@ -395,6 +395,7 @@ class EventStoreContract(ABC):
             order,
         }
         assert await ids(event_types=[ItemAdded]) == {cart_a}
+        assert await ids(event_types="ItemRemoved") == {cart_b}
         assert await ids(event_types=frozenset()) == set()
         assert await ids(tenant_id=tenant_b, aggregate_type="Order") == set()
 
