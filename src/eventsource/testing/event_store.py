@@ -7,7 +7,7 @@ A backend's test module subclasses it and supplies the store::
             return MyStore(..., registry=registry)
 
 The store must start empty and decode events through `registry`, which holds the events of
-`eventsource.testing.events`. The suite needs pytest and pytest-asyncio.
+`eventsource.testing.events`. The suite needs pytest, pytest-asyncio and hypothesis.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -409,6 +411,59 @@ class EventStoreContract(ABC):
         assert [s.event_id for s in recent] == [new.event_id]
         earlier = await _collect(store.read_all(ReadOptions(to_timestamp=cutoff)))
         assert [s.event_id for s in earlier] == [old.event_id]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        # One store serves all examples (each uses new streams and reads after the newest
+        # position), and every backend subclass runs this same method: both are intended.
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        plan=st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, 4), st.booleans()),
+            min_size=1,
+            max_size=12,
+        ),
+        page=st.integers(1, 5),
+    )
+    async def test_feed_matches_a_model_of_the_appends(
+        self, store: EventStore, plan: list[tuple[int, int, bool]], page: int
+    ) -> None:
+        """Random appends, some with a stale expected version, against a plain model."""
+        newest = await _collect(
+            store.read_all(ReadOptions(direction=ReadDirection.BACKWARD, limit=1))
+        )
+        start = newest[0].position if newest else None
+        streams = [uuid4() for _ in range(4)]
+        versions = dict.fromkeys(streams, 0)
+        expected_feed: list[UUID] = []
+        for index, count, stale in plan:
+            stream = streams[index]
+            batch = _items(count)
+            if stale and versions[stream] > 0:
+                with pytest.raises(OptimisticLockError):
+                    await store.append_events(stream, CART, batch, versions[stream] - 1)
+                continue
+            result = await store.append_events(stream, CART, batch, versions[stream])
+            versions[stream] += count
+            assert result.new_version == versions[stream]
+            expected_feed.extend(e.event_id for e in batch)
+
+        feed: list[StoredEvent] = []
+        after = start
+        while page_events := await _collect(store.read_all(ReadOptions(after=after, limit=page))):
+            feed.extend(page_events)
+            after = page_events[-1].position
+        assert [s.event_id for s in feed] == expected_feed
+        for stream in streams:
+            assert [s.version for s in feed if s.aggregate_id == stream] == list(
+                range(1, versions[stream] + 1)
+            )
+            assert await store.get_stream_version(stream) == versions[stream]
 
     async def test_position_tokens(self, store: EventStore) -> None:
         result = await store.append_events(uuid4(), CART, _items(2), 0)
