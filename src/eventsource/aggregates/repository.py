@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from eventsource.aggregates.base import AggregateRoot
@@ -17,6 +17,9 @@ __all__ = ["AggregateRepository"]
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)  # type: ignore[type-arg]
 R = TypeVar("R")
+
+_BACKOFF_BASE = 0.001  # seconds; doubled per retry, full jitter
+_BACKOFF_CAP = 0.1
 
 
 class AggregateRepository(Generic[TAggregate]):
@@ -35,7 +38,7 @@ class AggregateRepository(Generic[TAggregate]):
         aggregate_type: str | None = None,
         event_publisher: EventPublisher | None = None,
         *,
-        max_retries: int = 5,
+        max_retries: int = 10,
     ) -> None:
         if aggregate_type is None:
             aggregate_type = getattr(aggregate_factory, "aggregate_type", None)
@@ -91,18 +94,37 @@ class AggregateRepository(Generic[TAggregate]):
             await self.event_publisher.publish(result.events)
         return result
 
+    @overload
     async def execute(
         self,
         aggregate_id: UUID,
-        command: Callable[[TAggregate], R | Awaitable[R]],
+        command: Callable[[TAggregate], Awaitable[R]],
         *,
         create: bool = False,
-    ) -> R:
+    ) -> R: ...
+
+    @overload
+    async def execute(
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], R],
+        *,
+        create: bool = False,
+    ) -> R: ...
+
+    async def execute(
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], Any],
+        *,
+        create: bool = False,
+    ) -> Any:
         """Load, run `command(aggregate)`, save; on a version conflict start over.
 
         The command (sync or async) is rerun on freshly loaded state up to `max_retries`
-        times, with a short jittered pause; after that the `OptimisticLockError` propagates.
-        With `create=True` a missing aggregate is created instead of raising
+        times, after a pause with exponential backoff and full jitter (so writers that
+        collided do not collide again in lockstep); after that the `OptimisticLockError`
+        propagates. With `create=True` a missing aggregate is created instead of raising
         `AggregateNotFoundError`. Returns what the command returned.
         """
         attempt = 0
@@ -120,6 +142,7 @@ class AggregateRepository(Generic[TAggregate]):
                 if attempt >= self.max_retries:
                     raise
                 attempt += 1
-                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
+                await asyncio.sleep(random.uniform(0, ceiling))
                 continue
             return outcome

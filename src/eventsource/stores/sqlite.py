@@ -166,7 +166,10 @@ class SQLiteEventStore(EventStore):
         except sqlite3.Error as exc:
             if writer is not None:
                 await writer.close()
-            raise EventStoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            raise EventStoreError(
+                f"cannot open SQLite store {self.path!r}: {exc} (check that the directory "
+                "exists and is writable, and that the file is an SQLite database)"
+            ) from exc
         return writer, reader
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
