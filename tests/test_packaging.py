@@ -1,0 +1,198 @@
+"""Packaging promises: no driver on import, pinned public API, extras named in errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import eventsource
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVERS = ("asyncpg", "aiosqlite", "redis", "aio_pika", "aiokafka", "opentelemetry", "nats")
+
+PUBLIC_API = {
+    "KAFKA_AVAILABLE",
+    "NIL_AGGREGATE_ID",
+    "POSTGRESQL_AVAILABLE",
+    "RABBITMQ_AVAILABLE",
+    "REDIS_AVAILABLE",
+    "SQLITE_AVAILABLE",
+    "TELEMETRY_AVAILABLE",
+    "AggregateId",
+    "AggregateNotFoundError",
+    "AggregateRepository",
+    "AggregateRoot",
+    "AppendResult",
+    "CausationId",
+    "CorrelationId",
+    "DeclarativeAggregate",
+    "DomainEvent",
+    "DuplicateEventTypeError",
+    "EventCodec",
+    "EventHandler",
+    "EventId",
+    "EventIdConflictError",
+    "EventNotFoundError",
+    "EventPublisher",
+    "EventRegistry",
+    "EventSourceError",
+    "EventStore",
+    "EventStoreError",
+    "EventStream",
+    "EventTypeNotFoundError",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InvalidEventError",
+    "InvalidPositionError",
+    "OptimisticLockError",
+    "Position",
+    "ReadDirection",
+    "ReadOptions",
+    "SQLiteEventStore",
+    "SerializationError",
+    "StoredEvent",
+    "SyncEventHandler",
+    "TState",
+    "TenantId",
+    "UnhandledEventError",
+    "UnhandledEventPolicy",
+    "Upcaster",
+    "UpcasterRegistrationError",
+    "UpcastingError",
+    "Version",
+    "__version__",
+    "default_registry",
+    "get_event_class",
+    "get_event_class_or_none",
+    "handles",
+    "is_event_registered",
+    "list_registered_events",
+    "register_event",
+    "upcaster",
+}
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_public_api_is_pinned() -> None:
+    """Adding or removing a public name is a decision: update this set and the CHANGELOG."""
+    assert set(eventsource.__all__) == PUBLIC_API
+    assert len(eventsource.__all__) == len(PUBLIC_API), "duplicate names in __all__"
+
+
+def test_every_public_name_resolves() -> None:
+    missing = [name for name in eventsource.__all__ if not hasattr(eventsource, name)]
+    assert missing == []
+
+
+def test_import_eventsource_imports_no_driver() -> None:
+    result = run_python(
+        f"""
+        import sys
+        import eventsource
+        import eventsource.testing
+        assert eventsource.SQLITE_AVAILABLE and eventsource.POSTGRESQL_AVAILABLE
+        loaded = sorted(
+            name for name in sys.modules
+            if name.split(".")[0] in {DRIVERS!r}
+        )
+        print(",".join(loaded))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_lazy_backend_imports_its_driver_on_first_use() -> None:
+    result = run_python(
+        """
+        import sys
+        import eventsource
+        assert "aiosqlite" not in sys.modules
+        store_class = eventsource.SQLiteEventStore
+        store_class(":memory:")
+        assert "aiosqlite" in sys.modules
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_backend_without_its_extra_names_the_extra() -> None:
+    result = run_python(
+        """
+        import sys
+        sys.modules["aiosqlite"] = None  # what an environment without the extra looks like
+        import eventsource
+        try:
+            eventsource.SQLiteEventStore(":memory:")
+        except ImportError as exc:
+            print(exc)
+        else:
+            raise SystemExit("no ImportError")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "eventsource-async[sqlite]" in result.stdout
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = eventsource.NoSuchThing  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flag", "module"),
+    [
+        ("POSTGRESQL_AVAILABLE", "asyncpg"),
+        ("SQLITE_AVAILABLE", "aiosqlite"),
+        ("REDIS_AVAILABLE", "redis"),
+        ("RABBITMQ_AVAILABLE", "aio_pika"),
+        ("KAFKA_AVAILABLE", "aiokafka"),
+        ("TELEMETRY_AVAILABLE", "opentelemetry"),
+    ],
+)
+def test_availability_flags_follow_installed_drivers(flag: str, module: str) -> None:
+    """The dev environment installs every extra, so every flag is true; a hidden driver is not."""
+    assert getattr(eventsource, flag) is True
+    result = run_python(
+        f"""
+        import importlib.abc, sys
+
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == {module!r}:
+                    raise ModuleNotFoundError(name)
+                return None
+
+        sys.meta_path.insert(0, Hide())
+        import eventsource
+        print(eventsource.{flag})
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_version_matches_the_distribution() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert eventsource.__version__ == project["version"]
+    assert project["name"] == "eventsource-async"
+    extras = project["optional-dependencies"]
+    assert {"postgresql", "sqlite", "redis", "rabbitmq", "kafka", "telemetry", "all"} <= set(extras)
+
+
+def test_typed_marker_is_shipped() -> None:
+    assert (Path(eventsource.__file__).parent / "py.typed").is_file()
