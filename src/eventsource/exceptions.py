@@ -17,6 +17,9 @@ __all__ = [
     "InvalidPositionError",
     "OptimisticLockError",
     "SerializationError",
+    "StoreConnectionError",
+    "StoreSchemaError",
+    "TransientStoreError",
     "UnhandledEventError",
     "UpcasterRegistrationError",
     "UpcastingError",
@@ -29,6 +32,27 @@ class EventSourceError(Exception):
 
 class EventStoreError(EventSourceError):
     """An event store operation failed (storage unreachable, schema missing, ...)."""
+
+
+class TransientStoreError(EventStoreError):
+    """The storage failed for a reason that may pass: a lost connection, a serialization
+    failure, a deadlock.
+
+    Nothing was half-written. Retrying the same append (same event ids) is safe: appends are
+    idempotent, so a retry of an append that did commit returns the original result.
+    """
+
+
+class StoreConnectionError(TransientStoreError):
+    """The connection to the storage was lost or could not be opened."""
+
+
+class StoreSchemaError(EventStoreError):
+    """The storage schema is missing or differs from what this version expects.
+
+    Run the store's `create_schema()` (or its migrations); a migration file changed after it was
+    applied is reported here too (migrations are append-only).
+    """
 
 
 class OptimisticLockError(EventStoreError):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
+from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.exceptions import AggregateNotFoundError, OptimisticLockError
 from eventsource.stores.interface import AppendResult, EventPublisher, EventStore
@@ -142,7 +142,6 @@ class AggregateRepository(Generic[TAggregate]):
                 if attempt >= self.max_retries:
                     raise
                 attempt += 1
-                ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
-                await asyncio.sleep(random.uniform(0, ceiling))
+                await asyncio.sleep(backoff_delay(attempt, base=_BACKOFF_BASE, cap=_BACKOFF_CAP))
                 continue
             return outcome

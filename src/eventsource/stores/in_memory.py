@@ -145,6 +145,10 @@ class InMemoryEventStore(EventStore):
                 yielded += 1
                 yield self._decode(record)
 
+    async def current_position(self) -> Position:
+        with self._lock:
+            return self._records[-1].position if self._records else Position.START
+
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         stream = self._streams.get(aggregate_id)
         return stream[-1].aggregate_version if stream else 0

@@ -235,6 +235,11 @@ class EventStore(ABC):
         """
 
     @abstractmethod
+    async def current_position(self) -> Position:
+        """The position of the last event `read_all` can return now (`Position.START` when
+        empty): a reader resuming after it misses no event committed later."""
+
+    @abstractmethod
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         """The stream's current version (0 when it has no events)."""
 

@@ -131,6 +131,7 @@ class SQLiteEventStore(EventStore):
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = ?"
         )
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
+        self._current_sql = f"SELECT MAX(position) FROM {t}"
 
     # -- connections -------------------------------------------------------------------------
 
@@ -390,6 +391,12 @@ class SQLiteEventStore(EventStore):
             start = after if after is not None else 2**62
         async for stored in self._pages("position", start, None, [], [], options):
             yield stored
+
+    async def current_position(self) -> Position:
+        _, reader = await self._connections()
+        async with reader.execute(self._current_sql) as cursor:
+            row = await cursor.fetchone()
+        return Position(0, int(row[0])) if row and row[0] is not None else Position.START
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         _, reader = await self._connections()

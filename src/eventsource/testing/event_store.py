@@ -281,6 +281,23 @@ class EventStoreContract(ABC):
         stream = await store.get_events(cart)
         assert [e.aggregate_version for e in stream.events] == list(range(1, rounds * 2 + 1))
 
+    async def test_concurrent_any_version_appends_all_land_without_gaps(
+        self, store: EventStore
+    ) -> None:
+        cart = uuid4()
+        batches = [_items(2, f"writer{w}") for w in range(16)]
+        results = await asyncio.gather(
+            *(store.append_events(cart, CART, batch, ExpectedVersion.ANY) for batch in batches)
+        )
+        assert sorted(r.new_version for r in results) == list(range(2, 33, 2))
+        stream = await store.get_events(cart)
+        assert [e.aggregate_version for e in stream.events] == list(range(1, 33))
+        by_id = {e.event_id: e for e in stream.events}
+        for batch, result in zip(batches, results, strict=True):
+            # each batch landed whole and contiguous, at the versions its result reports
+            versions = [by_id[e.event_id].aggregate_version for e in batch]
+            assert versions == [result.new_version - 1, result.new_version]
+
     async def test_concurrent_writers_on_many_streams_lose_nothing(self, store: EventStore) -> None:
         streams = [uuid4() for _ in range(8)]
         per_stream = 10
@@ -472,6 +489,18 @@ class EventStoreContract(ABC):
         assert Position.parse(str(second)) == second
         with pytest.raises(InvalidPositionError):
             Position.parse("not a position")
+
+    async def test_current_position_is_the_end_of_the_feed(self, store: EventStore) -> None:
+        assert await store.current_position() == Position.START
+        await store.append_events(uuid4(), CART, _items(2), 0)
+        result = await store.append_events(uuid4(), CART, _items(3), 0)
+        end = await store.current_position()
+        assert end == result.last_position
+        assert await _collect(store.read_all(ReadOptions(after=end))) == []
+        later = await store.append_events(uuid4(), CART, _items(1), 0)
+        assert [s.position for s in await _collect(store.read_all(ReadOptions(after=end)))] == [
+            later.positions[0]
+        ]
 
     # -- lookups and decoding --------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""PostgreSQL helpers shared by the PostgreSQL backends: URLs, engines and error mapping.
+
+asyncpg is imported lazily inside the functions, so importing this module loads no driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsource.exceptions import (
+    EventSourceError,
+    EventStoreError,
+    SerializationError,
+    StoreConnectionError,
+    StoreSchemaError,
+    TransientStoreError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = [
+    "asyncpg_url",
+    "create_engine",
+    "driver_error",
+    "is_connection_error",
+    "is_database_error",
+    "map_error",
+    "unique_violation",
+]
+
+_TRANSIENT = {"40001": "serialization failure", "40P01": "deadlock detected"}
+_SCHEMA = {"42P01", "3F000", "42703"}  # undefined table, undefined schema, undefined column
+
+
+def asyncpg_url(url: str) -> str:
+    """A SQLAlchemy URL for the asyncpg driver from a postgres:// or postgresql:// URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"{url!r} is not a database URL")
+    if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(
+        f"the PostgreSQL store runs on asyncpg: use a postgresql:// or postgresql+asyncpg:// "
+        f"URL, not {scheme}://"
+    )
+
+
+def create_engine(url: str, **engine_kwargs: Any) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine_kwargs.setdefault("pool_size", 10)
+    engine_kwargs.setdefault("max_overflow", 10)
+    engine_kwargs.setdefault("pool_pre_ping", False)
+    return create_async_engine(asyncpg_url(url), **engine_kwargs)
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The asyncpg (or OS) exception under SQLAlchemy's wrappers, or `exc` itself."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.startswith("asyncpg"):
+            return current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return exc
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def unique_violation(exc: BaseException) -> str | None:
+    """The constraint name if `exc` is a unique violation, else None."""
+    cause = driver_error(exc)
+    if _sqlstate(cause) == "23505":
+        return str(getattr(cause, "constraint_name", "") or "")
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    import asyncpg
+
+    cause = driver_error(exc)
+    state = _sqlstate(cause) or ""
+    if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+        return True
+    if isinstance(cause, asyncpg.InterfaceError | OSError | ConnectionError):
+        return True
+    invalidated = getattr(exc, "connection_invalidated", False)
+    return bool(invalidated)
+
+
+def map_error(exc: BaseException, what: str) -> EventSourceError:
+    """A typed error for a failed database call; `what` says what was being done."""
+    cause = driver_error(exc)
+    state = _sqlstate(cause)
+    detail = f"{type(cause).__name__}: {cause}"
+    if is_connection_error(exc):
+        return StoreConnectionError(f"{what}: the connection to PostgreSQL failed ({detail})")
+    if state in _TRANSIENT:
+        return TransientStoreError(f"{what}: {_TRANSIENT[state]} ({detail}); retry")
+    if state in _SCHEMA:
+        return StoreSchemaError(
+            f"{what}: the store's tables are missing or outdated ({detail}); "
+            "run `await store.create_schema()`"
+        )
+    if state is not None and state.startswith("22"):
+        return SerializationError(f"{what}: PostgreSQL rejected the data ({detail})")
+    return EventStoreError(f"{what}: {detail}")
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """True for errors of the driver, of SQLAlchemy, or of the network under them."""
+    cause = driver_error(exc)
+    modules = (type(exc).__module__, type(cause).__module__)
+    if any(m.startswith(("asyncpg", "sqlalchemy")) for m in modules):
+        return True
+    return isinstance(cause, OSError | TimeoutError | ConnectionError)

@@ -1,0 +1,665 @@
+"""`PostgreSQLEventStore`: the production store, gap-free and close to the database's speed.
+
+* SQLAlchemy (async, asyncpg driver) owns the engine, the pool and the caller's transactions;
+  the store's own statements run on the asyncpg connection underneath a pooled SQLAlchemy
+  connection, which costs nothing measurable over a bare asyncpg pool.
+* An append is ONE statement: ``INSERT ... SELECT FROM unnest(...)`` of every event of the batch,
+  guarded by the unique ``(aggregate_id, aggregate_version)`` constraint and, for an exact
+  expected version, by the existence of that version. A statement is atomic on its own, so a
+  lost connection never leaves half a batch. Appends are idempotent by event id.
+* The global feed is ordered by ``(transaction_id, position)`` and only read below the oldest
+  transaction still in progress (``pg_snapshot_xmin(pg_current_snapshot())``), so a reader that
+  resumes from its last position never skips an event whose transaction committed late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from eventsource._internal import postgresql as pg
+from eventsource._internal.optional import require
+from eventsource._internal.retry import backoff_delay
+from eventsource._internal.sql import quote_identifier
+from eventsource.events.base import DomainEvent
+from eventsource.events.registry import EventRegistry
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import (
+    EventNotFoundError,
+    EventStoreError,
+    OptimisticLockError,
+    StoreSchemaError,
+    TransientStoreError,
+)
+from eventsource.migrations import load_migrations, lock_key, render
+from eventsource.stores._append import (
+    EventRecord,
+    attach_events,
+    check_expected_version,
+    replayed_result,
+    validate_expected_version,
+)
+from eventsource.stores.interface import (
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    Position,
+    ReadOptions,
+    StoredEvent,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+__all__ = ["AppendSignal", "HorizonLag", "PostgreSQLEventStore"]
+
+_READ_COLUMNS = (
+    "transaction_id, position, event_type, event_version, payload::text, recorded_at, "
+    "aggregate_version"
+)
+_RECORD_COLUMNS = (
+    "transaction_id, position, event_id, event_type, event_version, aggregate_id, "
+    "aggregate_type, aggregate_version, tenant_id, occurred_at, recorded_at, payload::text"
+)
+_HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+_MAX_RACE_ATTEMPTS = 100  # ANY / STREAM_EXISTS read the version again after a lost race
+_TRANSIENT_BASE = 0.01
+_TRANSIENT_CAP = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HorizonLag:
+    """How far the readable end of the global feed trails what is committed.
+
+    `read_all` only returns events of transactions older than the oldest one still open (that
+    is what makes it gap-free), so a long-running write transaction anywhere in the cluster
+    holds the feed back. `pending_events` are committed but not yet readable.
+    """
+
+    readable: Position | None
+    """The last readable position (None when nothing is readable yet)."""
+    pending_events: int
+    oldest_transaction_age: timedelta | None
+    """Age of the oldest open transaction that holds an id (None when there is none)."""
+
+
+class AppendSignal:
+    """Wake-ups from LISTEN on the store's channel: one per committed append statement.
+
+    A signal only says "something was appended": readers then read the feed. Signals can be
+    lost (a dropped connection), so callers also poll.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.received = 0
+
+    def _notify(self, *_: object) -> None:
+        self.received += 1
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Wait for a signal since the last `wait` (wrap in `asyncio.timeout` to bound it)."""
+        await self._event.wait()
+        self._event.clear()
+
+
+def _record(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(
+        position=Position(int(row[0]), row[1]),
+        event_id=UUID(str(row[2])),
+        event_type=row[3],
+        event_version=row[4],
+        aggregate_id=UUID(str(row[5])),
+        aggregate_type=row[6],
+        aggregate_version=row[7],
+        tenant_id=UUID(str(row[8])) if row[8] is not None else None,
+        occurred_at=row[9],
+        recorded_at=row[10],
+        payload=row[11],
+    )
+
+
+class PostgreSQLEventStore(EventStore):
+    """Event streams and a gap-free global feed in PostgreSQL (13+; asyncpg driver).
+
+    Build it from a SQLAlchemy `AsyncEngine` (or an `async_sessionmaker`, whose engine is
+    used), or with `PostgreSQLEventStore.from_url(...)`. `store.using(connection_or_session)`
+    returns a store whose appends and reads join that transaction, so read-model or outbox rows
+    commit atomically with the events. Create the tables with `await store.create_schema()`.
+
+    Tables live in `schema`, their names start with `prefix`; both are quoted, never formatted
+    raw into SQL. With `notify=True` each append signals the channel `store.channel`
+    (LISTEN/NOTIFY) for subscriptions. `transient_retries` bounds how often an append on the
+    store's own connection is retried after a lost connection, serialization failure or
+    deadlock; retrying is safe because appends are idempotent by event id.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Any,
+        *,
+        registry: EventRegistry | None = None,
+        schema: str = "public",
+        prefix: str = "",
+        notify: bool = True,
+        transient_retries: int = 3,
+        _bound: AsyncConnection | AsyncSession | None = None,
+        _owns_engine: bool = False,
+    ) -> None:
+        require("asyncpg", extra="postgresql", feature="PostgreSQLEventStore")
+        self.engine: AsyncEngine = _engine_of(engine)
+        if self.engine.dialect.driver != "asyncpg":
+            raise ValueError(
+                "PostgreSQLEventStore needs an engine on the asyncpg driver "
+                f"(postgresql+asyncpg://), not {self.engine.dialect.name}+"
+                f"{self.engine.dialect.driver}"
+            )
+        if transient_retries < 0:
+            raise ValueError(f"transient_retries must be >= 0, got {transient_retries}")
+        self.registry = registry
+        self.schema = schema
+        self.prefix = prefix
+        self.notify = notify
+        self.transient_retries = transient_retries
+        self.channel = f"{schema}.{prefix}events"[:63]
+        self._codec = EventCodec(registry)
+        self._bound = _bound
+        self._owns_engine = _owns_engine
+        self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'events')}"
+        self._constraint_event_id = prefix + "events_event_id_key"
+        self._build_sql()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        registry: EventRegistry | None = None,
+        schema: str = "public",
+        prefix: str = "",
+        notify: bool = True,
+        transient_retries: int = 3,
+        **engine_kwargs: Any,
+    ) -> Self:
+        """A store with its own engine (closed by `close()`); `engine_kwargs` go to
+        `create_async_engine` (pool_size defaults to 10)."""
+        require("asyncpg", extra="postgresql", feature="PostgreSQLEventStore")
+        return cls(
+            pg.create_engine(url, **engine_kwargs),
+            registry=registry,
+            schema=schema,
+            prefix=prefix,
+            notify=notify,
+            transient_retries=transient_retries,
+            _owns_engine=True,
+        )
+
+    def using(self, connection: AsyncConnection | AsyncSession) -> PostgreSQLEventStore:
+        """This store inside the caller's transaction (a SQLAlchemy connection or session).
+
+        Appends run in a savepoint of that transaction, so a conflict raises
+        `OptimisticLockError` and leaves the caller's transaction usable. Nothing is visible
+        to others until the caller commits. The returned store does not own the connection.
+        """
+        return type(self)(
+            self.engine,
+            registry=self.registry,
+            schema=self.schema,
+            prefix=self.prefix,
+            notify=self.notify,
+            transient_retries=0,
+            _bound=connection,
+        )
+
+    def _build_sql(self) -> None:
+        t = self.table
+        notify = ", (SELECT pg_notify($11, $2)) IS NULL" if self.notify else ", $11::text IS NULL"
+        self._append_sql = (
+            f"WITH appended AS ("
+            f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
+            f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload)"
+            f" SELECT e.event_id, e.event_type, e.event_version, $1, $2, $10 + e.ord,"
+            f" e.tenant_id, e.occurred_at, e.payload::jsonb"
+            f" FROM unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::timestamptz[],"
+            f" $8::text[]) WITH ORDINALITY"
+            f" AS e(event_id, event_type, event_version, tenant_id, occurred_at, payload, ord)"
+            f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
+            f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint)"
+            f" ORDER BY e.ord"
+            f" RETURNING transaction_id, position)"
+            f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
+        )
+        self._version_sql = (
+            f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
+        )
+        self._exists_sql = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE event_id = $1)"
+        self._records_sql = f"SELECT {_RECORD_COLUMNS} FROM {t} WHERE event_id = ANY($1::uuid[])"
+        self._current_sql = (
+            f"SELECT transaction_id, position FROM {t} WHERE transaction_id < {_HORIZON}"
+            " ORDER BY transaction_id DESC, position DESC LIMIT 1"
+        )
+        self._horizon_sql = (
+            f"WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
+            f" SELECT (SELECT count(*) FROM {t}, h WHERE transaction_id >= h.xmin),"
+            " (SELECT now() - min(xact_start) FROM pg_stat_activity"
+            "  WHERE backend_xid IS NOT NULL)"
+        )
+
+    # -- connections -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _driver(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg driver connection, in autocommit mode.
+
+        Database and network errors leave as typed `EventStoreError`s; a connection that
+        failed is invalidated so the pool never hands it out again.
+        """
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                try:
+                    yield raw.driver_connection
+                except Exception as exc:
+                    if pg.is_connection_error(exc):
+                        await conn.invalidate()
+                    raise
+        except EventStoreError:
+            raise
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL store {self.table}: {what}") from exc
+            raise
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """Run one statement (own pool or the bound transaction) and return its rows."""
+        if self._bound is None:
+            async with self._driver(what) as conn:
+                return list(await conn.fetch(sql, *args))
+        try:
+            connection = await _connection_of(self._bound)
+            result = await connection.exec_driver_sql(sql, args)
+            return list(result.fetchall()) if result.returns_rows else []
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL store {self.table}: {what}") from exc
+            raise
+
+    async def create_schema(self) -> list[int]:
+        """Create or upgrade the tables: apply every migration not applied yet.
+
+        Safe to run concurrently from several processes (an advisory lock serializes them) and
+        idempotent. Returns the versions applied by this call. A migration file that changed
+        after it was applied raises `StoreSchemaError` (migrations are append-only).
+        """
+        migrations = load_migrations("postgresql")
+        history = f"{quote_identifier(self.schema)}.{quote_identifier(self.prefix + 'migrations')}"
+        applied: list[int] = []
+        async with self._driver("create_schema") as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", lock_key(self.schema, self.prefix)
+            )
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {history} (version integer PRIMARY KEY,"
+                " name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                row[0]: row[1]
+                for row in await conn.fetch(f"SELECT version, checksum FROM {history}")
+            }
+            for migration in migrations:
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise StoreSchemaError(
+                            f"migration {migration.version:04d}_{migration.name} changed after "
+                            f"it was applied to {self.schema!r} (prefix {self.prefix!r}); "
+                            "migrations are append-only: add a new one instead"
+                        )
+                    continue
+                await conn.execute(
+                    render(migration.template, schema=self.schema, prefix=self.prefix)
+                )
+                await conn.execute(
+                    f"INSERT INTO {history} (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+                applied.append(migration.version)
+        return applied
+
+    async def close(self) -> None:
+        """Dispose of the engine if `from_url` created it; a shared engine is left open."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    # -- append ------------------------------------------------------------------------------
+
+    async def append_events(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: Sequence[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult:
+        validate_expected_version(expected_version)
+        events = list(events)
+        if not events:  # nothing to store: only the expectation is checked
+            current = await self.get_stream_version(aggregate_id)
+            check_expected_version(aggregate_id, expected_version, current)
+            return AppendResult(aggregate_id, current, (), ())
+        attempt = 0
+        while True:
+            try:
+                return await self._append(aggregate_id, aggregate_type, events, expected_version)
+            except TransientStoreError:
+                if self._bound is not None or attempt >= self.transient_retries:
+                    raise
+                attempt += 1
+                await asyncio.sleep(
+                    backoff_delay(attempt, base=_TRANSIENT_BASE, cap=_TRANSIENT_CAP)
+                )
+
+    async def _append(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: list[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult:
+        what = f"append to stream {aggregate_id}"
+        encode = self._codec.encode
+        for _ in range(_MAX_RACE_ATTEMPTS):
+            if expected_version >= 0:
+                base = expected_version
+            elif expected_version == ExpectedVersion.NO_STREAM:
+                base = 0
+            else:  # ANY, STREAM_EXISTS: append after whatever the stream holds now
+                base = await self.get_stream_version(aggregate_id)
+            if base == 0 and expected_version == ExpectedVersion.STREAM_EXISTS:
+                result = await self._conflict(
+                    aggregate_id, aggregate_type, events, expected_version
+                )
+                if result is None:
+                    continue
+                return result
+            attached = attach_events(events, aggregate_id, aggregate_type, base + 1)
+            args = (
+                aggregate_id,
+                aggregate_type,
+                [e.event_id for e in attached],
+                [e.event_type for e in attached],
+                [e.event_version for e in attached],
+                [e.tenant_id for e in attached],
+                [e.occurred_at for e in attached],
+                [encode(e) for e in attached],
+                base,
+                base,
+                self.channel,
+            )
+            try:
+                rows = await self._insert(what, args)
+            except _UniqueViolation:
+                rows = []
+            if rows:
+                return AppendResult(
+                    aggregate_id=aggregate_id,
+                    new_version=base + len(attached),
+                    events=tuple(attached),
+                    positions=tuple(Position(int(r[0]), r[1]) for r in rows),
+                )
+            result = await self._conflict(aggregate_id, aggregate_type, events, expected_version)
+            if result is not None:
+                return result
+        current = await self.get_stream_version(aggregate_id)
+        raise OptimisticLockError(aggregate_id, ExpectedVersion(expected_version).name, current)
+
+    async def _insert(self, what: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
+        if self._bound is None:
+            try:
+                async with self._driver(what) as conn:
+                    return list(await conn.fetch(self._append_sql, *args))
+            except EventStoreError as exc:
+                constraint = pg.unique_violation(exc.__cause__ or exc)
+                if constraint is not None:
+                    raise _UniqueViolation(constraint) from exc
+                raise
+        savepoint = self._bound.begin_nested()
+        try:
+            async with savepoint:
+                return await self._fetch(what, self._append_sql, *args)
+        except EventStoreError as exc:
+            constraint = pg.unique_violation(exc.__cause__ or exc)
+            if constraint is not None:
+                raise _UniqueViolation(constraint) from exc
+            raise
+
+    async def _conflict(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: list[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult | None:
+        """After an insert that stored nothing: the original result of an idempotent retry, or
+        `OptimisticLockError`; None when an ANY / STREAM_EXISTS append should try again."""
+        rows = await self._fetch(
+            "look up event ids", self._records_sql, [e.event_id for e in events]
+        )
+        if rows:
+            return replayed_result(events, aggregate_id, aggregate_type, [_record(r) for r in rows])
+        current = await self.get_stream_version(aggregate_id)
+        check_expected_version(aggregate_id, expected_version, current)
+        if expected_version in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
+            return None
+        # An exact version that holds when read again: the stream moved between statements
+        # and came back to it is impossible (streams only grow), so this is a lost race.
+        shown = "NO_STREAM" if expected_version == ExpectedVersion.NO_STREAM else expected_version
+        raise OptimisticLockError(aggregate_id, shown, current)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _filters(self, options: ReadOptions, args: list[Any]) -> list[str]:
+        clauses: list[str] = []
+
+        def param(value: Any, cast: str) -> str:
+            args.append(value)
+            return f"${len(args)}::{cast}"
+
+        if options.event_types is not None:
+            clauses.append(f"event_type = ANY({param(sorted(options.event_types), 'text[]')})")
+        if options.aggregate_type is not None:
+            clauses.append(f"aggregate_type = {param(options.aggregate_type, 'text')}")
+        if options.tenant_id is not None:
+            clauses.append(f"tenant_id = {param(options.tenant_id, 'uuid')}")
+        if options.from_timestamp is not None:
+            clauses.append(f"occurred_at >= {param(options.from_timestamp, 'timestamptz')}")
+        if options.to_timestamp is not None:
+            clauses.append(f"occurred_at <= {param(options.to_timestamp, 'timestamptz')}")
+        return clauses
+
+    async def _pages(
+        self,
+        what: str,
+        sql_for: Callable[[int], str],
+        first_key: tuple[Any, ...] | None,
+        key_of: Callable[[Sequence[Any]], tuple[Any, ...]],
+        args: list[Any],
+        options: ReadOptions,
+    ) -> AsyncIterator[StoredEvent]:
+        """Keyset pages: `sql_for(n)` reads after the key in the last `n` parameters."""
+        decode = self._codec.decode
+        remaining = options.limit
+        key = first_key
+        while remaining is None or remaining > 0:
+            page = options.batch_size if remaining is None else min(remaining, options.batch_size)
+            params = [*args, *(key or ()), page]
+            rows = await self._fetch(what, sql_for(0 if key is None else len(key)), *params)
+            for row in rows:
+                position = Position(int(row[0]), row[1])
+                yield StoredEvent(decode(row[2], row[3], row[4], position), position, row[5])
+            if len(rows) < page:
+                return
+            key = key_of(rows[-1])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def read_stream(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        options = options or ReadOptions()
+        args: list[Any] = [aggregate_id]
+        clauses = ["aggregate_id = $1"]
+        if options.from_version > 1:
+            args.append(options.from_version)
+            clauses.append(f"aggregate_version >= ${len(args)}")
+        if options.to_version is not None:
+            args.append(options.to_version)
+            clauses.append(f"aggregate_version <= ${len(args)}")
+        clauses += self._filters(options, args)
+        op, order = (">", "ASC") if options.forward else ("<", "DESC")
+        base = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
+        n = len(args)
+
+        def sql_for(key_params: int) -> str:
+            where = f" AND aggregate_version {op} ${n + 1}" if key_params else ""
+            limit = f"${n + key_params + 1}"
+            return f"{base}{where} ORDER BY aggregate_version {order} LIMIT {limit}"
+
+        async for stored in self._pages(
+            f"read stream {aggregate_id}", sql_for, None, lambda r: (r[6],), args, options
+        ):
+            yield stored
+
+    async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
+        options = options or ReadOptions()
+        args: list[Any] = []
+        clauses = self._filters(options, args)
+        if options.forward:
+            clauses.append(f"transaction_id < {_HORIZON}")
+        op, order = (">", "ASC") if options.forward else ("<", "DESC")
+        n = len(args)
+        prefix = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE "
+
+        def sql_for(key_params: int) -> str:
+            where = list(clauses)
+            if key_params:
+                where.append(f"(transaction_id, position) {op} (${n + 1}::xid8, ${n + 2}::bigint)")
+            if not options.forward:
+                where.append(f"transaction_id < {_HORIZON}")
+            body = " AND ".join(where) or "TRUE"
+            return (
+                f"{prefix}{body} ORDER BY transaction_id {order}, position {order}"
+                f" LIMIT ${n + key_params + 1}"
+            )
+
+        first = (options.after.commit, options.after.sequence) if options.after else None
+        async for stored in self._pages(
+            "read the global feed", sql_for, first, lambda r: (int(r[0]), r[1]), args, options
+        ):
+            yield stored
+
+    async def get_stream_version(self, aggregate_id: UUID) -> int:
+        rows = await self._fetch(
+            f"version of stream {aggregate_id}", self._version_sql, aggregate_id
+        )
+        return int(rows[0][0])
+
+    async def event_exists(self, event_id: UUID) -> bool:
+        rows = await self._fetch(f"look up event {event_id}", self._exists_sql, event_id)
+        return bool(rows[0][0])
+
+    async def get_event(self, event_id: UUID) -> StoredEvent:
+        rows = await self._fetch(f"read event {event_id}", self._records_sql, [event_id])
+        if not rows:
+            raise EventNotFoundError(event_id)
+        record = _record(rows[0])
+        event = self._codec.decode(
+            record.event_type, record.event_version, record.payload, record.position
+        )
+        return StoredEvent(event, record.position, record.recorded_at)
+
+    async def current_position(self) -> Position:
+        """The last readable position of the global feed (`Position.START` when empty).
+
+        A reader starting after it misses nothing: events of transactions still open when it
+        was taken come later in the feed order.
+        """
+        rows = await self._fetch("read the current position", self._current_sql)
+        return Position(int(rows[0][0]), rows[0][1]) if rows else Position.START
+
+    async def horizon_lag(self) -> HorizonLag:
+        """How far the readable end of the feed trails the committed events (see `HorizonLag`)."""
+        readable = await self.current_position()
+        rows = await self._fetch("measure the horizon lag", self._horizon_sql)
+        pending, age = rows[0]
+        return HorizonLag(
+            readable=readable if readable != Position.START else None,
+            pending_events=int(pending),
+            oldest_transaction_age=age,
+        )
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[AppendSignal]:
+        """Receive a signal for every committed append (needs `notify=True` on the writers).
+
+        Holds one pooled connection for the duration of the block.
+        """
+        signal = AppendSignal()
+        async with self._driver("listen for appends") as conn:
+            await conn.add_listener(self.channel, signal._notify)
+            try:
+                yield signal
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(self.channel, signal._notify)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _UniqueViolation(Exception):
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+def _engine_of(engine_or_sessions: Any) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    if isinstance(engine_or_sessions, AsyncEngine):
+        return engine_or_sessions
+    if isinstance(engine_or_sessions, async_sessionmaker):
+        bind = engine_or_sessions.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            return bind
+        raise ValueError("the async_sessionmaker has no AsyncEngine bound (bind=engine)")
+    raise TypeError(
+        "PostgreSQLEventStore takes a SQLAlchemy AsyncEngine or async_sessionmaker, not "
+        f"{type(engine_or_sessions).__name__}; use PostgreSQLEventStore.from_url(url) for a URL"
+    )
+
+
+async def _connection_of(bound: AsyncConnection | AsyncSession) -> AsyncConnection:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    if isinstance(bound, AsyncSession):
+        return await bound.connection()
+    return bound

@@ -1,0 +1,404 @@
+"""PostgreSQLEventStore against the real PostgreSQL: the contract, then what only it promises.
+
+Every test works in its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from eventsource import (
+    EventRegistry,
+    EventStore,
+    ExpectedVersion,
+    OptimisticLockError,
+    Position,
+    ReadOptions,
+)
+from eventsource.exceptions import (
+    StoreConnectionError,
+    StoreSchemaError,
+)
+from eventsource.stores.postgresql import PostgreSQLEventStore
+from eventsource.testing import EventStoreContract
+from eventsource.testing.events import CartCheckedOut, ItemAdded, contract_registry
+
+pytestmark = pytest.mark.postgresql
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    name = f"es_test_{uuid4().hex[:12]}"
+    yield name
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgreSQLEventStore]:
+    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=contract_registry)
+    await store.create_schema()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+class TestPostgreSQLEventStore(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _where(self, postgres_url: str, schema: str) -> None:
+        self.url, self.schema = postgres_url, schema
+
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        store = PostgreSQLEventStore.from_url(self.url, schema=self.schema, registry=registry)
+        await store.create_schema()
+        return store
+
+
+class TestQuotedNames(EventStoreContract):
+    """Schema and prefix that need quoting: names are never formatted raw into SQL."""
+
+    @pytest.fixture(autouse=True)
+    def _where(self, postgres_url: str, schema: str) -> None:
+        self.url, self.schema = postgres_url, schema
+
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        store = PostgreSQLEventStore.from_url(
+            self.url, schema=self.schema, prefix='Odd "name"; -- ', registry=registry
+        )
+        await store.create_schema()
+        return store
+
+
+def _items(count: int, tag: str) -> list[ItemAdded]:
+    return [ItemAdded(name=f"{tag}-{n}", quantity=n) for n in range(1, count + 1)]
+
+
+# -- the gap-free global feed ----------------------------------------------------------------
+
+
+async def _naive_read(conn: asyncpg.Connection, table: str, after: int) -> list[tuple[int, UUID]]:
+    """What a reader ordering by position alone (with the xmin guard) would return."""
+    rows = await conn.fetch(
+        f"SELECT position, event_id FROM {table} WHERE position > $1"
+        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY position",
+        after,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def test_late_commit_of_a_younger_transaction_is_not_skipped(
+    store: PostgreSQLEventStore, engine: AsyncEngine, postgres_url: str
+) -> None:
+    """The interleaving that makes a position-ordered reader lose an event, step by step.
+
+    T1 takes a transaction id and writes position 1; T2 (younger) writes position 2; T1 writes
+    position 3 and commits while T2 stays open. A reader then sees T1's events (1 and 3), and
+    when T2 commits, position 2 lies behind the naive reader's checkpoint: lost. Our feed orders
+    by (transaction id, position), so T2's event comes after (T1, 3).
+    """
+    async with engine.connect() as c1, engine.connect() as c2:
+        t1, t2 = await c1.begin(), await c2.begin()
+        first = await store.using(c1).append_events(uuid4(), "Cart", _items(1, "t1a"), 0)
+        second = await store.using(c2).append_events(uuid4(), "Cart", _items(1, "t2"), 0)
+        third = await store.using(c1).append_events(uuid4(), "Cart", _items(1, "t1b"), 0)
+        assert first.positions[0].sequence < second.positions[0].sequence
+        assert second.positions[0].sequence < third.positions[0].sequence
+        await t1.commit()
+
+        ours = [s async for s in store.read_all()]
+        naive_conn = await asyncpg.connect(postgres_url)
+        try:
+            naive = await _naive_read(naive_conn, store.table, 0)
+            assert [p for p, _ in naive] == [
+                first.positions[0].sequence,
+                third.positions[0].sequence,
+            ]
+            assert [s.position for s in ours] == [first.positions[0], third.positions[0]]
+
+            await t2.commit()
+            naive_after = await _naive_read(naive_conn, store.table, naive[-1][0])
+            ours_after = [s async for s in store.read_all(ReadOptions(after=ours[-1].position))]
+        finally:
+            await naive_conn.close()
+    assert naive_after == [], "the naive reader skipped T2's event: the failure we guard against"
+    assert [s.event_id for s in ours_after] == [second.events[0].event_id]
+    assert ours_after[0].position > ours[-1].position
+
+
+async def test_resuming_reader_sees_every_event_exactly_once_under_delayed_commits(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """Many writers, multi-event and multi-statement transactions, random commit delays; a
+    reader resuming from its last position must collect every committed event once, in
+    increasing position order."""
+    writers, transactions_per_writer = 16, 8
+    expected: set[UUID] = set()
+    done = asyncio.Event()
+    rng = random.Random(20261125)
+
+    async def writer(n: int) -> None:
+        for t in range(transactions_per_writer):
+            async with engine.connect() as conn:
+                tx = await conn.begin()
+                bound = store.using(conn)
+                ids: list[UUID] = []
+                for part in range(rng.randint(1, 3)):  # several statements per transaction
+                    batch = _items(rng.randint(1, 4), f"w{n}t{t}p{part}")
+                    await bound.append_events(uuid4(), "Cart", batch, ExpectedVersion.NO_STREAM)
+                    ids += [e.event_id for e in batch]
+                    await asyncio.sleep(rng.uniform(0, 0.01))
+                await conn.execute(text("SELECT pg_sleep(:s)"), {"s": rng.uniform(0, 0.05)})
+                if rng.random() < 0.15:
+                    await tx.rollback()  # aborted transactions must never show up
+                else:
+                    await tx.commit()
+                    expected.update(ids)
+
+    async def reader() -> list[Position]:
+        seen: list[Position] = []
+        after: Position | None = None
+        while True:
+            finished = done.is_set()
+            async for stored in store.read_all(ReadOptions(after=after, batch_size=7)):
+                seen.append(stored.position)
+                ids_seen.append(stored.event_id)
+                after = stored.position
+            if finished:
+                return seen
+            await asyncio.sleep(0.002)
+
+    ids_seen: list[UUID] = []
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    done.set()
+    positions = await reading
+    assert len(ids_seen) == len(set(ids_seen)), "an event was delivered twice"
+    assert set(ids_seen) == expected, f"missed {len(expected - set(ids_seen))} events"
+    assert positions == sorted(positions)
+    assert len(expected) > 100
+
+
+# -- appends ---------------------------------------------------------------------------------
+
+
+async def test_multi_event_append_is_one_transaction(store: PostgreSQLEventStore) -> None:
+    result = await store.append_events(uuid4(), "Cart", _items(50, "bulk"), 0)
+    assert len({p.commit for p in result.positions}) == 1
+    assert [p.sequence for p in result.positions] == sorted(p.sequence for p in result.positions)
+    assert [e.aggregate_version for e in result.events] == list(range(1, 51))
+
+
+async def test_terminated_backend_mid_append_leaves_no_half_batch(
+    store: PostgreSQLEventStore, postgres_url: str, schema: str
+) -> None:
+    """Kill the connection while the INSERT runs (a trigger holds it there): nothing of the
+    batch is stored and the error is typed; with retries the same append lands exactly once."""
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(
+            f'CREATE FUNCTION "{schema}".slow() RETURNS trigger LANGUAGE plpgsql AS'
+            " $$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$"
+        )
+        await admin.execute(
+            f"CREATE TRIGGER slow BEFORE INSERT ON {store.table}"
+            f' FOR EACH ROW EXECUTE FUNCTION "{schema}".slow()'
+        )
+
+        async def kill_the_append() -> int:
+            while True:
+                pid = await admin.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE state = 'active'"
+                    " AND query LIKE 'WITH appended AS%' AND query LIKE $1",
+                    f"%{schema}%",
+                )
+                if pid is not None:
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                    return int(pid)
+                await asyncio.sleep(0.01)
+
+        cart = uuid4()
+        batch = _items(3, "doomed")
+        no_retry = PostgreSQLEventStore(
+            store.engine, schema=schema, registry=contract_registry, transient_retries=0
+        )
+        killer = asyncio.create_task(kill_the_append())
+        with pytest.raises(StoreConnectionError):
+            await no_retry.append_events(cart, "Cart", batch, 0)
+        await killer
+        assert await store.get_stream_version(cart) == 0
+        for event in batch:
+            assert not await store.event_exists(event.event_id)
+
+        # The store retries on its own: the killed attempt stored nothing, the retry lands.
+        killer = asyncio.create_task(kill_the_append())
+        result = await store.append_events(cart, "Cart", batch, 0)
+        await killer
+        assert result.new_version == 3
+        stream = await store.get_events(cart)
+        assert [e.event_id for e in stream.events] == [e.event_id for e in batch]
+    finally:
+        await admin.close()
+
+
+async def test_append_joins_the_callers_transaction(
+    store: PostgreSQLEventStore, engine: AsyncEngine, schema: str
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE TABLE "{schema}".read_model (id uuid PRIMARY KEY)'))
+    cart = uuid4()
+
+    async with engine.connect() as conn:
+        tx = await conn.begin()
+        await store.using(conn).append_events(cart, "Cart", _items(2, "rolled back"), 0)
+        await conn.execute(text(f'INSERT INTO "{schema}".read_model VALUES (:id)'), {"id": cart})
+        await tx.rollback()
+    assert await store.get_stream_version(cart) == 0
+
+    async with engine.begin() as conn:
+        bound = store.using(conn)
+        await bound.append_events(cart, "Cart", _items(2, "kept"), 0)
+        await conn.execute(text(f'INSERT INTO "{schema}".read_model VALUES (:id)'), {"id": cart})
+        # inside the transaction the bound store sees its own writes, others do not yet
+        assert await bound.get_stream_version(cart) == 2
+        assert await store.get_stream_version(cart) == 0
+    assert await store.get_stream_version(cart) == 2
+    async with engine.connect() as conn:
+        count = await conn.scalar(text(f'SELECT count(*) FROM "{schema}".read_model'))
+    assert count == 1
+
+
+async def test_conflict_inside_callers_transaction_keeps_it_usable(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    cart = uuid4()
+    await store.append_events(cart, "Cart", _items(1, "first"), 0)
+    async with engine.begin() as conn:
+        bound = store.using(conn)
+        with pytest.raises(OptimisticLockError) as caught:
+            await bound.append_events(cart, "Cart", _items(1, "stale"), 0)
+        assert caught.value.actual_version == 1
+        # the savepoint rolled back; the transaction goes on and commits
+        await bound.append_events(cart, "Cart", [CartCheckedOut()], 1)
+    assert await store.get_stream_version(cart) == 2
+
+
+async def test_repository_on_a_session_commits_with_the_session(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    from eventsource.testing.events import contract_registry as registry
+
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    from_sessionmaker = PostgreSQLEventStore(sessions, schema=store.schema, registry=registry)
+    cart = uuid4()
+    async with sessions() as session, session.begin():
+        await from_sessionmaker.using(session).append_events(cart, "Cart", _items(3, "s"), 0)
+        assert await store.get_stream_version(cart) == 0
+    assert await store.get_stream_version(cart) == 3
+
+
+# -- schema and migrations -------------------------------------------------------------------
+
+
+async def test_create_schema_is_idempotent_and_safe_concurrently(
+    postgres_url: str, schema: str
+) -> None:
+    stores = [PostgreSQLEventStore.from_url(postgres_url, schema=schema) for _ in range(6)]
+    try:
+        applied = await asyncio.gather(*(s.create_schema() for s in stores))
+        assert sorted(applied, key=len) == [[]] * 5 + [[1]]
+        assert await stores[0].create_schema() == []
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_edited_migration_is_refused(store: PostgreSQLEventStore, postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'UPDATE "{store.schema}".migrations SET checksum = $1', "edited")
+    finally:
+        await conn.close()
+    with pytest.raises(StoreSchemaError, match="append-only"):
+        await store.create_schema()
+
+
+async def test_missing_tables_are_a_schema_error(postgres_url: str, schema: str) -> None:
+    async with PostgreSQLEventStore.from_url(postgres_url, schema=schema) as store:
+        with pytest.raises(StoreSchemaError, match="create_schema"):
+            await store.append_events(uuid4(), "Cart", _items(1, "x"), 0)
+        with pytest.raises(StoreSchemaError):
+            await store.get_stream_version(uuid4())
+
+
+async def test_unreachable_database_is_a_connection_error() -> None:
+    async with PostgreSQLEventStore.from_url("postgresql://postgres@127.0.0.1:1/test") as store:
+        with pytest.raises(StoreConnectionError):
+            await store.get_stream_version(uuid4())
+
+
+def test_construction_errors() -> None:
+    with pytest.raises(ValueError, match="asyncpg"):
+        PostgreSQLEventStore.from_url("mysql://root@127.0.0.1/test")
+    with pytest.raises(TypeError, match="AsyncEngine"):
+        PostgreSQLEventStore("postgresql://x")
+
+
+# -- signals and the horizon -----------------------------------------------------------------
+
+
+async def test_listen_wakes_on_every_committed_append(
+    store: PostgreSQLEventStore, postgres_url: str, schema: str
+) -> None:
+    async with (
+        PostgreSQLEventStore.from_url(postgres_url, schema=schema) as writer,
+        store.listen() as signal,
+    ):
+        await writer.append_events(uuid4(), "Cart", _items(2, "n"), 0)
+        async with asyncio.timeout(5):
+            await signal.wait()
+        assert signal.received == 1
+
+
+async def test_horizon_lag_shows_what_an_open_transaction_holds_back(
+    store: PostgreSQLEventStore, postgres_url: str
+) -> None:
+    before = await store.append_events(uuid4(), "Cart", _items(1, "before"), 0)
+    blocker = await asyncpg.connect(postgres_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.fetchval("SELECT pg_current_xact_id()")  # holds a transaction id open
+        held = await store.append_events(uuid4(), "Cart", _items(3, "held"), 0)
+        lag = await store.horizon_lag()
+        assert lag.pending_events == 3
+        assert lag.readable == before.last_position
+        assert lag.oldest_transaction_age is not None
+        assert await store.current_position() == before.last_position
+        assert [s async for s in store.read_all(ReadOptions(after=before.last_position))] == []
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    lag = await store.horizon_lag()
+    assert lag.pending_events == 0
+    assert lag.readable == held.last_position
