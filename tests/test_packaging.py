@@ -51,14 +51,18 @@ PUBLIC_API = {
     "InvalidPositionError",
     "OptimisticLockError",
     "Position",
+    "PostgreSQLEventStore",
     "ReadDirection",
     "ReadOptions",
     "SQLiteEventStore",
     "SerializationError",
+    "StoreConnectionError",
+    "StoreSchemaError",
     "StoredEvent",
     "SyncEventHandler",
     "TState",
     "TenantId",
+    "TransientStoreError",
     "UnhandledEventError",
     "UnhandledEventPolicy",
     "Upcaster",
@@ -130,14 +134,25 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_backend_without_its_extra_names_the_extra() -> None:
+@pytest.mark.parametrize(
+    ("driver", "construct", "extra"),
+    [
+        ("aiosqlite", "eventsource.SQLiteEventStore(':memory:')", "sqlite"),
+        (
+            "asyncpg",
+            "eventsource.PostgreSQLEventStore.from_url('postgresql://127.0.0.1/x')",
+            "postgresql",
+        ),
+    ],
+)
+def test_backend_without_its_extra_names_the_extra(driver: str, construct: str, extra: str) -> None:
     result = run_python(
-        """
+        f"""
         import sys
-        sys.modules["aiosqlite"] = None  # what an environment without the extra looks like
+        sys.modules[{driver!r}] = None  # what an environment without the extra looks like
         import eventsource
         try:
-            eventsource.SQLiteEventStore(":memory:")
+            {construct}
         except ImportError as exc:
             print(exc)
         else:
@@ -145,7 +160,7 @@ def test_backend_without_its_extra_names_the_extra() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
-    assert "eventsource-async[sqlite]" in result.stdout
+    assert f"eventsource-async[{extra}]" in result.stdout
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

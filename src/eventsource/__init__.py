@@ -43,6 +43,9 @@ from eventsource.exceptions import (
     InvalidPositionError,
     OptimisticLockError,
     SerializationError,
+    StoreConnectionError,
+    StoreSchemaError,
+    TransientStoreError,
     UnhandledEventError,
     UpcasterRegistrationError,
     UpcastingError,
@@ -71,6 +74,7 @@ from eventsource.types import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
 __version__ = "0.1.0"
@@ -82,7 +86,10 @@ RABBITMQ_AVAILABLE: bool = is_available("aio_pika")
 KAFKA_AVAILABLE: bool = is_available("aiokafka")
 TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
-_LAZY = {"SQLiteEventStore": "eventsource.stores.sqlite"}
+_LAZY = {
+    "PostgreSQLEventStore": "eventsource.stores.postgresql",
+    "SQLiteEventStore": "eventsource.stores.sqlite",
+}
 
 __all__ = [
     "KAFKA_AVAILABLE",
@@ -120,14 +127,18 @@ __all__ = [
     "InvalidPositionError",
     "OptimisticLockError",
     "Position",
+    "PostgreSQLEventStore",
     "ReadDirection",
     "ReadOptions",
     "SQLiteEventStore",
     "SerializationError",
+    "StoreConnectionError",
+    "StoreSchemaError",
     "StoredEvent",
     "SyncEventHandler",
     "TState",
     "TenantId",
+    "TransientStoreError",
     "UnhandledEventError",
     "UnhandledEventPolicy",
     "Upcaster",

@@ -22,6 +22,7 @@ from eventsource.stores.interface import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ExpectedVersion",
     "InMemoryEventStore",
     "Position",
+    "PostgreSQLEventStore",
     "ReadDirection",
     "ReadOptions",
     "SQLiteEventStore",
@@ -44,4 +46,8 @@ def __getattr__(name: str) -> Any:
         from eventsource.stores.sqlite import SQLiteEventStore
 
         return SQLiteEventStore
+    if name == "PostgreSQLEventStore":
+        from eventsource.stores.postgresql import PostgreSQLEventStore
+
+        return PostgreSQLEventStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
