@@ -402,3 +402,44 @@ async def test_horizon_lag_shows_what_an_open_transaction_holds_back(
     lag = await store.horizon_lag()
     assert lag.pending_events == 0
     assert lag.readable == held.last_position
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+async def test_store_holds_at_most_max_connections_and_survives_cancellation(
+    postgres_url: str, schema: str
+) -> None:
+    tag = f"es-cache-{uuid4().hex[:8]}"
+    store = PostgreSQLEventStore.from_url(
+        postgres_url,
+        schema=schema,
+        registry=contract_registry,
+        max_connections=2,
+        connect_args={"server_settings": {"application_name": tag}},
+    )
+    await store.create_schema()
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        results = await asyncio.gather(
+            *(store.append_events(uuid4(), "Cart", _items(2, f"c{n}"), 0) for n in range(30))
+        )
+        assert all(r.new_version == 2 for r in results)
+        count = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", tag
+        )
+        assert 1 <= count <= 2
+
+        # A read cancelled mid-statement must not poison the connection it ran on.
+        slow = asyncio.create_task(
+            store._fetch("sleep", "SELECT pg_sleep(5)")  # the store's own statement path
+        )
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        for _ in range(3):
+            assert await store.get_stream_version(results[0].aggregate_id) == 2
+    finally:
+        await admin.close()
+        await store.close()

@@ -42,6 +42,56 @@ def test_defaults_and_type_name() -> None:
     assert event.event_id != PriceChanged(price=Decimal(1)).event_id
 
 
+def test_event_ids_are_time_ordered_uuid7_and_start_their_own_correlation() -> None:
+    first = PriceChanged(price=Decimal(1))
+    assert first.event_id.version == 7
+    assert first.correlation_id == first.event_id
+    assert first.causation_id is None
+    ids = [PriceChanged(price=Decimal(n)).event_id for n in range(2000)]
+    assert len(set(ids)) == len(ids)
+    stamp = int(datetime.now(UTC).timestamp() * 1000)
+    assert abs((ids[-1].int >> 80) - stamp) < 5_000  # the first 48 bits are Unix milliseconds
+    assert ids[0].int >> 80 <= ids[-1].int >> 80
+
+
+def test_forked_processes_never_share_id_randomness() -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    from eventsource._internal.ids import uuid7
+
+    uuid7()  # the parent has a buffer of random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, uuid7().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16)
+    parent = uuid7().bytes
+    os.close(read)
+    os.close(write)
+    assert child[8:] != parent[8:], "the child reused the parent's buffered random bytes"
+
+
+def test_attached_copy_is_the_event_stamped_with_its_stream() -> None:
+    event = PriceChanged(price=Decimal("2.50"), metadata={"k": "v"})
+    stream = uuid4()
+    attached = event.attached(stream, "Product", 7)
+    expected = event.model_copy(
+        update={"aggregate_id": stream, "aggregate_type": "Product", "aggregate_version": 7}
+    )
+    assert attached == expected
+    assert attached.model_dump_json() == expected.model_dump_json()
+    assert attached.model_fields_set == expected.model_fields_set
+    assert attached.is_attached
+    assert not event.is_attached
+    assert event.aggregate_version == 0  # the original is untouched
+    with pytest.raises(ValidationError):
+        attached.aggregate_version = 8  # type: ignore[misc]
+
+
 def test_events_are_frozen_and_strict() -> None:
     event = PriceChanged(price=Decimal(1))
     with pytest.raises(ValidationError):

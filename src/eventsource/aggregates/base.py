@@ -106,13 +106,7 @@ class AggregateRoot(ABC, Generic[TState]):
         Returns the event as applied (stamped with aggregate id, type and version).
         """
         if is_new:
-            event = event.model_copy(
-                update={
-                    "aggregate_id": self._aggregate_id,
-                    "aggregate_type": self.aggregate_type,
-                    "aggregate_version": self._version + 1,
-                }
-            )
+            event = event.attached(self._aggregate_id, self.aggregate_type, self._version + 1)
         elif event.aggregate_version != self._version + 1:
             raise InvalidEventError(
                 f"{self.aggregate_type} {self._aggregate_id} is at version {self._version}; "

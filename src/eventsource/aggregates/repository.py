@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.exceptions import AggregateNotFoundError, OptimisticLockError
-from eventsource.stores.interface import AppendResult, EventPublisher, EventStore
+from eventsource.stores.interface import AppendResult, EventPublisher, EventStore, ReadOptions
 
 __all__ = ["AggregateRepository"]
 
@@ -70,9 +70,11 @@ class AggregateRepository(Generic[TAggregate]):
         return await self._load(aggregate_id)
 
     async def _load(self, aggregate_id: UUID) -> TAggregate:
-        stream = await self.event_store.get_events(aggregate_id, self.aggregate_type)
+        # Events are applied as they arrive: a long stream is never held in memory whole.
         aggregate = self.aggregate_factory(aggregate_id)
-        aggregate.load_from_history(stream.events)
+        options = ReadOptions(aggregate_type=self.aggregate_type)
+        async for stored in self.event_store.read_stream(aggregate_id, options):
+            aggregate.apply_event(stored.event, is_new=False)
         return aggregate
 
     async def exists(self, aggregate_id: UUID) -> bool:

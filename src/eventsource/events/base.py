@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from eventsource._internal.clock import utc_now
+from eventsource._internal.ids import uuid7
 from eventsource.exceptions import SerializationError
 
 if TYPE_CHECKING:
@@ -27,8 +28,19 @@ appended, so events can be constructed with their business fields only.
 _DEFAULT_REGISTRY: Any = object()
 
 
+_ZERO = timedelta(0)
+_STAMPED = frozenset({"aggregate_id", "aggregate_type", "aggregate_version"})
+_object_setattr = object.__setattr__
+
+
+def _own_event_id(data: dict[str, Any]) -> UUID:
+    """An event that starts a flow is its own correlation id (followers copy it)."""
+    event_id: UUID = data["event_id"]
+    return event_id
+
+
 def _as_utc(value: datetime) -> datetime:
-    return value if value.utcoffset() == UTC.utcoffset(None) else value.astimezone(UTC)
+    return value if value.utcoffset() == _ZERO else value.astimezone(UTC)
 
 
 UTCDateTime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
@@ -52,7 +64,7 @@ class DomainEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_id: UUID = Field(default_factory=uuid4)
+    event_id: UUID = Field(default_factory=uuid7)
     event_type: str = ""
     event_version: int = 1
     occurred_at: UTCDateTime = Field(default_factory=utc_now)
@@ -60,7 +72,7 @@ class DomainEvent(BaseModel):
     aggregate_type: str = ""
     aggregate_version: int = 0
     tenant_id: UUID | None = None
-    correlation_id: UUID = Field(default_factory=uuid4)
+    correlation_id: UUID = Field(default_factory=_own_event_id)
     causation_id: UUID | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -102,6 +114,25 @@ class DomainEvent(BaseModel):
     def is_attached(self) -> bool:
         """True once the event carries the id of the aggregate stream it belongs to."""
         return self.aggregate_id != NIL_AGGREGATE_ID
+
+    def attached(self, aggregate_id: UUID, aggregate_type: str, aggregate_version: int) -> Self:
+        """A copy stamped with its stream: aggregate id, type and version.
+
+        What `model_copy(update=...)` does for these three fields, at half the cost: every
+        event an aggregate raises or a store appends unattached goes through here.
+        """
+        cls = type(self)
+        copy = cls.__new__(cls)
+        values = self.__dict__.copy()
+        values["aggregate_id"] = aggregate_id
+        values["aggregate_type"] = aggregate_type
+        values["aggregate_version"] = aggregate_version
+        _object_setattr(copy, "__dict__", values)
+        _object_setattr(copy, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _STAMPED)
+        _object_setattr(copy, "__pydantic_extra__", None)
+        private = getattr(self, "__pydantic_private__", None)
+        _object_setattr(copy, "__pydantic_private__", None if private is None else dict(private))
+        return copy
 
     def with_causation(self, cause: DomainEvent) -> Self:
         """A copy caused by `cause`: same correlation id, causation id = the cause's event id."""

@@ -45,6 +45,8 @@ class EventRegistry:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._classes: dict[str, type[DomainEvent]] = {}
+        self.generation = 0
+        """Bumped whenever a type is registered or unregistered (lets readers cache lookups)."""
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
 
     def register(self, event_class: TEvent) -> TEvent:
@@ -65,6 +67,7 @@ class EventRegistry:
                 if not same_definition:
                     raise DuplicateEventTypeError(name, existing, event_class)
             self._classes[name] = event_class
+            self.generation += 1
         return event_class
 
     def unregister(self, event_type: str | type[DomainEvent]) -> None:
@@ -72,6 +75,7 @@ class EventRegistry:
         name = _type_name(event_type)
         with self._lock:
             self._classes.pop(name, None)
+            self.generation += 1
             for key in [k for k in self._upcasters if k[0] == name]:
                 del self._upcasters[key]
 

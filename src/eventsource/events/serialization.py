@@ -23,10 +23,13 @@ __all__ = ["EventCodec"]
 class EventCodec:
     """Encodes events to JSON text and decodes stored rows back into event classes."""
 
-    __slots__ = ("registry",)
+    __slots__ = ("_current", "_generation", "registry")
 
     def __init__(self, registry: EventRegistry | None = None) -> None:
         self.registry = registry if registry is not None else default_registry
+        self._current: dict[tuple[str, int], type[DomainEvent]] = {}
+        """(type name, current schema version) -> class: the fast path of `decode`."""
+        self._generation = -1
 
     @staticmethod
     def encode(event: DomainEvent) -> str:
@@ -45,11 +48,22 @@ class EventCodec:
         Raises `EventTypeNotFoundError` for an unregistered type, `UpcastingError` when an old
         version cannot be upcast, and `SerializationError` for a corrupt or invalid payload.
         """
+        if self._generation != self.registry.generation:  # a type was (un)registered
+            self._current.clear()
+            self._generation = self.registry.generation
+        cls = self._current.get((event_type, event_version))
+        if cls is not None:
+            try:
+                return cls.model_validate_json(payload)
+            except ValidationError as exc:
+                raise self._invalid(cls, event_type, event_version, origin, exc) from exc
         cls = self.registry.get(event_type)
         current = cls.schema_version()
         try:
             if event_version == current:
-                return cls.model_validate_json(payload)
+                event = cls.model_validate_json(payload)
+                self._current[(event_type, current)] = cls
+                return event
             data: Any = json.loads(payload)
             if not isinstance(data, dict):
                 raise SerializationError(
@@ -58,7 +72,13 @@ class EventCodec:
             data = self.registry.upcast(event_type, data, event_version, current)
             return cls.model_validate(data)
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SerializationError(
-                f"stored {event_type!r} event (schema version {event_version}) at {origin} "
-                f"is not valid for {cls.__qualname__}: {exc}"
-            ) from exc
+            raise self._invalid(cls, event_type, event_version, origin, exc) from exc
+
+    @staticmethod
+    def _invalid(
+        cls: type[DomainEvent], event_type: str, version: int, origin: object, exc: Exception
+    ) -> SerializationError:
+        return SerializationError(
+            f"stored {event_type!r} event (schema version {version}) at {origin} "
+            f"is not valid for {cls.__qualname__}: {exc}"
+        )

@@ -99,13 +99,7 @@ def attach_events(
             or event.aggregate_type != aggregate_type
             or event.aggregate_version != version
         ):
-            event = event.model_copy(
-                update={
-                    "aggregate_id": aggregate_id,
-                    "aggregate_type": aggregate_type,
-                    "aggregate_version": version,
-                }
-            )
+            event = event.attached(aggregate_id, aggregate_type, version)
         attached.append(event)
     return attached
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -139,7 +139,9 @@ class PostgreSQLEventStore(EventStore):
     raw into SQL. With `notify=True` each append signals the channel `store.channel`
     (LISTEN/NOTIFY) for subscriptions. `transient_retries` bounds how often an append on the
     store's own connection is retried after a lost connection, serialization failure or
-    deadlock; retrying is safe because appends are idempotent by event id.
+    deadlock; retrying is safe because appends are idempotent by event id. The store's own
+    statements run on at most `max_connections` connections that it keeps checked out of the
+    engine's pool (so size the pool for them plus your sessions).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class PostgreSQLEventStore(EventStore):
         prefix: str = "",
         notify: bool = True,
         transient_retries: int = 3,
+        max_connections: int = 10,
         _bound: AsyncConnection | AsyncSession | None = None,
         _owns_engine: bool = False,
     ) -> None:
@@ -173,6 +176,7 @@ class PostgreSQLEventStore(EventStore):
         self._codec = EventCodec(registry)
         self._bound = _bound
         self._owns_engine = _owns_engine
+        self._connections = pg.ConnectionCache(self.engine, max_connections)
         self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'events')}"
         self._constraint_event_id = prefix + "events_event_id_key"
         self._build_sql()
@@ -187,11 +191,14 @@ class PostgreSQLEventStore(EventStore):
         prefix: str = "",
         notify: bool = True,
         transient_retries: int = 3,
+        max_connections: int = 10,
         **engine_kwargs: Any,
     ) -> Self:
-        """A store with its own engine (closed by `close()`); `engine_kwargs` go to
-        `create_async_engine` (pool_size defaults to 10)."""
+        """A store with its own engine (disposed of by `close()`); `engine_kwargs` go to
+        `create_async_engine` (its pool_size defaults to `max_connections`, max_overflow to
+        10 for the sessions of `using`)."""
         require("asyncpg", extra="postgresql", feature="PostgreSQLEventStore")
+        engine_kwargs.setdefault("pool_size", max_connections)
         return cls(
             pg.create_engine(url, **engine_kwargs),
             registry=registry,
@@ -199,6 +206,7 @@ class PostgreSQLEventStore(EventStore):
             prefix=prefix,
             notify=notify,
             transient_retries=transient_retries,
+            max_connections=max_connections,
             _owns_engine=True,
         )
 
@@ -257,20 +265,14 @@ class PostgreSQLEventStore(EventStore):
 
     @contextlib.asynccontextmanager
     async def _driver(self, what: str) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg driver connection, in autocommit mode.
+        """One of the store's own asyncpg connections, in autocommit mode.
 
         Database and network errors leave as typed `EventStoreError`s; a connection that
-        failed is invalidated so the pool never hands it out again.
+        failed is invalidated so it is never handed out again.
         """
         try:
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                try:
-                    yield raw.driver_connection
-                except Exception as exc:
-                    if pg.is_connection_error(exc):
-                        await conn.invalidate()
-                    raise
+            async with self._connections.connection() as conn:
+                yield conn
         except EventStoreError:
             raise
         except Exception as exc:
@@ -338,7 +340,9 @@ class PostgreSQLEventStore(EventStore):
         return applied
 
     async def close(self) -> None:
-        """Dispose of the engine if `from_url` created it; a shared engine is left open."""
+        """Return the store's connections to the engine's pool, and dispose of the engine if
+        `from_url` created it (a shared engine is left open)."""
+        await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -487,86 +491,99 @@ class PostgreSQLEventStore(EventStore):
             clauses.append(f"occurred_at <= {param(options.to_timestamp, 'timestamptz')}")
         return clauses
 
-    async def _pages(
-        self,
-        what: str,
-        sql_for: Callable[[int], str],
-        first_key: tuple[Any, ...] | None,
-        key_of: Callable[[Sequence[Any]], tuple[Any, ...]],
-        args: list[Any],
-        options: ReadOptions,
-    ) -> AsyncIterator[StoredEvent]:
-        """Keyset pages: `sql_for(n)` reads after the key in the last `n` parameters."""
+    def _decode_rows(self, rows: Sequence[Sequence[Any]]) -> Iterator[StoredEvent]:
+        """Decode row by row as the caller consumes: a page's events are never all alive at
+        once, so they die young and the garbage collector never has to promote them (holding
+        a decoded page costs about half of the read throughput in collector passes)."""
         decode = self._codec.decode
-        remaining = options.limit
-        key = first_key
-        while remaining is None or remaining > 0:
-            page = options.batch_size if remaining is None else min(remaining, options.batch_size)
-            params = [*args, *(key or ()), page]
-            rows = await self._fetch(what, sql_for(0 if key is None else len(key)), *params)
-            for row in rows:
-                position = Position(int(row[0]), row[1])
-                yield StoredEvent(decode(row[2], row[3], row[4], position), position, row[5])
-            if len(rows) < page:
-                return
-            key = key_of(rows[-1])
-            if remaining is not None:
-                remaining -= len(rows)
+        for row in rows:
+            position = Position(row[0], row[1])
+            yield StoredEvent(decode(row[2], row[3], row[4], position), position, row[5])
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
+        """Pages are version ranges: versions run 1, 2, 3, ... without gaps, so a range needs
+        no sort and no LIMIT, and memory stays bounded by `batch_size`."""
         options = options or ReadOptions()
-        args: list[Any] = [aggregate_id]
-        clauses = ["aggregate_id = $1"]
-        if options.from_version > 1:
-            args.append(options.from_version)
-            clauses.append(f"aggregate_version >= ${len(args)}")
-        if options.to_version is not None:
-            args.append(options.to_version)
-            clauses.append(f"aggregate_version <= ${len(args)}")
-        clauses += self._filters(options, args)
-        op, order = (">", "ASC") if options.forward else ("<", "DESC")
-        base = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
-        n = len(args)
-
-        def sql_for(key_params: int) -> str:
-            where = f" AND aggregate_version {op} ${n + 1}" if key_params else ""
-            limit = f"${n + key_params + 1}"
-            return f"{base}{where} ORDER BY aggregate_version {order} LIMIT {limit}"
-
-        async for stored in self._pages(
-            f"read stream {aggregate_id}", sql_for, None, lambda r: (r[6],), args, options
-        ):
-            yield stored
+        args: list[Any] = [aggregate_id, 0, 0]
+        clauses = self._filters(options, args)
+        # Filters that can thin a page out; a stream has one aggregate type, so filtering on
+        # it keeps a stream whole or empties it, and short pages still mean "the end".
+        filtered = len(clauses) > (options.aggregate_type is not None)
+        order = "ASC" if options.forward else "DESC"
+        sql = (
+            f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
+            f" AND aggregate_version BETWEEN $2 AND $3{''.join(' AND ' + c for c in clauses)}"
+            f" ORDER BY aggregate_version {order}"
+        )
+        what = f"read stream {aggregate_id}"
+        low = max(options.from_version, 1)
+        high = options.to_version
+        if filtered or not options.forward:
+            last = await self.get_stream_version(aggregate_id)
+            high = last if high is None else min(high, last)
+        remaining = options.limit
+        step = options.batch_size
+        if options.forward:
+            cursor = low
+        else:
+            assert high is not None  # backward reads start from the stream's version
+            cursor = high
+        while remaining is None or remaining > 0:
+            if options.forward:
+                if high is not None and cursor > high:
+                    return
+                first = cursor
+                last_in_page = cursor + step - 1 if high is None else min(cursor + step - 1, high)
+                cursor = last_in_page + 1
+            else:
+                if cursor < low:
+                    return
+                first, last_in_page = max(low, cursor - step + 1), cursor
+                cursor = first - 1
+            args[1], args[2] = first, last_in_page
+            rows = await self._fetch(what, sql, *args)
+            for stored in self._decode_rows(rows):
+                if remaining is not None:
+                    if remaining == 0:
+                        return
+                    remaining -= 1
+                yield stored
+            if high is None and len(rows) < last_in_page - first + 1:
+                return  # an unfiltered forward page came back short: the stream ends here
 
     async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
         options = options or ReadOptions()
         args: list[Any] = []
         clauses = self._filters(options, args)
-        if options.forward:
-            clauses.append(f"transaction_id < {_HORIZON}")
+        clauses.append(f"transaction_id < {_HORIZON}")
         op, order = (">", "ASC") if options.forward else ("<", "DESC")
         n = len(args)
-        prefix = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE "
-
-        def sql_for(key_params: int) -> str:
-            where = list(clauses)
-            if key_params:
-                where.append(f"(transaction_id, position) {op} (${n + 1}::xid8, ${n + 2}::bigint)")
-            if not options.forward:
-                where.append(f"transaction_id < {_HORIZON}")
-            body = " AND ".join(where) or "TRUE"
-            return (
-                f"{prefix}{body} ORDER BY transaction_id {order}, position {order}"
-                f" LIMIT ${n + key_params + 1}"
-            )
-
-        first = (options.after.commit, options.after.sequence) if options.after else None
-        async for stored in self._pages(
-            "read the global feed", sql_for, first, lambda r: (int(r[0]), r[1]), args, options
-        ):
-            yield stored
+        head = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
+        tail = f" ORDER BY transaction_id {order}, position {order} LIMIT "
+        first_sql = f"{head}{tail}${n + 1}"
+        next_sql = (
+            f"{head} AND (transaction_id, position) {op} (${n + 1}::xid8, ${n + 2}::bigint)"
+            f"{tail}${n + 3}"
+        )
+        after = options.after
+        remaining = options.limit
+        while remaining is None or remaining > 0:
+            page = options.batch_size if remaining is None else min(remaining, options.batch_size)
+            if after is None:
+                rows = await self._fetch("read the global feed", first_sql, *args, page)
+            else:
+                rows = await self._fetch(
+                    "read the global feed", next_sql, *args, after.commit, after.sequence, page
+                )
+            for stored in self._decode_rows(rows):
+                yield stored
+            if len(rows) < page:
+                return
+            after = Position(rows[-1][0], rows[-1][1])
+            if remaining is not None:
+                remaining -= len(rows)
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         rows = await self._fetch(
@@ -615,13 +632,25 @@ class PostgreSQLEventStore(EventStore):
         Holds one pooled connection for the duration of the block.
         """
         signal = AppendSignal()
-        async with self._driver("listen for appends") as conn:
-            await conn.add_listener(self.channel, signal._notify)
+        try:
+            connection = await self.engine.connect()
+        except Exception as exc:
+            raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
+        try:
+            raw: Any = (await connection.get_raw_connection()).driver_connection
+            await raw.add_listener(self.channel, signal._notify)
+        except Exception as exc:
+            await connection.invalidate()
+            await connection.close()
+            raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
+        try:
+            yield signal
+        finally:
             try:
-                yield signal
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(self.channel, signal._notify)
+                await raw.remove_listener(self.channel, signal._notify)
+            except Exception:
+                await connection.invalidate()  # broken, or still listening: never reuse it
+            await connection.close()
 
     async def __aenter__(self) -> Self:
         return self
