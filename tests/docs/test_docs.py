@@ -9,6 +9,9 @@ Rules for the docs, enforced here:
 - Event classes a file adds to `default_registry` are unregistered after the file ran, so
   files may reuse event names and the rest of the suite sees the registry unchanged.
 - Code runs in a temporary working directory: files it writes are thrown away.
+- A page whose code uses the schema `eventsource_docs` needs PostgreSQL (skipped without it,
+  failed under EVENTSOURCE_REQUIRE_SERVICES=1); the schema is dropped before and after it, and
+  the code reads the database URL from DATABASE_URL, set here to the test database.
 - Every docs/*.md is linked from docs/index.md; every relative link points to a file.
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from eventsource import default_registry
+from tests import _services
 
 pytestmark = pytest.mark.docs
 
@@ -42,6 +46,24 @@ class Block:
     first_line: int  # 1-based number of the block's first code line
     closing_line: int  # number of the closing fence
     source: str
+
+
+_DOCS_SCHEMA = "eventsource_docs"
+
+
+def _drop_docs_schema() -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_services.POSTGRES_URL)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {_DOCS_SCHEMA} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 def blocks(path: Path) -> list[Block]:
@@ -87,6 +109,11 @@ def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     module.__file__ = str(path)
     registered_before = set(default_registry.list_types())
     monkeypatch.chdir(tmp_path)
+    needs_postgres = any(_DOCS_SCHEMA in block.source for block in python_blocks(path))
+    if needs_postgres:
+        _services.require(_services.POSTGRES)
+        monkeypatch.setenv("DATABASE_URL", _services.POSTGRES_URL)
+        _drop_docs_schema()
     sys.modules[name] = module  # pydantic and dataclasses look classes' modules up here
     try:
         for block in python_blocks(path):
@@ -95,6 +122,8 @@ def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
             exec(compile(source, str(path), "exec"), module.__dict__)
     finally:
         del sys.modules[name]
+        if needs_postgres:
+            _drop_docs_schema()
         for event_type in set(default_registry.list_types()) - registered_before:
             default_registry.unregister(event_type)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -26,6 +27,7 @@ from eventsource import (
 from eventsource.exceptions import (
     StoreConnectionError,
     StoreSchemaError,
+    TransientStoreError,
 )
 from eventsource.stores.postgresql import PostgreSQLEventStore
 from eventsource.testing import EventStoreContract
@@ -443,3 +445,42 @@ async def test_store_holds_at_most_max_connections_and_survives_cancellation(
     finally:
         await admin.close()
         await store.close()
+
+
+async def test_deadlock_between_callers_transactions_is_a_transient_error(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """Two transactions append to two streams in opposite order: PostgreSQL breaks the deadlock
+    by failing one of them, which arrives as a retryable TransientStoreError."""
+    first, second = uuid4(), uuid4()
+    async with engine.connect() as c1, engine.connect() as c2:
+        await c1.begin()
+        await c2.begin()
+        await store.using(c1).append_events(first, "Cart", _items(1, "a"), 0)
+        await store.using(c2).append_events(second, "Cart", _items(1, "b"), 0)
+
+        async def cross(conn: Any, stream: UUID) -> BaseException | None:
+            try:
+                await store.using(conn).append_events(stream, "Cart", _items(1, "x"), 0)
+            except Exception as exc:
+                await conn.rollback()  # releases the locks the other transaction waits for
+                return exc
+            return None
+
+        outcomes = await asyncio.gather(cross(c1, second), cross(c2, first))
+    failures = [o for o in outcomes if o is not None]
+    assert any(isinstance(f, TransientStoreError) and "deadlock" in str(f) for f in failures), (
+        failures
+    )
+
+
+def test_database_errors_map_to_typed_errors() -> None:
+    from asyncpg import exceptions as pg_errors
+
+    from eventsource._internal.postgresql import map_error
+
+    assert type(map_error(pg_errors.SerializationError("x"), "w")) is TransientStoreError
+    assert type(map_error(pg_errors.DeadlockDetectedError("x"), "w")) is TransientStoreError
+    assert type(map_error(pg_errors.AdminShutdownError("x"), "w")) is StoreConnectionError
+    assert type(map_error(ConnectionResetError("x"), "w")) is StoreConnectionError
+    assert type(map_error(pg_errors.UndefinedTableError("x"), "w")) is StoreSchemaError

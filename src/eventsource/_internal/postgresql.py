@@ -20,13 +20,15 @@ from eventsource.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 __all__ = [
     "ConnectionCache",
     "asyncpg_url",
+    "connection_of",
     "create_engine",
     "driver_error",
+    "engine_of",
     "is_connection_error",
     "is_database_error",
     "map_error",
@@ -198,3 +200,27 @@ class ConnectionCache:
         for connection, _ in idle:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+
+def engine_of(engine_or_sessions: Any) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    if isinstance(engine_or_sessions, AsyncEngine):
+        return engine_or_sessions
+    if isinstance(engine_or_sessions, async_sessionmaker):
+        bind = engine_or_sessions.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            return bind
+        raise ValueError("the async_sessionmaker has no AsyncEngine bound (bind=engine)")
+    raise TypeError(
+        "the PostgreSQL store takes a SQLAlchemy AsyncEngine or async_sessionmaker, not "
+        f"{type(engine_or_sessions).__name__}; use from_url(url) for a URL"
+    )
+
+
+async def connection_of(bound: AsyncConnection | AsyncSession) -> AsyncConnection:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    if isinstance(bound, AsyncSession):
+        return await bound.connection()
+    return bound

@@ -12,10 +12,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from eventsource._internal.sql import quote_identifier
+from eventsource.exceptions import StoreSchemaError
 
-__all__ = ["Migration", "lock_key", "load_migrations", "render"]
+__all__ = ["Migration", "apply_postgresql_migrations", "load_migrations", "lock_key", "render"]
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _TOKEN = re.compile(r"\{(schema|table|name)(?::(\w+))?\}")
@@ -67,3 +69,43 @@ def lock_key(schema: str, prefix: str) -> int:
     """A signed 64-bit advisory-lock key for migrating one schema + prefix."""
     digest = hashlib.sha256(f"eventsource-migrations\x00{schema}\x00{prefix}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def apply_postgresql_migrations(connection: Any, *, schema: str, prefix: str) -> list[int]:
+    """Apply the PostgreSQL migrations not applied yet, on an asyncpg connection.
+
+    One transaction under an advisory lock, so concurrent runs (several processes starting at
+    once) serialize and the later ones find nothing to do. Each applied file is recorded in
+    `{schema}.{prefix}migrations` with its checksum; a recorded file whose checksum changed
+    raises `StoreSchemaError`. Returns the versions this call applied.
+    """
+    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'migrations')}"
+    applied: list[int] = []
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, prefix))
+        await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {history} (version integer PRIMARY KEY,"
+            " name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        rows = await connection.fetch(f"SELECT version, checksum FROM {history}")
+        done = {row[0]: row[1] for row in rows}
+        for migration in load_migrations("postgresql"):
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise StoreSchemaError(
+                        f"migration {migration.version:04d}_{migration.name} changed after it "
+                        f"was applied to {schema!r} (prefix {prefix!r}); migrations are "
+                        "append-only: add a new one instead"
+                    )
+                continue
+            await connection.execute(render(migration.template, schema=schema, prefix=prefix))
+            await connection.execute(
+                f"INSERT INTO {history} (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+            applied.append(migration.version)
+    return applied

@@ -34,10 +34,9 @@ from eventsource.exceptions import (
     EventNotFoundError,
     EventStoreError,
     OptimisticLockError,
-    StoreSchemaError,
     TransientStoreError,
 )
-from eventsource.migrations import load_migrations, lock_key, render
+from eventsource.migrations import apply_postgresql_migrations
 from eventsource.stores._append import (
     EventRecord,
     attach_events,
@@ -158,7 +157,7 @@ class PostgreSQLEventStore(EventStore):
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature="PostgreSQLEventStore")
-        self.engine: AsyncEngine = _engine_of(engine)
+        self.engine: AsyncEngine = pg.engine_of(engine)
         if self.engine.dialect.driver != "asyncpg":
             raise ValueError(
                 "PostgreSQLEventStore needs an engine on the asyncpg driver "
@@ -286,7 +285,7 @@ class PostgreSQLEventStore(EventStore):
             async with self._driver(what) as conn:
                 return list(await conn.fetch(sql, *args))
         try:
-            connection = await _connection_of(self._bound)
+            connection = await pg.connection_of(self._bound)
             result = await connection.exec_driver_sql(sql, args)
             return list(result.fetchall()) if result.returns_rows else []
         except Exception as exc:
@@ -301,43 +300,8 @@ class PostgreSQLEventStore(EventStore):
         idempotent. Returns the versions applied by this call. A migration file that changed
         after it was applied raises `StoreSchemaError` (migrations are append-only).
         """
-        migrations = load_migrations("postgresql")
-        history = f"{quote_identifier(self.schema)}.{quote_identifier(self.prefix + 'migrations')}"
-        applied: list[int] = []
-        async with self._driver("create_schema") as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1)", lock_key(self.schema, self.prefix)
-            )
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {history} (version integer PRIMARY KEY,"
-                " name text NOT NULL, checksum text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {
-                row[0]: row[1]
-                for row in await conn.fetch(f"SELECT version, checksum FROM {history}")
-            }
-            for migration in migrations:
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise StoreSchemaError(
-                            f"migration {migration.version:04d}_{migration.name} changed after "
-                            f"it was applied to {self.schema!r} (prefix {self.prefix!r}); "
-                            "migrations are append-only: add a new one instead"
-                        )
-                    continue
-                await conn.execute(
-                    render(migration.template, schema=self.schema, prefix=self.prefix)
-                )
-                await conn.execute(
-                    f"INSERT INTO {history} (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-                applied.append(migration.version)
-        return applied
+        async with self._driver("create_schema") as conn:
+            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, and dispose of the engine if
@@ -425,7 +389,8 @@ class PostgreSQLEventStore(EventStore):
             if result is not None:
                 return result
         current = await self.get_stream_version(aggregate_id)
-        raise OptimisticLockError(aggregate_id, ExpectedVersion(expected_version).name, current)
+        shown = ExpectedVersion(expected_version).name if expected_version < 0 else expected_version
+        raise OptimisticLockError(aggregate_id, shown, current)
 
     async def _insert(self, what: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
         if self._bound is None:
@@ -454,8 +419,10 @@ class PostgreSQLEventStore(EventStore):
         events: list[DomainEvent],
         expected_version: int,
     ) -> AppendResult | None:
-        """After an insert that stored nothing: the original result of an idempotent retry, or
-        `OptimisticLockError`; None when an ANY / STREAM_EXISTS append should try again."""
+        """After an insert that stored nothing: the original result of an idempotent retry,
+        or `OptimisticLockError`, or None when the expectation holds now and the insert
+        should be tried again (ANY / STREAM_EXISTS lost a race, or the stream reached the
+        expected version between the caller's read and the insert)."""
         rows = await self._fetch(
             "look up event ids", self._records_sql, [e.event_id for e in events]
         )
@@ -463,12 +430,7 @@ class PostgreSQLEventStore(EventStore):
             return replayed_result(events, aggregate_id, aggregate_type, [_record(r) for r in rows])
         current = await self.get_stream_version(aggregate_id)
         check_expected_version(aggregate_id, expected_version, current)
-        if expected_version in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
-            return None
-        # An exact version that holds when read again: the stream moved between statements
-        # and came back to it is impossible (streams only grow), so this is a lost race.
-        shown = "NO_STREAM" if expected_version == ExpectedVersion.NO_STREAM else expected_version
-        raise OptimisticLockError(aggregate_id, shown, current)
+        return None
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -668,27 +630,3 @@ class _UniqueViolation(Exception):
     def __init__(self, constraint: str) -> None:
         super().__init__(constraint)
         self.constraint = constraint
-
-
-def _engine_of(engine_or_sessions: Any) -> AsyncEngine:
-    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-
-    if isinstance(engine_or_sessions, AsyncEngine):
-        return engine_or_sessions
-    if isinstance(engine_or_sessions, async_sessionmaker):
-        bind = engine_or_sessions.kw.get("bind")
-        if isinstance(bind, AsyncEngine):
-            return bind
-        raise ValueError("the async_sessionmaker has no AsyncEngine bound (bind=engine)")
-    raise TypeError(
-        "PostgreSQLEventStore takes a SQLAlchemy AsyncEngine or async_sessionmaker, not "
-        f"{type(engine_or_sessions).__name__}; use PostgreSQLEventStore.from_url(url) for a URL"
-    )
-
-
-async def _connection_of(bound: AsyncConnection | AsyncSession) -> AsyncConnection:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    if isinstance(bound, AsyncSession):
-        return await bound.connection()
-    return bound
