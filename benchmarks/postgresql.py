@@ -254,7 +254,7 @@ async def commands(side: Lib | Raw, streams: list[UUID], per_worker: int, worker
 
 async def main(quick: bool) -> int:
     scale = 10 if quick else 1
-    repeats = 3
+    repeats = 3 if quick else 5
     schema = f"eventsource_bench_{os.getpid()}"
     store = PostgreSQLEventStore.from_url(
         URL, schema=schema, registry=registry, pool_size=16, max_overflow=4
