@@ -341,6 +341,59 @@ class EventStoreContract(ABC):
         assert [e.aggregate_version for e in tail.events] == [5, 6]
         assert tail.version == 6
 
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        backward=st.booleans(),
+        low=st.integers(1, 9),
+        high=st.none() | st.integers(0, 9),
+        limit=st.none() | st.integers(0, 4),
+        batch=st.integers(1, 4),
+        removed_only=st.booleans(),
+    )
+    async def test_read_stream_pages_match_a_model(
+        self,
+        store: EventStore,
+        backward: bool,
+        low: int,
+        high: int | None,
+        limit: int | None,
+        batch: int,
+        removed_only: bool,
+    ) -> None:
+        """Any range, direction, limit, filter and page size reads what a list slice says."""
+        cart = uuid4()
+        kinds = [ItemAdded, ItemRemoved, ItemAdded, ItemAdded, ItemRemoved, ItemAdded, ItemAdded]
+        await store.append_events(
+            cart, CART, [kind(name=f"n{i}") for i, kind in enumerate(kinds)], 0
+        )
+        expected = [
+            version
+            for version, kind in enumerate(kinds, start=1)
+            if version >= low
+            and (high is None or version <= high)
+            and (not removed_only or kind is ItemRemoved)
+        ]
+        if backward:
+            expected.reverse()
+        if limit is not None:
+            expected = expected[:limit]
+        options = ReadOptions(
+            direction=ReadDirection.BACKWARD if backward else ReadDirection.FORWARD,
+            from_version=low,
+            to_version=high,
+            limit=limit,
+            batch_size=batch,
+            event_types={"ItemRemoved"} if removed_only else None,
+        )
+        assert [s.version for s in await _collect(store.read_stream(cart, options))] == expected
+
     async def test_read_stream_filters(self, store: EventStore) -> None:
         cart = uuid4()
         await store.append_events(cart, CART, [*_items(2), ItemRemoved(name="item-1")], 0)
