@@ -12,7 +12,7 @@ import sys
 from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -134,7 +134,8 @@ def test_concurrent_deposits_conflict_and_are_retried(capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://localhost/events", "no PostgreSQL event store yet (it arrives in a later"),
+        ("postgresql://localhost/events?schema=a&schema=b", "give the schema once"),
+        ("mysql://localhost/events", "unsupported scheme 'mysql'"),
         ("redis://localhost", "unsupported scheme 'redis'"),
         ("events.db", "is not a store URL"),
         ("sqlite://", "names a file after three slashes"),
@@ -221,3 +222,37 @@ def test_python_dash_m_runs_the_demo(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Balances, rebuilt from the stored events:" in result.stdout
     assert result.stderr == ""
+
+
+@pytest.mark.postgresql
+def test_demo_on_postgresql_in_its_own_schema(
+    capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    import asyncpg
+
+    schema = f"es_demo_{uuid4().hex[:10]}"
+    url = f"{postgres_url}?schema={schema}"
+    try:
+        first = run_demo(capsys, url)
+        assert f"store: PostgreSQL 127.0.0.1:5432/test, schema '{schema}'\n" in first
+        assert re.search(r"Alice  [0-9a-f]{8}   170\.00", first)
+        assert f"or drop the schema '{schema}' to start over" in first
+        second = run_demo(capsys, url)
+        assert f"({EVENTS_PER_RUN} demo events from earlier runs)" in second
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(postgres_url)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def test_demo_reports_an_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["demo", "--url", "postgresql://postgres@127.0.0.1:1/test?schema=nowhere"])
+    _, err = capsys.readouterr()
+    assert status == 1
+    assert "StoreConnectionError" in err

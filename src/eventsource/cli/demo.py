@@ -58,7 +58,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--url",
         default=DEFAULT_URL,
         help=f"event store to use (default: {DEFAULT_URL}, a file in the current "
-        "directory); also sqlite:////absolute/path.db, sqlite:///:memory: and memory://",
+        "directory); also sqlite:////absolute/path.db, sqlite:///:memory:, memory:// and "
+        "postgresql://USER@HOST/DB?schema=NAME",
     )
     parser.set_defaults(handler=run)
 
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 async def run_scenario(opened: OpenedStore, say: Say = print) -> None:
     """Run the scenario on the store (closed afterwards), reporting through `say`."""
     async with opened.store as store:
+        if opened.prepare is not None:
+            await opened.prepare()
         before, last_before = await _count_demo_events(store)
         say("eventsource demo: bank accounts kept as streams of events")
         earlier = f" ({before} demo events from earlier runs)" if before else ""
@@ -95,8 +98,8 @@ async def run_scenario(opened: OpenedStore, say: Say = print) -> None:
         await _report(repo, say, alice, bob)
         say("")
         await _feed_summary(store, say, {alice, bob}, before, last_before)
-        if opened.persistent:
-            say("Run the demo again to add to this file, or delete the file to start over.")
+        if opened.start_over:
+            say(f"Run the demo again to add to this store, or {opened.start_over} to start over.")
 
 
 async def _act(repo: AggregateRepository[Account], say: Say) -> tuple[UUID, UUID]:
