@@ -94,7 +94,10 @@ def is_connection_error(exc: BaseException) -> bool:
     state = _sqlstate(cause) or ""
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         return True
-    if isinstance(cause, asyncpg.InterfaceError | OSError | ConnectionError):
+    # InternalClientError: the protocol lost its state, as when the server ends the session
+    # in the middle of a statement (seen with pg_terminate_backend); the connection is gone.
+    broken = asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError
+    if isinstance(cause, broken | OSError | ConnectionError):
         return True
     invalidated = getattr(exc, "connection_invalidated", False)
     return bool(invalidated)
