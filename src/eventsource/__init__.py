@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from eventsource._internal.optional import is_available
 from eventsource.aggregates import (
+    AggregateCache,
     AggregateRepository,
     AggregateRoot,
     DeclarativeAggregate,
+    RepositoryStats,
+    SnapshotPolicy,
     UnhandledEventPolicy,
     handles,
 )
@@ -51,6 +54,7 @@ from eventsource.exceptions import (
     UpcastingError,
 )
 from eventsource.protocols import EventHandler, SyncEventHandler
+from eventsource.snapshots import InMemorySnapshotStore, Snapshot, SnapshotStore
 from eventsource.stores import (
     AppendResult,
     EventPublisher,
@@ -74,6 +78,8 @@ from eventsource.types import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
+    from eventsource.snapshots.sqlite import SQLiteSnapshotStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -88,7 +94,9 @@ TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
     "PostgreSQLEventStore": "eventsource.stores.postgresql",
+    "PostgreSQLSnapshotStore": "eventsource.snapshots.postgresql",
     "SQLiteEventStore": "eventsource.stores.sqlite",
+    "SQLiteSnapshotStore": "eventsource.snapshots.sqlite",
 }
 
 __all__ = [
@@ -99,6 +107,7 @@ __all__ = [
     "REDIS_AVAILABLE",
     "SQLITE_AVAILABLE",
     "TELEMETRY_AVAILABLE",
+    "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
     "AggregateRepository",
@@ -123,15 +132,22 @@ __all__ = [
     "EventTypeNotFoundError",
     "ExpectedVersion",
     "InMemoryEventStore",
+    "InMemorySnapshotStore",
     "InvalidEventError",
     "InvalidPositionError",
     "OptimisticLockError",
     "Position",
     "PostgreSQLEventStore",
+    "PostgreSQLSnapshotStore",
     "ReadDirection",
     "ReadOptions",
+    "RepositoryStats",
     "SQLiteEventStore",
+    "SQLiteSnapshotStore",
     "SerializationError",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
     "StoreConnectionError",
     "StoreSchemaError",
     "StoredEvent",

@@ -1,13 +1,19 @@
-"""Aggregates: `AggregateRoot`, `DeclarativeAggregate` and `AggregateRepository`."""
+"""Aggregates: `AggregateRoot`, `DeclarativeAggregate`, `AggregateRepository` and what makes
+loading fast (`SnapshotPolicy`, `AggregateCache`)."""
 
 from eventsource.aggregates.base import AggregateRoot, DeclarativeAggregate, UnhandledEventPolicy
-from eventsource.aggregates.repository import AggregateRepository
+from eventsource.aggregates.cache import AggregateCache
+from eventsource.aggregates.repository import AggregateRepository, RepositoryStats
+from eventsource.aggregates.snapshots import SnapshotPolicy
 from eventsource.events.handlers import handles
 
 __all__ = [
+    "AggregateCache",
     "AggregateRepository",
     "AggregateRoot",
     "DeclarativeAggregate",
+    "RepositoryStats",
+    "SnapshotPolicy",
     "UnhandledEventPolicy",
     "handles",
 ]

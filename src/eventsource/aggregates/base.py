@@ -43,6 +43,10 @@ class AggregateRoot(ABC, Generic[TState]):
     """
 
     aggregate_type: ClassVar[str] = ""
+    schema_version: ClassVar[int] = 1
+    """Version of the state model's shape. Raise it when the state changes incompatibly:
+    snapshots and cache entries taken with another `schema_version` are ignored (the stream is
+    replayed instead)."""
     _state_type: ClassVar[type[BaseModel] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -117,6 +121,28 @@ class AggregateRoot(ABC, Generic[TState]):
         if is_new:
             self._uncommitted.append(event)
         return event
+
+    def snapshot_state(self) -> str:
+        """The state as JSON text, for a snapshot or a cache entry."""
+        return self.state.model_dump_json()
+
+    def restore_snapshot(self, state: str, version: int) -> None:
+        """Take the state of a snapshot (`snapshot_state()` output) taken at `version`.
+
+        Only a fresh aggregate (nothing applied yet) can be restored. Raises pydantic's
+        `ValidationError` when `state` does not fit the state model; the aggregate is then
+        unchanged.
+        """
+        if self._version or self._uncommitted:
+            raise InvalidEventError(
+                f"{self.aggregate_type} {self._aggregate_id} already has events applied; "
+                "restore a snapshot into a new aggregate"
+            )
+        if version < 0:
+            raise InvalidEventError(f"a snapshot version must be >= 0, got {version}")
+        state_type = type(self)._state_type or type(self.state)
+        self.state = typing.cast(TState, state_type.model_validate_json(state))
+        self._version = version
 
     def load_from_history(self, events: Iterable[DomainEvent]) -> None:
         """Replay stored events, in version order, to rebuild the state."""

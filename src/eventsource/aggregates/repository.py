@@ -1,25 +1,99 @@
-"""`AggregateRepository`: load aggregates from their streams, save their new events."""
+"""`AggregateRepository`: load aggregates from their streams, save their new events.
+
+Loading is the hot path of every command, so the repository can shorten it three ways, each
+optional and each safe under concurrent writers:
+
+* snapshots: start from the newest valid snapshot and replay only the events after it;
+* a cache (`AggregateCache`): start from the state this process saw last, read what came
+  after it (one query, usually empty), so an entry is never served stale;
+* single-flight: concurrent loads of one aggregate share one read.
+
+`serialize_commands=True` runs the commands for one aggregate one at a time in this process,
+so a hot aggregate does not thrash on `OptimisticLockError` (other processes are still
+stopped by optimistic concurrency).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar, overload
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, overload
 from uuid import UUID
+
+from pydantic import ValidationError
 
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
+from eventsource.aggregates.cache import AggregateCache, CachedState
+from eventsource.aggregates.snapshots import SnapshotPolicy
 from eventsource.exceptions import AggregateNotFoundError, OptimisticLockError
+from eventsource.snapshots.interface import Snapshot, SnapshotStore
 from eventsource.stores.interface import AppendResult, EventPublisher, EventStore, ReadOptions
 
-__all__ = ["AggregateRepository"]
+__all__ = ["AggregateRepository", "RepositoryStats"]
+
+logger = logging.getLogger(__name__)
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)  # type: ignore[type-arg]
 R = TypeVar("R")
 
 _BACKOFF_BASE = 0.001  # seconds; doubled per retry, full jitter
 _BACKOFF_CAP = 0.1
+_DEFAULT_SNAPSHOT_EVERY = 100
+
+
+@dataclass(slots=True)
+class RepositoryStats:
+    """Counters of what a repository did, for metrics and tests."""
+
+    loads: int = 0
+    shared_loads: int = 0
+    """Loads answered by another load of the same aggregate already in flight."""
+    cache_hits: int = 0
+    snapshot_loads: int = 0
+    """Loads that started from a snapshot."""
+    snapshots_ignored: int = 0
+    """Snapshots of another schema version, or that failed to deserialize (full replay)."""
+    snapshots_taken: int = 0
+    snapshot_failures: int = 0
+    """Snapshots that could not be written (the command still succeeded)."""
+    events_replayed: int = 0
+
+
+class _Flight:
+    __slots__ = ("followers", "future")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[tuple[int, str] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.followers = 0
+
+
+class _KeyedLocks:
+    """One asyncio.Lock per key while anyone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: UUID) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class AggregateRepository(Generic[TAggregate]):
@@ -29,6 +103,12 @@ class AggregateRepository(Generic[TAggregate]):
     concurrent change raises `OptimisticLockError` instead of being overwritten. `execute`
     runs a command and retries it on such a conflict. With an `event_publisher`, saved
     events are published after the append commits.
+
+    With a `snapshot_store`, loads start from the aggregate's snapshot and snapshots are taken
+    by `snapshot_policy` (default: every 100 events), after the save or, with
+    `snapshot_in_background=True`, in a task that `close()` waits for. A failing snapshot write
+    is logged and counted, never the command's error. See the module docstring for `cache`,
+    `single_flight` and `serialize_commands`.
     """
 
     def __init__(
@@ -39,6 +119,12 @@ class AggregateRepository(Generic[TAggregate]):
         event_publisher: EventPublisher | None = None,
         *,
         max_retries: int = 10,
+        snapshot_store: SnapshotStore | None = None,
+        snapshot_policy: SnapshotPolicy | None = None,
+        snapshot_in_background: bool = False,
+        cache: AggregateCache | None = None,
+        single_flight: bool = True,
+        serialize_commands: bool = False,
     ) -> None:
         if aggregate_type is None:
             aggregate_type = getattr(aggregate_factory, "aggregate_type", None)
@@ -48,15 +134,33 @@ class AggregateRepository(Generic[TAggregate]):
                 )
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if snapshot_policy is not None and snapshot_store is None and snapshot_policy.use_snapshots:
+            raise ValueError("a snapshot_policy needs a snapshot_store")
         self.event_store = event_store
         self.aggregate_factory = aggregate_factory
         self.aggregate_type = aggregate_type
         self.event_publisher = event_publisher
         self.max_retries = max_retries
+        self.snapshot_store = snapshot_store
+        self.snapshot_policy = snapshot_policy or (
+            SnapshotPolicy.every(_DEFAULT_SNAPSHOT_EVERY)
+            if snapshot_store is not None
+            else SnapshotPolicy.never()
+        )
+        self.snapshot_in_background = snapshot_in_background
+        self.cache = cache
+        self.single_flight = single_flight
+        self.serialize_commands = serialize_commands
+        self.stats = RepositoryStats()
+        self._flights: dict[UUID, _Flight] = {}
+        self._locks = _KeyedLocks()
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
     def create_new(self, aggregate_id: UUID) -> TAggregate:
         """A new, empty aggregate (nothing is stored until it is saved)."""
         return self.aggregate_factory(aggregate_id)
+
+    # -- loading -----------------------------------------------------------------------------
 
     async def load(self, aggregate_id: UUID) -> TAggregate:
         """The aggregate rebuilt from its events; `AggregateNotFoundError` if it has none."""
@@ -70,31 +174,175 @@ class AggregateRepository(Generic[TAggregate]):
         return await self._load(aggregate_id)
 
     async def _load(self, aggregate_id: UUID) -> TAggregate:
-        # Events are applied as they arrive: a long stream is never held in memory whole.
+        self.stats.loads += 1
+        if not self.single_flight:
+            return await self._read(aggregate_id)
+        flight = self._flights.get(aggregate_id)
+        if flight is not None:  # another load of this aggregate is reading: share its result
+            flight.followers += 1
+            base = await asyncio.shield(flight.future)
+            if base is None:  # the leading load was cancelled: read for ourselves
+                return await self._read(aggregate_id)
+            self.stats.shared_loads += 1
+            aggregate = self.aggregate_factory(aggregate_id)
+            aggregate.restore_snapshot(base[1], base[0])  # each caller gets its own copy
+            return aggregate
+        flight = self._flights[aggregate_id] = _Flight()
+        try:
+            aggregate = await self._read(aggregate_id)
+        except Exception as exc:
+            if flight.followers:
+                flight.future.set_exception(exc)
+            raise
+        except BaseException:
+            if flight.followers:
+                flight.future.set_result(None)
+            raise
+        finally:
+            del self._flights[aggregate_id]
+        if flight.followers:
+            flight.future.set_result((aggregate.version, aggregate.snapshot_state()))
+        return aggregate
+
+    async def _read(self, aggregate_id: UUID) -> TAggregate:
+        """Cached state or snapshot, then the events after it."""
         aggregate = self.aggregate_factory(aggregate_id)
-        options = ReadOptions(aggregate_type=self.aggregate_type)
+        schema = type(aggregate).schema_version
+        started_from = 0
+        cache_hit = False
+        if self.cache is not None:
+            entry = self.cache.get(self.aggregate_type, aggregate_id)
+            if entry is not None and entry.schema_version == schema:
+                aggregate.restore_snapshot(entry.state, entry.version)
+                started_from = entry.version
+                cache_hit = True
+                self.stats.cache_hits += 1
+        if not started_from and self.snapshot_store and self.snapshot_policy.use_snapshots:
+            snapshot = await self.snapshot_store.get(aggregate_id, self.aggregate_type)
+            if snapshot is not None:
+                started_from = self._restore(aggregate, snapshot, schema)
+        options = ReadOptions(from_version=started_from + 1, aggregate_type=self.aggregate_type)
+        replayed = 0
         async for stored in self.event_store.read_stream(aggregate_id, options):
             aggregate.apply_event(stored.event, is_new=False)
+            replayed += 1
+        self.stats.events_replayed += replayed
+        if aggregate.version and (replayed or not cache_hit):
+            self._remember(aggregate)
         return aggregate
+
+    def _restore(self, aggregate: TAggregate, snapshot: Snapshot, schema: int) -> int:
+        """Start `aggregate` from `snapshot` if it is usable; the version it starts from."""
+        if snapshot.schema_version != schema:
+            self.stats.snapshots_ignored += 1
+            return 0
+        try:
+            aggregate.restore_snapshot(snapshot.state, snapshot.version)
+        except ValidationError as exc:
+            self.stats.snapshots_ignored += 1
+            logger.warning(
+                "ignoring the snapshot of %s %s at version %d: %s (replaying the stream)",
+                self.aggregate_type,
+                snapshot.aggregate_id,
+                snapshot.version,
+                exc.errors()[0]["msg"] if exc.errors() else exc,
+            )
+            return 0
+        self.stats.snapshot_loads += 1
+        return snapshot.version
+
+    def _remember(self, aggregate: TAggregate) -> None:
+        if self.cache is not None:
+            entry = CachedState(
+                aggregate.committed_version,
+                type(aggregate).schema_version,
+                aggregate.snapshot_state(),
+            )
+            self.cache.put(self.aggregate_type, aggregate.aggregate_id, entry)
 
     async def exists(self, aggregate_id: UUID) -> bool:
         return await self.event_store.get_stream_version(aggregate_id) > 0
+
+    # -- saving ------------------------------------------------------------------------------
 
     async def save(self, aggregate: TAggregate) -> AppendResult | None:
         """Append the aggregate's new events; None when there were none to save."""
         events = aggregate.uncommitted_events
         if not events:
             return None
+        previous = aggregate.committed_version
         result = await self.event_store.append_events(
             aggregate.aggregate_id,
             self.aggregate_type,
             events,
-            expected_version=aggregate.committed_version,
+            expected_version=previous,
         )
         aggregate.mark_events_as_committed()
+        self._remember(aggregate)
+        if self.snapshot_policy.due(previous, result.new_version):
+            await self._take_snapshot(aggregate)
         if self.event_publisher is not None:
             await self.event_publisher.publish(result.events)
         return result
+
+    async def snapshot(self, aggregate: TAggregate) -> None:
+        """Take a snapshot of a saved aggregate now (for `SnapshotPolicy.manual()`)."""
+        if self.snapshot_store is None:
+            raise ValueError("this repository has no snapshot_store")
+        if aggregate.has_uncommitted_events:
+            raise ValueError("save the aggregate before taking its snapshot")
+        if aggregate.version:
+            await self._take_snapshot(aggregate)
+
+    async def _take_snapshot(self, aggregate: TAggregate) -> None:
+        assert self.snapshot_store is not None
+        # The state is captured now, at the saved version, even when written in the background.
+        snapshot = Snapshot(
+            aggregate_id=aggregate.aggregate_id,
+            aggregate_type=self.aggregate_type,
+            version=aggregate.version,
+            schema_version=type(aggregate).schema_version,
+            state=aggregate.snapshot_state(),
+        )
+        if not self.snapshot_in_background:
+            await self._write_snapshot(self.snapshot_store, snapshot)
+            return
+        task = asyncio.create_task(self._write_snapshot(self.snapshot_store, snapshot))
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+
+    async def _write_snapshot(self, store: SnapshotStore, snapshot: Snapshot) -> None:
+        try:
+            await store.save(snapshot)
+        except Exception:
+            self.stats.snapshot_failures += 1
+            logger.warning(
+                "could not save the snapshot of %s %s at version %d",
+                snapshot.aggregate_type,
+                snapshot.aggregate_id,
+                snapshot.version,
+                exc_info=True,
+            )
+        else:
+            self.stats.snapshots_taken += 1
+
+    async def close(self) -> None:
+        """Wait for background snapshot writes (the stores are not closed: they are shared)."""
+        while self._snapshot_tasks:
+            await asyncio.gather(*self._snapshot_tasks)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- commands ----------------------------------------------------------------------------
 
     @overload
     async def execute(
@@ -127,8 +375,17 @@ class AggregateRepository(Generic[TAggregate]):
         times, after a pause with exponential backoff and full jitter (so writers that
         collided do not collide again in lockstep); after that the `OptimisticLockError`
         propagates. With `create=True` a missing aggregate is created instead of raising
-        `AggregateNotFoundError`. Returns what the command returned.
+        `AggregateNotFoundError`. With `serialize_commands`, commands for one aggregate wait
+        for each other in this process. Returns what the command returned.
         """
+        if not self.serialize_commands:
+            return await self._execute(aggregate_id, command, create)
+        async with self._locks.hold(aggregate_id):
+            return await self._execute(aggregate_id, command, create)
+
+    async def _execute(
+        self, aggregate_id: UUID, command: Callable[[TAggregate], Any], create: bool
+    ) -> Any:
         attempt = 0
         while True:
             if create:

@@ -20,6 +20,7 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
@@ -57,10 +58,6 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
-
-
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
     return EventRecord(
         position=Position(0, row[0]),
@@ -94,7 +91,7 @@ class SQLiteEventStore(EventStore):
         synchronous: str = "FULL",
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteEventStore")
-        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = str(path)
         self._codec = EventCodec(registry)
@@ -149,34 +146,20 @@ class SQLiteEventStore(EventStore):
             return self._writer, self._reader
 
     async def _open(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
-        import aiosqlite
-
-        writer: aiosqlite.Connection | None = None
+        writer = await self._open_one(self._ddl)
+        if self.path == ":memory:":
+            return writer, writer
         try:
-            # Open once synchronously first: aiosqlite leaves its worker thread behind when
-            # the first connect fails, so a bad path is reported from here instead.
-            await asyncio.to_thread(_probe, self.path)
-            writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._configure(writer)
-            for statement in self._ddl:
-                await writer.execute(statement)
-            if self.path == ":memory:":
-                return writer, writer
-            reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._configure(reader)
-        except sqlite3.Error as exc:
-            if writer is not None:
-                await writer.close()
-            raise EventStoreError(
-                f"cannot open SQLite store {self.path!r}: {exc} (check that the directory "
-                "exists and is writable, and that the file is an SQLite database)"
-            ) from exc
+            reader = await self._open_one(())
+        except BaseException:
+            await writer.close()
+            raise
         return writer, reader
 
-    async def _configure(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+    async def _open_one(self, ddl: Sequence[str]) -> aiosqlite.Connection:
+        return await open_connection(
+            self.path, busy_timeout=self._busy_timeout, synchronous=self._synchronous, ddl=ddl
+        )
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader

@@ -3,5 +3,6 @@ events they use. Importing this package needs pytest (a test-time dependency).""
 
 from eventsource.testing.event_store import EventStoreContract
 from eventsource.testing.events import contract_registry
+from eventsource.testing.snapshot_store import SnapshotStoreContract
 
-__all__ = ["EventStoreContract", "contract_registry"]
+__all__ = ["EventStoreContract", "SnapshotStoreContract", "contract_registry"]

@@ -1,0 +1,128 @@
+"""`PostgreSQLSnapshotStore`: snapshots in the same database (and schema) as the events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from eventsource._internal import postgresql as pg
+from eventsource._internal.optional import require
+from eventsource._internal.sql import quote_identifier
+from eventsource.exceptions import EventStoreError
+from eventsource.migrations import apply_postgresql_migrations
+from eventsource.snapshots.interface import Snapshot, SnapshotStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["PostgreSQLSnapshotStore"]
+
+
+class PostgreSQLSnapshotStore(SnapshotStore):
+    """Snapshots in `{schema}.{prefix}snapshots`, created by the same migrations as the event
+    table (`create_schema()` on either store creates both).
+
+    Build it from the `AsyncEngine` the event store uses (or `from_url`). It keeps up to
+    `max_connections` pooled connections checked out for its statements.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Any,
+        *,
+        schema: str = "public",
+        prefix: str = "",
+        max_connections: int = 4,
+        _owns_engine: bool = False,
+    ) -> None:
+        require("asyncpg", extra="postgresql", feature="PostgreSQLSnapshotStore")
+        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.schema = schema
+        self.prefix = prefix
+        self._owns_engine = _owns_engine
+        self._connections = pg.ConnectionCache(self.engine, max_connections)
+        t = self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'snapshots')}"
+        self._save_sql = (
+            f"INSERT INTO {t} AS kept (aggregate_id, aggregate_type, version, schema_version,"
+            " state, created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
+            " ON CONFLICT (aggregate_id) DO UPDATE SET aggregate_type = excluded.aggregate_type,"
+            " version = excluded.version, schema_version = excluded.schema_version,"
+            " state = excluded.state, created_at = excluded.created_at"
+            " WHERE kept.version <= excluded.version"
+            " OR kept.schema_version <> excluded.schema_version"
+        )
+        self._get_sql = (
+            f"SELECT aggregate_id, aggregate_type, version, schema_version, state::text,"
+            f" created_at FROM {t} WHERE aggregate_id = $1"
+        )
+        self._delete_sql = f"DELETE FROM {t} WHERE aggregate_id = $1"
+        self._invalidate_sql = (
+            f"DELETE FROM {t} WHERE aggregate_type = $1"
+            " AND ($2::integer IS NULL OR schema_version < $2::integer)"
+        )
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
+    ) -> Self:
+        """A store with its own engine, disposed of by `close()`."""
+        require("asyncpg", extra="postgresql", feature="PostgreSQLSnapshotStore")
+        engine_kwargs.setdefault("pool_size", 4)
+        return cls(
+            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
+        )
+
+    @contextlib.asynccontextmanager
+    async def _driver(self, what: str) -> AsyncIterator[Any]:
+        try:
+            async with self._connections.connection() as conn:
+                yield conn
+        except EventStoreError:
+            raise
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL snapshots {self.table}: {what}") from exc
+            raise
+
+    async def create_schema(self) -> list[int]:
+        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
+        async with self._driver("create_schema") as conn:
+            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+
+    async def save(self, snapshot: Snapshot) -> None:
+        async with self._driver(f"save the snapshot of {snapshot.aggregate_id}") as conn:
+            await conn.execute(
+                self._save_sql,
+                snapshot.aggregate_id,
+                snapshot.aggregate_type,
+                snapshot.version,
+                snapshot.schema_version,
+                snapshot.state,
+                snapshot.created_at,
+            )
+
+    async def get(self, aggregate_id: UUID, aggregate_type: str | None = None) -> Snapshot | None:
+        async with self._driver(f"read the snapshot of {aggregate_id}") as conn:
+            row = await conn.fetchrow(self._get_sql, aggregate_id)
+        if row is None or (aggregate_type and row[1] != aggregate_type):
+            return None
+        return Snapshot(UUID(str(row[0])), row[1], row[2], row[3], row[4], row[5])
+
+    async def delete(self, aggregate_id: UUID) -> bool:
+        async with self._driver(f"delete the snapshot of {aggregate_id}") as conn:
+            status = await conn.execute(self._delete_sql, aggregate_id)
+        return bool(status != "DELETE 0")
+
+    async def invalidate(
+        self, aggregate_type: str, *, schema_version_below: int | None = None
+    ) -> int:
+        async with self._driver(f"invalidate {aggregate_type} snapshots") as conn:
+            status = await conn.execute(self._invalidate_sql, aggregate_type, schema_version_below)
+        return int(str(status).rsplit(" ", 1)[-1])
+
+    async def close(self) -> None:
+        await self._connections.close()
+        if self._owns_engine:
+            await self.engine.dispose()
