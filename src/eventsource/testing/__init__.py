@@ -1,8 +1,16 @@
 """Test support shipped with the library: contract suites every backend subclasses, and the
 events they use. Importing this package needs pytest (a test-time dependency)."""
 
+from eventsource.testing.checkpoints import CheckpointRepositoryContract
+from eventsource.testing.dead_letters import DLQRepositoryContract
 from eventsource.testing.event_store import EventStoreContract
 from eventsource.testing.events import contract_registry
 from eventsource.testing.snapshot_store import SnapshotStoreContract
 
-__all__ = ["EventStoreContract", "SnapshotStoreContract", "contract_registry"]
+__all__ = [
+    "CheckpointRepositoryContract",
+    "DLQRepositoryContract",
+    "EventStoreContract",
+    "SnapshotStoreContract",
+    "contract_registry",
+]

@@ -1,0 +1,54 @@
+"""Repositories of infrastructure state: subscription checkpoints and dead letters.
+
+Backends with a third-party driver are imported on first attribute access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsource.repositories.in_memory import InMemoryCheckpointRepository, InMemoryDLQRepository
+from eventsource.repositories.interface import (
+    Checkpoint,
+    CheckpointRepository,
+    DeadLetter,
+    DeadLetterStatus,
+    DLQRepository,
+)
+
+if TYPE_CHECKING:
+    from eventsource.repositories.postgresql import (
+        PostgreSQLCheckpointRepository,
+        PostgreSQLDLQRepository,
+    )
+    from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointRepository",
+    "DLQRepository",
+    "DeadLetter",
+    "DeadLetterStatus",
+    "InMemoryCheckpointRepository",
+    "InMemoryDLQRepository",
+    "PostgreSQLCheckpointRepository",
+    "PostgreSQLDLQRepository",
+    "SQLiteCheckpointRepository",
+    "SQLiteDLQRepository",
+]
+
+_LAZY = {
+    "PostgreSQLCheckpointRepository": "eventsource.repositories.postgresql",
+    "PostgreSQLDLQRepository": "eventsource.repositories.postgresql",
+    "SQLiteCheckpointRepository": "eventsource.repositories.sqlite",
+    "SQLiteDLQRepository": "eventsource.repositories.sqlite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,125 @@
+"""`PostgreSQLCheckpointRepository` and `PostgreSQLDLQRepository`: subscription state in the
+same database (and schema) as the events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from eventsource._internal import postgresql as pg
+from eventsource._internal.optional import require
+from eventsource._internal.sql import quote_identifier
+from eventsource.exceptions import EventStoreError
+from eventsource.migrations import apply_postgresql_migrations
+from eventsource.repositories._sql import (
+    SQLCheckpointRepository,
+    SQLDLQRepository,
+    SQLRepository,
+    postgresql_param,
+)
+from eventsource.stores.interface import Position
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = ["PostgreSQLCheckpointRepository", "PostgreSQLDLQRepository"]
+
+
+class _PostgreSQLRepository(SQLRepository):
+    """Engine, connections, migrations and error mapping, shared by both repositories."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Any,
+        *,
+        schema: str = "public",
+        prefix: str = "",
+        max_connections: int = 4,
+        _owns_engine: bool = False,
+    ) -> None:
+        require("asyncpg", extra="postgresql", feature=type(self).__name__)
+        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.schema = schema
+        self.prefix = prefix
+        self._owns_engine = _owns_engine
+        self._connections = pg.ConnectionCache(self.engine, max_connections)
+        self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
+        self._prepare(self.table, postgresql_param)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
+    ) -> Self:
+        """A repository with its own engine, disposed of by `close()`."""
+        require("asyncpg", extra="postgresql", feature=cls.__name__)
+        engine_kwargs.setdefault("pool_size", 4)
+        return cls(
+            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
+        )
+
+    @contextlib.asynccontextmanager
+    async def _driver(self, what: str) -> AsyncIterator[Any]:
+        try:
+            async with self._connections.connection() as conn:
+                yield conn
+        except EventStoreError:
+            raise
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL {self.table}: {what}") from exc
+            raise
+
+    async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
+        async with self._driver(what) as conn:
+            return list(await conn.fetch(sql, *params))
+
+    async def create_schema(self) -> list[int]:
+        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
+        async with self._driver("create_schema") as conn:
+            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+
+    async def close(self) -> None:
+        await self._connections.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+
+class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointRepository):
+    """Checkpoints in `{schema}.{prefix}checkpoints`, created by the same migrations as the
+    event table (`create_schema()` on any PostgreSQL store or repository creates all tables).
+
+    Build it from the `AsyncEngine` the event store uses (or `from_url`). It keeps up to
+    `max_connections` pooled connections checked out for its statements. `save_in` moves a
+    checkpoint inside the caller's transaction (what `DatabaseProjection` does).
+    """
+
+    async def save_in(
+        self,
+        connection: AsyncConnection,
+        name: str,
+        position: Position,
+        *,
+        event_id: UUID | None = None,
+        event_type: str | None = None,
+        processed: int = 1,
+    ) -> None:
+        """`save`, as a statement of `connection`'s transaction: it commits or rolls back with
+        whatever else the transaction wrote."""
+        params = self._save_params(name, position, event_id, event_type, processed)
+        try:
+            await connection.exec_driver_sql(self._save_sql, params)
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL {self.table}: save {name!r}") from exc
+            raise
+
+
+class PostgreSQLDLQRepository(_PostgreSQLRepository, SQLDLQRepository):
+    """Dead letters in `{schema}.{prefix}dead_letters`, created by the same migrations as the
+    event table (`create_schema()` on any PostgreSQL store or repository creates all tables).
+
+    Build it from the `AsyncEngine` the event store uses (or `from_url`). It keeps up to
+    `max_connections` pooled connections checked out for its statements.
+    """

@@ -1,0 +1,122 @@
+"""`SQLiteCheckpointRepository` and `SQLiteDLQRepository`: subscription state in tables of an
+SQLite file (usually the events' file)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from abc import abstractmethod
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsource._internal.optional import require
+from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
+from eventsource.exceptions import EventStoreError
+from eventsource.repositories._sql import (
+    SQLCheckpointRepository,
+    SQLDLQRepository,
+    SQLRepository,
+    sqlite_param,
+)
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["SQLiteCheckpointRepository", "SQLiteDLQRepository"]
+
+
+def _value(value: Any) -> Any:
+    """A parameter as SQLite keeps it: UUIDs as text, times as fixed-width ISO text (all UTC,
+    so they sort as text in time order)."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    return value
+
+
+class _SQLiteRepository(SQLRepository):
+    """A connection of its own, opened (and the table created) on first use; WAL lets it share
+    the file with a `SQLiteEventStore`."""
+
+    def __init__(
+        self,
+        path: str | Path = "eventsource.db",
+        *,
+        prefix: str = "",
+        busy_timeout: float = 10.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        require("aiosqlite", extra="sqlite", feature=type(self).__name__)
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.path = str(path)
+        self.prefix = prefix
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous.upper()
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self.table = quote_identifier(prefix + self.TABLE)
+        self._ddl = self._schema(prefix)
+        self._prepare(self.table, sqlite_param)
+
+    @abstractmethod
+    def _schema(self, prefix: str) -> tuple[str, ...]:
+        """The statements creating the table, run when the connection opens."""
+
+    async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
+        values = tuple(_value(value) for value in params)
+        async with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = await open_connection(
+                        self.path,
+                        busy_timeout=self._busy_timeout,
+                        synchronous=self._synchronous,
+                        ddl=self._ddl,
+                        what=f"SQLite {self.TABLE} table",
+                    )
+                async with self._connection.execute(sql, values) as cursor:
+                    return list(await cursor.fetchall())
+            except sqlite3.Error as exc:
+                where = f"SQLite {self.table} in {self.path!r}"
+                raise EventStoreError(f"{where}: {what}: {exc}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+class SQLiteCheckpointRepository(_SQLiteRepository, SQLCheckpointRepository):
+    """Checkpoints in the table `{prefix}checkpoints` of an SQLite file."""
+
+    def _schema(self, prefix: str) -> tuple[str, ...]:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            " name TEXT PRIMARY KEY, position_commit INTEGER NOT NULL,"
+            " position_sequence INTEGER NOT NULL, event_id TEXT, event_type TEXT,"
+            " events_processed INTEGER NOT NULL, updated_at TEXT NOT NULL)",
+        )
+
+
+class SQLiteDLQRepository(_SQLiteRepository, SQLDLQRepository):
+    """Dead letters in the table `{prefix}dead_letters` of an SQLite file."""
+
+    def _schema(self, prefix: str) -> tuple[str, ...]:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            " id TEXT PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,"
+            " event_type TEXT NOT NULL, position_commit INTEGER NOT NULL,"
+            " position_sequence INTEGER NOT NULL, payload TEXT NOT NULL, error TEXT NOT NULL,"
+            " traceback TEXT NOT NULL, attempts INTEGER NOT NULL,"
+            " status TEXT NOT NULL CHECK (status IN ('failed', 'retrying', 'resolved')),"
+            " first_failed_at TEXT NOT NULL, last_failed_at TEXT NOT NULL, resolved_at TEXT,"
+            " resolved_by TEXT, UNIQUE (subscription, event_id))",
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(prefix + 'dead_letters_status_idx')}"
+            f" ON {self.table} (subscription, status, first_failed_at)",
+        )

@@ -1,0 +1,195 @@
+"""The checkpoint and dead-letter contracts on every backend, then what only the database
+backends promise: several instances on one database, typed errors.
+
+PostgreSQL tests work in their own schema, dropped afterwards; SQLite tests in `tmp_path`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from eventsource.exceptions import EventStoreError, StoreSchemaError
+from eventsource.migrations import load_migrations
+from eventsource.repositories import (
+    CheckpointRepository,
+    DLQRepository,
+    InMemoryCheckpointRepository,
+    InMemoryDLQRepository,
+)
+from eventsource.stores.interface import Position, StoredEvent
+from eventsource.testing import CheckpointRepositoryContract, DLQRepositoryContract
+from eventsource.testing.events import ItemAdded
+
+ODD_PREFIX = 'my "odd" '
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    import asyncpg
+
+    name = f"es_repo_{uuid4().hex[:12]}"
+    yield name
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class TestInMemoryCheckpointRepository(CheckpointRepositoryContract):
+    async def create_repository(self) -> CheckpointRepository:
+        return InMemoryCheckpointRepository()
+
+
+class TestInMemoryDLQRepository(DLQRepositoryContract):
+    async def create_repository(self) -> DLQRepository:
+        return InMemoryDLQRepository()
+
+
+class _SQLiteFile:
+    @pytest.fixture(autouse=True)
+    def _file(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "subscriptions.db"
+
+
+@pytest.mark.sqlite
+class TestSQLiteCheckpointRepository(_SQLiteFile, CheckpointRepositoryContract):
+    async def create_repository(self) -> CheckpointRepository:
+        from eventsource.repositories import SQLiteCheckpointRepository
+
+        return SQLiteCheckpointRepository(self.path)
+
+
+@pytest.mark.sqlite
+class TestSQLiteDLQRepository(_SQLiteFile, DLQRepositoryContract):
+    async def create_repository(self) -> DLQRepository:
+        from eventsource.repositories import SQLiteDLQRepository
+
+        return SQLiteDLQRepository(self.path, prefix=ODD_PREFIX)
+
+
+class _PostgreSQLSchema:
+    @pytest.fixture(autouse=True)
+    def _where(self, postgres_url: str, schema: str) -> None:
+        self.url, self.schema = postgres_url, schema
+
+
+@pytest.mark.postgresql
+class TestPostgreSQLCheckpointRepository(_PostgreSQLSchema, CheckpointRepositoryContract):
+    async def create_repository(self) -> CheckpointRepository:
+        from eventsource.repositories import PostgreSQLCheckpointRepository
+
+        repository = PostgreSQLCheckpointRepository.from_url(self.url, schema=self.schema)
+        await repository.create_schema()
+        return repository
+
+
+@pytest.mark.postgresql
+class TestPostgreSQLDLQRepository(_PostgreSQLSchema, DLQRepositoryContract):
+    async def create_repository(self) -> DLQRepository:
+        from eventsource.repositories import PostgreSQLDLQRepository
+
+        repository = PostgreSQLDLQRepository.from_url(
+            self.url, schema=self.schema, prefix=ODD_PREFIX
+        )
+        await repository.create_schema()
+        return repository
+
+
+async def _contend(
+    checkpoints: Sequence[CheckpointRepository], dead_letters: Sequence[DLQRepository]
+) -> None:
+    """Instances on one database (as separate processes would be) contend through it."""
+    positions = [Position(commit, sequence) for commit in range(1, 6) for sequence in range(8)]
+    random.Random(9).shuffle(positions)
+    await asyncio.gather(
+        *(checkpoints[n % len(checkpoints)].save("race", p) for n, p in enumerate(positions))
+    )
+    await asyncio.gather(*(repository.save("same", Position(2, 2)) for repository in checkpoints))
+    race, same = await checkpoints[0].get("race"), await checkpoints[-1].get("same")
+    assert race is not None
+    assert race.position == max(positions)
+    assert 1 <= race.events_processed <= len(positions)
+    assert same is not None
+    assert same.events_processed == 1
+
+    stored = StoredEvent(ItemAdded(name="x"), Position(1, 1), datetime.now(UTC))
+    letters = await asyncio.gather(
+        *(repository.add("billing", stored, ValueError("boom"), 1) for repository in dead_letters)
+    )
+    assert len({letter.id for letter in letters}) == 1
+    assert sorted(letter.attempts for letter in letters) == list(range(1, len(dead_letters) + 1))
+    retries = await asyncio.gather(
+        *(repository.mark_retrying(letters[0].id) for repository in [*dead_letters] * 3)
+    )
+    assert sorted(retries) == [False] * (len(retries) - 1) + [True]
+
+
+@pytest.mark.sqlite
+async def test_sqlite_instances_on_one_file_contend_safely(tmp_path: Path) -> None:
+    from eventsource.repositories import SQLiteCheckpointRepository, SQLiteDLQRepository
+
+    path = tmp_path / "shared.db"
+    checkpoints = [SQLiteCheckpointRepository(path, prefix=ODD_PREFIX) for _ in range(4)]
+    dead_letters = [SQLiteDLQRepository(path) for _ in range(4)]
+    try:
+        await _contend(checkpoints, dead_letters)
+    finally:
+        for repository in [*checkpoints, *dead_letters]:
+            await repository.close()
+
+
+@pytest.mark.sqlite
+async def test_sqlite_errors_are_typed(tmp_path: Path) -> None:
+    from eventsource.repositories import SQLiteCheckpointRepository
+
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteCheckpointRepository(tmp_path / "x.db", synchronous="SOMETIMES")
+    async with SQLiteCheckpointRepository(tmp_path / "missing" / "x.db") as repository:
+        with pytest.raises(EventStoreError, match="directory exists"):
+            await repository.get("orders")
+
+
+@pytest.mark.postgresql
+async def test_postgresql_instances_on_one_schema_contend_safely(
+    postgres_url: str, schema: str
+) -> None:
+    from eventsource.repositories import PostgreSQLCheckpointRepository, PostgreSQLDLQRepository
+
+    checkpoints = [
+        PostgreSQLCheckpointRepository.from_url(postgres_url, schema=schema) for _ in range(4)
+    ]
+    dead_letters = [PostgreSQLDLQRepository.from_url(postgres_url, schema=schema) for _ in range(4)]
+    try:
+        await checkpoints[0].create_schema()
+        await _contend(checkpoints, dead_letters)
+    finally:
+        for repository in [*checkpoints, *dead_letters]:
+            await repository.close()
+
+
+@pytest.mark.postgresql
+async def test_postgresql_create_schema_creates_every_table(postgres_url: str, schema: str) -> None:
+    from eventsource.repositories import PostgreSQLCheckpointRepository, PostgreSQLDLQRepository
+
+    async with (
+        PostgreSQLCheckpointRepository.from_url(postgres_url, schema=schema) as checkpoints,
+        PostgreSQLDLQRepository.from_url(postgres_url, schema=schema) as dead_letters,
+    ):
+        with pytest.raises(StoreSchemaError, match="create_schema"):
+            await checkpoints.get("orders")
+        with pytest.raises(StoreSchemaError, match="dead_letters"):
+            await dead_letters.count()
+        assert await checkpoints.create_schema() == [
+            m.version for m in load_migrations("postgresql")
+        ]
+        assert await dead_letters.create_schema() == []
+        await checkpoints.save("orders", Position(1, 1))
+        assert await dead_letters.count() == 0
