@@ -53,7 +53,17 @@ from eventsource.exceptions import (
     UpcasterRegistrationError,
     UpcastingError,
 )
+from eventsource.projections import DeclarativeProjection, Projection, ProjectionRegistry
 from eventsource.protocols import EventHandler, SyncEventHandler
+from eventsource.repositories import (
+    Checkpoint,
+    CheckpointRepository,
+    DeadLetter,
+    DeadLetterStatus,
+    DLQRepository,
+    InMemoryCheckpointRepository,
+    InMemoryDLQRepository,
+)
 from eventsource.snapshots import InMemorySnapshotStore, Snapshot, SnapshotStore
 from eventsource.stores import (
     AppendResult,
@@ -67,6 +77,13 @@ from eventsource.stores import (
     ReadOptions,
     StoredEvent,
 )
+from eventsource.subscriptions import (
+    CheckpointStrategy,
+    Subscription,
+    SubscriptionConfig,
+    SubscriptionManager,
+    SubscriptionState,
+)
 from eventsource.types import (
     AggregateId,
     CausationId,
@@ -78,6 +95,11 @@ from eventsource.types import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.repositories.postgresql import (
+        PostgreSQLCheckpointRepository,
+        PostgreSQLDLQRepository,
+    )
+    from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
@@ -93,6 +115,10 @@ KAFKA_AVAILABLE: bool = is_available("aiokafka")
 TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
+    "PostgreSQLCheckpointRepository": "eventsource.repositories.postgresql",
+    "PostgreSQLDLQRepository": "eventsource.repositories.postgresql",
+    "SQLiteCheckpointRepository": "eventsource.repositories.sqlite",
+    "SQLiteDLQRepository": "eventsource.repositories.sqlite",
     "PostgreSQLEventStore": "eventsource.stores.postgresql",
     "PostgreSQLSnapshotStore": "eventsource.snapshots.postgresql",
     "SQLiteEventStore": "eventsource.stores.sqlite",
@@ -114,8 +140,15 @@ __all__ = [
     "AggregateRoot",
     "AppendResult",
     "CausationId",
+    "Checkpoint",
+    "CheckpointRepository",
+    "CheckpointStrategy",
     "CorrelationId",
+    "DLQRepository",
+    "DeadLetter",
+    "DeadLetterStatus",
     "DeclarativeAggregate",
+    "DeclarativeProjection",
     "DomainEvent",
     "DuplicateEventTypeError",
     "EventCodec",
@@ -131,17 +164,25 @@ __all__ = [
     "EventStream",
     "EventTypeNotFoundError",
     "ExpectedVersion",
+    "InMemoryCheckpointRepository",
+    "InMemoryDLQRepository",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
     "InvalidEventError",
     "InvalidPositionError",
     "OptimisticLockError",
     "Position",
+    "PostgreSQLCheckpointRepository",
+    "PostgreSQLDLQRepository",
     "PostgreSQLEventStore",
     "PostgreSQLSnapshotStore",
+    "Projection",
+    "ProjectionRegistry",
     "ReadDirection",
     "ReadOptions",
     "RepositoryStats",
+    "SQLiteCheckpointRepository",
+    "SQLiteDLQRepository",
     "SQLiteEventStore",
     "SQLiteSnapshotStore",
     "SerializationError",
@@ -151,6 +192,10 @@ __all__ = [
     "StoreConnectionError",
     "StoreSchemaError",
     "StoredEvent",
+    "Subscription",
+    "SubscriptionConfig",
+    "SubscriptionManager",
+    "SubscriptionState",
     "SyncEventHandler",
     "TState",
     "TenantId",

@@ -7,6 +7,7 @@ tests instead of in production.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Sequence
 from uuid import UUID
@@ -25,6 +26,8 @@ from eventsource.stores._append import (
 )
 from eventsource.stores.interface import (
     AppendResult,
+    AppendSignal,
+    AppendSignals,
     EventStore,
     Position,
     ReadOptions,
@@ -55,6 +58,10 @@ class InMemoryEventStore(EventStore):
         self._records: list[EventRecord] = []
         self._streams: dict[UUID, list[EventRecord]] = {}
         self._by_id: dict[UUID, EventRecord] = {}
+        self._signals = AppendSignals()
+
+    def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
+        return self._signals.listen()
 
     async def append_events(
         self,
@@ -94,6 +101,8 @@ class InMemoryEventStore(EventStore):
             self._records.extend(new)
             self._streams.setdefault(aggregate_id, []).extend(new)
             self._by_id.update((record.event_id, record) for record in new)
+        if new:
+            self._signals.signal_append()
         return AppendResult(
             aggregate_id=aggregate_id,
             new_version=current + len(attached),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
@@ -16,6 +18,8 @@ from eventsource.exceptions import InvalidEventError, InvalidPositionError
 
 __all__ = [
     "AppendResult",
+    "AppendSignal",
+    "AppendSignals",
     "EventPublisher",
     "EventStore",
     "EventStream",
@@ -190,6 +194,57 @@ class ReadOptions:
         return self.direction is ReadDirection.FORWARD
 
 
+class AppendSignal:
+    """Wake-ups for readers of the global feed: one per committed append (or more).
+
+    A signal only says "something was appended": the reader then reads the feed. Signals can be
+    lost (a dropped connection, another process's append on a store that only signals within
+    its process), so readers also poll. `notify` may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.received = 0
+
+    def notify(self, *_: object) -> None:
+        self.received += 1
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        """Wait for a signal since the last `wait` (wrap in `asyncio.timeout` to bound it)."""
+        await self._event.wait()
+        self._event.clear()
+
+
+class AppendSignals:
+    """In-process append signals, for stores whose appends all pass through this object."""
+
+    def __init__(self) -> None:
+        self._signals: set[AppendSignal] = set()
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[AppendSignal]:
+        """Signals for appends made through this store object (other processes: poll)."""
+        signal = AppendSignal()
+        self._signals.add(signal)
+        try:
+            yield signal
+        finally:
+            self._signals.discard(signal)
+
+    def signal_append(self) -> None:
+        for signal in list(self._signals):
+            signal.notify()
+
+
 class EventPublisher(Protocol):
     """Anything that can hand saved events on (an event bus, an outbox writer)."""
 
@@ -265,6 +320,15 @@ class EventStore(ABC):
         events = [stored.event async for stored in self.read_stream(aggregate_id, options)]
         version = events[-1].aggregate_version if events else 0
         return EventStream(aggregate_id, aggregate_type, events, version)
+
+    @abstractmethod
+    def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
+        """Signals for committed appends while the block runs (for subscriptions).
+
+        Which appends signal depends on the backend (PostgreSQL: every process, through
+        LISTEN/NOTIFY; SQLite and in memory: this store object's own appends), so readers
+        always poll as well.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
         """Release connections; stores holding none need not override this."""

@@ -46,6 +46,7 @@ from eventsource.stores._append import (
 )
 from eventsource.stores.interface import (
     AppendResult,
+    AppendSignal,
     EventStore,
     ExpectedVersion,
     Position,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-__all__ = ["AppendSignal", "HorizonLag", "PostgreSQLEventStore"]
+__all__ = ["HorizonLag", "PostgreSQLEventStore"]
 
 _READ_COLUMNS = (
     "transaction_id, position, event_type, event_version, payload::text, recorded_at, "
@@ -87,27 +88,6 @@ class HorizonLag:
     pending_events: int
     oldest_transaction_age: timedelta | None
     """Age of the oldest open transaction that holds an id (None when there is none)."""
-
-
-class AppendSignal:
-    """Wake-ups from LISTEN on the store's channel: one per committed append statement.
-
-    A signal only says "something was appended": readers then read the feed. Signals can be
-    lost (a dropped connection), so callers also poll.
-    """
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self.received = 0
-
-    def _notify(self, *_: object) -> None:
-        self.received += 1
-        self._event.set()
-
-    async def wait(self) -> None:
-        """Wait for a signal since the last `wait` (wrap in `asyncio.timeout` to bound it)."""
-        await self._event.wait()
-        self._event.clear()
 
 
 def _record(row: Sequence[Any]) -> EventRecord:
@@ -600,7 +580,7 @@ class PostgreSQLEventStore(EventStore):
             raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
         try:
             raw: Any = (await connection.get_raw_connection()).driver_connection
-            await raw.add_listener(self.channel, signal._notify)
+            await raw.add_listener(self.channel, signal.notify)
         except Exception as exc:
             await connection.invalidate()
             await connection.close()
@@ -609,7 +589,7 @@ class PostgreSQLEventStore(EventStore):
             yield signal
         finally:
             try:
-                await raw.remove_listener(self.channel, signal._notify)
+                await raw.remove_listener(self.channel, signal.notify)
             except Exception:
                 await connection.invalidate()  # broken, or still listening: never reuse it
             await connection.close()

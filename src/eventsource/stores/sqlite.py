@@ -10,6 +10,7 @@ keyset (`position > ?` / `version > ?`), so they never block the writer (WAL) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from eventsource.stores._append import (
 )
 from eventsource.stores.interface import (
     AppendResult,
+    AppendSignal,
+    AppendSignals,
     EventStore,
     Position,
     ReadOptions,
@@ -101,6 +104,7 @@ class SQLiteEventStore(EventStore):
         self._reader: aiosqlite.Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        self._signals = AppendSignals()
         t = quote_identifier(table)
         self._ddl = [
             f"CREATE TABLE IF NOT EXISTS {t} ("
@@ -129,6 +133,10 @@ class SQLiteEventStore(EventStore):
         )
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
         self._current_sql = f"SELECT MAX(position) FROM {t}"
+
+    def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
+        """Signals for this store object's appends (other processes' appends: poll)."""
+        return self._signals.listen()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -198,6 +206,8 @@ class SQLiteEventStore(EventStore):
                         f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}"
                     ) from exc
                 raise
+        if result.positions and not result.already_stored:
+            self._signals.signal_append()
         return result
 
     async def _append_in_transaction(

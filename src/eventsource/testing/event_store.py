@@ -555,6 +555,18 @@ class EventStoreContract(ABC):
             later.positions[0]
         ]
 
+    async def test_listen_signals_appends(self, store: EventStore) -> None:
+        async with store.listen() as signal:
+            await store.append_events(uuid4(), CART, _items(2), 0)
+            async with asyncio.timeout(5):
+                await signal.wait()
+            assert signal.received >= 1
+        # after the block, appends no longer reach that signal object
+        before = signal.received
+        await store.append_events(uuid4(), CART, _items(1), 0)
+        await asyncio.sleep(0.05)
+        assert signal.received == before
+
     # -- lookups and decoding --------------------------------------------------------------------
 
     async def test_event_lookup(self, store: EventStore) -> None:

@@ -1,0 +1,26 @@
+"""Subscriptions: named readers of the global feed, from a checkpoint to live, with retries,
+dead letters, pause/resume, health and read-your-writes waits."""
+
+from eventsource.subscriptions.interface import (
+    CheckpointStore,
+    CheckpointStrategy,
+    DeadLetterSink,
+    EventCallback,
+    SubscriptionConfig,
+    SubscriptionState,
+)
+from eventsource.subscriptions.manager import ManagerHealth, SubscriptionManager
+from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
+
+__all__ = [
+    "CheckpointStore",
+    "CheckpointStrategy",
+    "DeadLetterSink",
+    "EventCallback",
+    "ManagerHealth",
+    "Subscription",
+    "SubscriptionConfig",
+    "SubscriptionHealth",
+    "SubscriptionManager",
+    "SubscriptionState",
+]

@@ -1,0 +1,160 @@
+"""What a subscription needs from the outside, and how it is configured.
+
+Checkpoints and dead letters are kept by repositories (`eventsource.repositories`, a layer
+above this one), so subscriptions name only the few methods they call, as Protocols.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol
+from uuid import UUID
+
+from eventsource.stores.interface import Position, StoredEvent
+
+__all__ = [
+    "CheckpointStore",
+    "CheckpointStrategy",
+    "DeadLetterSink",
+    "EventCallback",
+    "Lease",
+    "LeaseProvider",
+    "SubscriptionConfig",
+    "SubscriptionState",
+]
+
+EventCallback = Callable[[StoredEvent], Awaitable[None]]
+
+
+class _Positioned(Protocol):
+    @property
+    def position(self) -> Position: ...
+
+
+class CheckpointStore(Protocol):
+    """The part of `CheckpointRepository` a subscription uses."""
+
+    async def get(self, name: str) -> _Positioned | None: ...
+
+    async def save(
+        self,
+        name: str,
+        position: Position,
+        *,
+        event_id: UUID | None = None,
+        event_type: str | None = None,
+        processed: int = 1,
+    ) -> None: ...
+
+
+class _Letter(Protocol):
+    @property
+    def subscription(self) -> str: ...
+
+    @property
+    def event_id(self) -> UUID: ...
+
+
+class DeadLetterSink(Protocol):
+    """The part of `DLQRepository` subscriptions use: park events, and retry them later."""
+
+    async def add(
+        self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int
+    ) -> object: ...
+
+    async def get(self, dead_letter_id: UUID) -> _Letter | None: ...
+
+    async def mark_retrying(self, dead_letter_id: UUID) -> bool: ...
+
+    async def resolve(self, dead_letter_id: UUID, *, resolved_by: str) -> bool: ...
+
+
+class Lease(Protocol):
+    """The right to run a subscription, held by one process at a time."""
+
+    async def alive(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class LeaseProvider(Protocol):
+    """Hands out leases by subscription name (see `PostgreSQLLeases`)."""
+
+    async def try_acquire(self, name: str) -> Lease | None: ...
+
+
+class SubscriptionState(enum.StrEnum):
+    STARTING = "starting"
+    STANDBY = "standby"
+    """Another process holds the subscription's lease; this one takes over if it goes."""
+    CATCHING_UP = "catching_up"
+    """Reading the feed's backlog."""
+    LIVE = "live"
+    """Caught up; waiting for new events."""
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    """Stopped by an event that could not be handled and had nowhere to go (no DLQ)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStrategy:
+    """When a subscription saves its position: after every event, after every batch (the
+    default), or at most every `seconds` (and when it stops). Events after the last saved
+    position are delivered again after a crash: handlers must be idempotent, or keep their
+    checkpoint in their own transaction."""
+
+    kind: Literal["event", "batch", "periodic"] = "batch"
+    seconds: float = 0.0
+
+    @classmethod
+    def every_event(cls) -> CheckpointStrategy:
+        return cls("event")
+
+    @classmethod
+    def every_batch(cls) -> CheckpointStrategy:
+        return cls("batch")
+
+    @classmethod
+    def periodic(cls, interval: timedelta | float) -> CheckpointStrategy:
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        if seconds <= 0:
+            raise ValueError(f"a checkpoint interval must be positive, got {seconds}")
+        return cls("periodic", seconds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionConfig:
+    """How one subscription reads and delivers.
+
+    `start_from` applies only when the subscription has no checkpoint yet ("beginning" replays
+    the whole feed, "end" takes only new events). Filters are pushed down to the store's read.
+    A failing event is tried `max_attempts` times with exponential backoff and full jitter
+    (from `retry_base` up to `retry_cap` seconds), then handed to the dead-letter sink; without
+    one the subscription stops in state FAILED and the event stays unprocessed.
+    `poll_interval` bounds how long a lost wake-up signal can delay delivery.
+    """
+
+    start_from: Literal["beginning", "end"] = "beginning"
+    batch_size: int = 500
+    checkpoint: CheckpointStrategy = CheckpointStrategy()
+    event_types: Collection[str] | None = None
+    aggregate_type: str | None = None
+    tenant_id: UUID | None = None
+    max_attempts: int = 3
+    retry_base: float = 0.05
+    retry_cap: float = 5.0
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
+        if self.start_from not in ("beginning", "end"):
+            raise ValueError(f"start_from must be 'beginning' or 'end', not {self.start_from!r}")

@@ -1,0 +1,221 @@
+"""`SubscriptionManager`: runs named subscriptions of one event store in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from eventsource.projections.base import Projection
+from eventsource.projections.database import DatabaseProjection
+from eventsource.stores.interface import EventStore
+from eventsource.subscriptions.interface import (
+    CheckpointStore,
+    DeadLetterSink,
+    EventCallback,
+    LeaseProvider,
+    SubscriptionConfig,
+)
+from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
+
+__all__ = ["ManagerHealth", "SubscriptionManager"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerHealth:
+    subscriptions: tuple[SubscriptionHealth, ...]
+
+    @property
+    def healthy(self) -> bool:
+        """No subscription has failed (liveness)."""
+        return all(s.healthy for s in self.subscriptions)
+
+    @property
+    def ready(self) -> bool:
+        """Every subscription is live and caught up (readiness)."""
+        return all(s.ready for s in self.subscriptions)
+
+
+class SubscriptionManager:
+    """Starts, wakes, pauses and stops the subscriptions of one event store.
+
+    Subscribe a `Projection` (its `name` and `interested_in()` become the subscription's name
+    and event filter) or any `async def handler(stored_event)` with a name. One append signal
+    (`event_store.listen()`) wakes every subscription; each also polls, so a lost signal only
+    delays. Checkpoints go to `checkpoints`; events that keep failing go to `dead_letters`
+    (without one, such an event stops its subscription in state FAILED).
+
+    With `leases` (e.g. `PostgreSQLLeases(store.engine)`) several processes can run the same
+    subscriptions: one holds each subscription's lease and runs it, the others stand by and
+    take over from its checkpoint when it goes away.
+    """
+
+    def __init__(
+        self,
+        event_store: EventStore,
+        checkpoints: CheckpointStore,
+        dead_letters: DeadLetterSink | None = None,
+        *,
+        config: SubscriptionConfig | None = None,
+        leases: LeaseProvider | None = None,
+    ) -> None:
+        self.event_store = event_store
+        self.leases = leases
+        self.checkpoints = checkpoints
+        self.dead_letters = dead_letters
+        self.config = config or SubscriptionConfig()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._started = False
+
+    def subscribe(
+        self,
+        handler: Projection | EventCallback,
+        *,
+        name: str | None = None,
+        config: SubscriptionConfig | None = None,
+    ) -> Subscription:
+        """Add a subscription (started at once when the manager runs already)."""
+        config = config or self.config
+        checkpoints: CheckpointStore = self.checkpoints
+        if isinstance(handler, DatabaseProjection):
+            # its checkpoint moves inside each event's transaction: read and save it there
+            checkpoints = handler.checkpoint_store
+        if isinstance(handler, Projection):
+            name = name or handler.name
+            interest = handler.interested_in()
+            if config.event_types is None and interest is not None:
+                config = dataclasses.replace(config, event_types=interest)
+            callback: EventCallback = handler.handle
+        else:
+            if not name:
+                raise ValueError("a subscription of a plain handler needs a name")
+            callback = handler
+        if name in self._subscriptions:
+            raise ValueError(f"a subscription named {name!r} exists already")
+        subscription = Subscription(
+            name,
+            callback,
+            self.event_store,
+            checkpoints,
+            self.dead_letters,
+            config,
+            self.leases,
+        )
+        self._subscriptions[name] = subscription
+        if self._started:
+            subscription.start()
+        return subscription
+
+    def __getitem__(self, name: str) -> Subscription:
+        return self._subscriptions[name]
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subscriptions.values())
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._listener = asyncio.create_task(self._relay_signals(), name="append signals")
+        for subscription in self._subscriptions.values():
+            subscription.start()
+
+    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a grace period
+        """Let every subscription finish its batch and save its checkpoint, then stop."""
+        await asyncio.gather(*(s.stop(timeout) for s in self._subscriptions.values()))
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        self._started = False
+
+    async def retry_dead_letter(self, dead_letter_id: UUID) -> bool:
+        """Hand a dead-lettered event to its subscription's handler again, once.
+
+        On success the dead letter is resolved (by "retry") and True returned; on failure it
+        goes back to FAILED with the new error and one more attempt, and False is returned.
+        Raises `LookupError` for an unknown dead letter or subscription, and `ValueError` when
+        the dead letter is not FAILED (resolved, or being retried elsewhere).
+        """
+        if self.dead_letters is None:
+            raise ValueError("this manager has no dead-letter repository")
+        letter = await self.dead_letters.get(dead_letter_id)
+        if letter is None:
+            raise LookupError(f"no dead letter {dead_letter_id}")
+        subscription = self._subscriptions.get(letter.subscription)
+        if subscription is None:
+            raise LookupError(
+                f"dead letter {dead_letter_id} belongs to subscription {letter.subscription!r}, "
+                "which this manager does not run"
+            )
+        if not await self.dead_letters.mark_retrying(dead_letter_id):
+            raise ValueError(f"dead letter {dead_letter_id} is not waiting for a retry")
+        stored = await self.event_store.get_event(letter.event_id)
+        try:
+            await subscription.handle(stored)
+        except Exception as exc:
+            await self.dead_letters.add(letter.subscription, stored, exc, 1)
+            return False
+        await self.dead_letters.resolve(dead_letter_id, resolved_by="retry")
+        return True
+
+    async def health(self) -> ManagerHealth:
+        return ManagerHealth(tuple([await s.health() for s in self._subscriptions.values()]))
+
+    async def run_until_shutdown(
+        self, signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Start, run until one of `signals` arrives, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        shutdown = asyncio.Event()
+        installed = []
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, shutdown.set)
+                installed.append(sig)
+        try:
+            await self.start()
+            await shutdown.wait()
+            logger.info("shutting down %d subscriptions", len(self._subscriptions))
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def _relay_signals(self) -> None:
+        """Fan the store's append signals out to every subscription; reconnect on failure."""
+        while True:
+            try:
+                async with self.event_store.listen() as appended:
+                    while True:
+                        await appended.wait()
+                        for subscription in self._subscriptions.values():
+                            subscription.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("append signals lost; polling until they return", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,356 @@
+"""`Subscription`: one named reader of the global feed, from its checkpoint to live.
+
+Catch-up and live delivery are the same loop over the store's ordered feed (never over bus
+payloads): read a batch after the last position, deliver it in order, save the position, and
+when a read comes back short, wait for an append signal or the poll interval. There is no
+hand-over between a catch-up reader and a live stream, so no gap and no duplicate there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from eventsource._internal.clock import utc_now
+from eventsource._internal.retry import backoff_delay
+from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
+from eventsource.subscriptions.interface import (
+    CheckpointStore,
+    DeadLetterSink,
+    EventCallback,
+    Lease,
+    LeaseProvider,
+    SubscriptionConfig,
+    SubscriptionState,
+)
+
+__all__ = ["Subscription", "SubscriptionHealth"]
+
+logger = logging.getLogger(__name__)
+
+_LAG_COUNT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionHealth:
+    name: str
+    state: SubscriptionState
+    position: Position | None
+    """The last position processed (None: nothing yet)."""
+    events_behind: int
+    """Events of interest after `position` (counted up to 10,000)."""
+    processed: int
+    dead_lettered: int
+    last_error: str | None
+    last_progress_at: datetime | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is not SubscriptionState.FAILED
+
+    @property
+    def ready(self) -> bool:
+        """Caught up and running: its read model can serve."""
+        return self.state is SubscriptionState.LIVE and self.events_behind == 0
+
+
+class Subscription:
+    """Delivers the feed to `handler` in order, with checkpoints, retries and dead letters.
+
+    Created and started by a `SubscriptionManager`. Delivery is at least once: events after
+    the last saved checkpoint are delivered again after a crash.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handler: EventCallback,
+        event_store: EventStore,
+        checkpoints: CheckpointStore,
+        dead_letters: DeadLetterSink | None,
+        config: SubscriptionConfig,
+        leases: LeaseProvider | None = None,
+    ) -> None:
+        self.name = name
+        self._leases = leases
+        self.config = config
+        self._handler = handler
+        self._store = event_store
+        self._checkpoints = checkpoints
+        self._dead_letters = dead_letters
+        self.state = SubscriptionState.STARTING
+        self.position: Position | None = None
+        self.processed = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self.last_progress_at: datetime | None = None
+        self._progress: asyncio.Condition | None = None
+        self._wake = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._unsaved = 0
+        self._last_delivered: StoredEvent | None = None
+        self._saved_at = time.monotonic()
+        self._saved_position: Position | None = None
+        self._options = ReadOptions(
+            limit=config.batch_size,
+            batch_size=config.batch_size,
+            event_types=config.event_types,
+            aggregate_type=config.aggregate_type,
+            tenant_id=config.tenant_id,
+        )
+        self._filtered = any(
+            v is not None for v in (config.event_types, config.aggregate_type, config.tenant_id)
+        )
+
+    # -- control ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._progress = asyncio.Condition()
+            self._task = asyncio.create_task(self._run(), name=f"subscription {self.name}")
+
+    def wake(self) -> None:
+        """New events may be readable: read now instead of at the next poll."""
+        self._wake.set()
+
+    def pause(self) -> None:
+        """Stop after the batch in progress until `resume()`; the checkpoint is kept."""
+        self._running.clear()
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a grace period
+        """Finish the batch in progress, save the checkpoint, stop. Cancels after `timeout`."""
+        self._stopping = True
+        self._running.set()
+        self._wake.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            logger.warning("subscription %s did not stop within %ss: cancelled", self.name, timeout)
+
+    async def wait_for(
+        self,
+        position: Position,
+        timeout: float | None = None,  # noqa: ASYNC109 - the documented consistency-token API
+    ) -> None:
+        """Return once the subscription has processed `position` (read-your-writes: pass
+        `AppendResult.last_position`). Raises `TimeoutError` after `timeout` seconds."""
+        if self._progress is None:
+            raise RuntimeError(f"subscription {self.name!r} is not started")
+        progress = self._progress
+        async with asyncio.timeout(timeout), progress:
+            await progress.wait_for(lambda: self.position is not None and self.position >= position)
+
+    async def health(self) -> SubscriptionHealth:
+        behind = 0
+        if self.state is not SubscriptionState.STOPPED:
+            options = ReadOptions(
+                after=self.position,
+                limit=_LAG_COUNT_LIMIT,
+                batch_size=1000,
+                event_types=self.config.event_types,
+                aggregate_type=self.config.aggregate_type,
+                tenant_id=self.config.tenant_id,
+            )
+            behind = sum([1 async for _ in self._store.read_all(options)])
+        return SubscriptionHealth(
+            self.name,
+            self.state,
+            self.position,
+            behind,
+            self.processed,
+            self.dead_lettered,
+            self.last_error,
+            self.last_progress_at,
+        )
+
+    async def handle(self, stored: StoredEvent) -> None:
+        """Run the handler once on `stored`, outside the loop (dead-letter retries)."""
+        await self._handler(stored)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                lease = None
+                if self._leases is not None:
+                    lease = await self._acquire_lease()
+                    if lease is None:
+                        return  # stopped while waiting
+                try:
+                    await self._start_position()
+                    if not await self._deliver_while_held(lease):
+                        return
+                finally:
+                    if lease is not None:
+                        await self._save()
+                        await lease.release()
+        except Exception as exc:
+            self.state = SubscriptionState.FAILED
+            self.last_error = f"{type(exc).__qualname__}: {exc}"
+            logger.exception("subscription %s failed", self.name)
+            return
+        finally:
+            if self.state is not SubscriptionState.FAILED:
+                self.state = SubscriptionState.STOPPED
+            try:
+                await self._save()
+            except Exception:
+                logger.exception("subscription %s could not save its checkpoint", self.name)
+
+    async def _start_position(self) -> None:
+        """From the checkpoint (read after taking the lease: the last holder moved it)."""
+        checkpoint = await self._checkpoints.get(self.name)
+        if checkpoint is not None:
+            self.position = self._saved_position = checkpoint.position
+        elif self.config.start_from == "end":
+            self.position = await self._store.current_position()
+        self._unsaved = 0
+        self.state = SubscriptionState.CATCHING_UP
+
+    async def _acquire_lease(self) -> Lease | None:
+        assert self._leases is not None
+        while not self._stopping:
+            lease = await self._leases.try_acquire(self.name)
+            if lease is not None:
+                logger.info("subscription %s: lease taken, running here", self.name)
+                return lease
+            self.state = SubscriptionState.STANDBY
+            await self._sleep_until_woken()
+        return None
+
+    async def _deliver_while_held(self, lease: Lease | None) -> bool:
+        """Batches until stopped (True), the lease is lost (True: stand by again), or an
+        event cannot be placed (False)."""
+        while not self._stopping:
+            if not self._running.is_set():
+                await self._save()
+                self.state = SubscriptionState.PAUSED
+                await self._running.wait()
+                continue
+            if lease is not None and not await lease.alive():
+                logger.warning("subscription %s: lease lost; standing by", self.name)
+                return True
+            if not await self._read_and_deliver():
+                return False
+        return True
+
+    async def _read_and_deliver(self) -> bool:
+        """One batch; False when the subscription must stop (an event it cannot place)."""
+        head = await self._store.current_position() if self._filtered else None
+        options = self._options
+        batch = [s async for s in self._store.read_all(replace(options, after=self.position))]
+        for stored in batch:
+            if not await self._deliver(stored):
+                return False
+            self._unsaved += 1
+            self.processed += 1
+            self._last_delivered = stored
+            await self._advance(stored.position)
+            if self.config.checkpoint.kind == "event":
+                await self._save()
+        caught_up = len(batch) < self.config.batch_size
+        if caught_up and head is not None and (self.position is None or head > self.position):
+            # Every event of interest up to `head` was in this read: the filtered-out rest
+            # counts as processed, so waiters and lag see the subscription as current.
+            await self._advance(head)
+        await self._maybe_save(batch_done=True)
+        if caught_up:
+            self.state = SubscriptionState.LIVE
+            await self._sleep_until_woken()
+        else:
+            self.state = SubscriptionState.CATCHING_UP
+        return True
+
+    async def _deliver(self, stored: StoredEvent) -> bool:
+        error: Exception | None = None
+        for attempt in range(1, self.config.max_attempts + 1):
+            try:
+                await self._handler(stored)
+            except Exception as exc:
+                error = exc
+                if attempt < self.config.max_attempts:
+                    await asyncio.sleep(
+                        backoff_delay(
+                            attempt, base=self.config.retry_base, cap=self.config.retry_cap
+                        )
+                    )
+                continue
+            return True
+        assert error is not None
+        self.last_error = f"{type(error).__qualname__}: {error}"
+        if self._dead_letters is None:
+            self.state = SubscriptionState.FAILED
+            logger.error(
+                "subscription %s stopped at %s (%s %s): %s; no dead-letter sink to park it in",
+                self.name,
+                stored.position,
+                stored.event_type,
+                stored.event_id,
+                self.last_error,
+            )
+            return False
+        await self._dead_letters.add(self.name, stored, error, self.config.max_attempts)
+        self.dead_lettered += 1
+        logger.warning(
+            "subscription %s dead-lettered %s %s at %s after %d attempts: %s",
+            self.name,
+            stored.event_type,
+            stored.event_id,
+            stored.position,
+            self.config.max_attempts,
+            self.last_error,
+        )
+        return True
+
+    async def _advance(self, position: Position) -> None:
+        self.position = position
+        self.last_progress_at = utc_now()
+        assert self._progress is not None
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _maybe_save(self, *, batch_done: bool) -> None:
+        strategy = self.config.checkpoint
+        due = time.monotonic() - self._saved_at >= strategy.seconds
+        if (strategy.kind == "batch" and batch_done) or (strategy.kind == "periodic" and due):
+            await self._save()
+
+    async def _save(self) -> None:
+        position = self.position
+        if position is None or (position == self._saved_position and not self._unsaved):
+            return
+        last = self._last_delivered
+        await self._checkpoints.save(
+            self.name,
+            position,
+            event_id=last.event_id if last is not None else None,
+            event_type=last.event_type if last is not None else None,
+            processed=self._unsaved,
+        )
+        self._unsaved = 0
+        self._saved_position = position
+        self._saved_at = time.monotonic()
+
+    async def _sleep_until_woken(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.poll_interval):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()

@@ -1,0 +1,90 @@
+"""A worker process of the multi-process subscription test.
+
+    python -m tests.subscriptions._worker POSTGRES_URL SCHEMA [record|database]
+
+Runs one subscription with PostgreSQL leases until SIGTERM, slowly, so that a kill lands in the
+middle of a batch. `record` (default): a plain handler records (event id, process id) in
+SCHEMA.handled, outside any transaction with the checkpoint (at-least-once). `database`: a
+`DatabaseProjection` adds each event's n to SCHEMA.totals in the transaction that moves its
+checkpoint (exactly-once effect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from eventsource import DomainEvent, EventRegistry, StoredEvent
+from eventsource.projections import DatabaseProjection, handles
+from eventsource.repositories.postgresql import PostgreSQLCheckpointRepository
+from eventsource.stores.postgresql import PostgreSQLEventStore
+from eventsource.subscriptions import CheckpointStrategy, SubscriptionConfig, SubscriptionManager
+from eventsource.subscriptions.postgresql import PostgreSQLLeases
+
+registry = EventRegistry()
+
+
+class Tick(DomainEvent, registry=registry):
+    n: int
+
+
+class Totals(DatabaseProjection):
+    schema = "public"
+
+    @handles(Tick)
+    async def _tick(self, connection: AsyncConnection, event: Tick) -> None:
+        await connection.execute(
+            text(
+                f'UPDATE "{self.schema}".totals SET total = total + :n, applied = applied + 1'
+                " FROM (SELECT pg_sleep(0.004)) AS slow"
+            ),
+            {"n": event.n},
+        )
+
+
+async def main(url: str, schema: str, mode: str) -> None:
+    store = PostgreSQLEventStore.from_url(
+        url,
+        schema=schema,
+        registry=registry,
+        connect_args={"server_settings": {"application_name": f"worker-{os.getpid()}"}},
+    )
+    checkpoints = PostgreSQLCheckpointRepository(store.engine, schema=schema)
+    results = await asyncpg.connect(url)
+
+    async def record(stored: StoredEvent) -> None:
+        await results.execute(
+            f'INSERT INTO "{schema}".handled (event_id, pid) VALUES ($1, $2)',
+            stored.event_id,
+            os.getpid(),
+        )
+        await asyncio.sleep(0.004)
+
+    config = SubscriptionConfig(
+        batch_size=25, poll_interval=0.05, checkpoint=CheckpointStrategy.every_event()
+    )
+    manager = SubscriptionManager(
+        store, checkpoints, config=config, leases=PostgreSQLLeases(store.engine)
+    )
+    if mode == "database":
+        totals = Totals(store.engine, checkpoints)
+        totals.schema = schema
+        manager.subscribe(totals)
+    else:
+        manager.subscribe(record, name="shared")
+    print("ready", flush=True)
+    try:
+        await manager.run_until_shutdown()
+    finally:
+        await results.close()
+        await checkpoints.close()
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "record"))
