@@ -455,3 +455,100 @@ async def test_database_projection_rolls_back_a_failed_attempt(postgres_url: str
     assert sums.failures_left == 0
     assert checkpoint is not None
     assert checkpoint.events_processed >= 10  # moved inside each event's transaction
+
+
+async def test_circuit_breaker_stops_a_systemic_failure_from_filling_the_dlq(
+    store: EventStore,
+) -> None:
+    from eventsource.subscriptions import CircuitBreaker
+
+    down = True
+    seen: list[int] = []
+
+    async def fragile(stored: StoredEvent) -> None:
+        if down:
+            raise ConnectionError("read-model database is down")
+        assert isinstance(stored.event, Added)
+        seen.append(stored.event.n)
+
+    dead_letters = InMemoryDLQRepository()
+    config = dataclass_replace(
+        FAST, max_attempts=1, circuit_breaker=CircuitBreaker(failures=2, cooldown=0.05)
+    )
+    async with SubscriptionManager(
+        store, InMemoryCheckpointRepository(), dead_letters, config=config
+    ) as manager:
+        subscription = manager.subscribe(fragile, name="fragile")
+        last = await append(store, *range(6))
+        await reaches(subscription, SubscriptionState.CIRCUIT_OPEN)
+        await asyncio.sleep(0.2)  # several cooldowns: still open, nothing more parked
+        assert await dead_letters.count() == 1
+        assert not (await manager.health()).ready
+        down = False
+        await subscription.wait_for(last, timeout=10)
+        assert subscription.state is SubscriptionState.LIVE
+    assert seen == [1, 2, 3, 4, 5]  # 0 is in the dead-letter queue, nothing else
+    (letter,) = await dead_letters.list()
+    assert "ConnectionError" in letter.error
+    with pytest.raises(ValueError, match="failures"):
+        CircuitBreaker(failures=0)
+
+
+async def test_rebuild_replays_from_the_beginning_with_progress(store: EventStore) -> None:
+    class Totals(DeclarativeProjection):
+        def __init__(self) -> None:
+            self.total = 0
+            self.resets = 0
+
+        @handles(Added)
+        def _added(self, event: Added) -> None:
+            self.total += event.n  # not idempotent: a replay without reset would double it
+
+        async def reset(self) -> None:
+            self.total = 0
+            self.resets += 1
+
+    totals = Totals()
+    checkpoints = InMemoryCheckpointRepository()
+    reports: list[bool] = []
+    async with SubscriptionManager(store, checkpoints, config=FAST) as manager:
+        subscription = manager.subscribe(totals)
+        await subscription.wait_for(await append(store, *range(1, 21)), timeout=10)
+        assert totals.total == 210
+        rebuilt = await manager.rebuild(
+            "Totals", progress=lambda p: reports.append(p.done), timeout=10
+        )
+        assert rebuilt is manager["Totals"]
+        assert rebuilt is not subscription
+        assert totals.total == 210
+        assert totals.resets == 1
+        # and it goes on live afterwards
+        await rebuilt.wait_for(await append(store, 5), timeout=10)
+        assert totals.total == 215
+    assert reports[-1] is True
+    checkpoint = await checkpoints.get("Totals")
+    assert checkpoint is not None
+    assert checkpoint.events_processed == 21  # counted again from zero by the replay
+
+
+async def test_replace_builds_the_new_version_beside_the_old_then_switches(
+    store: EventStore,
+) -> None:
+    class RevenueV2(Recorder):
+        name = "RecorderV2"
+
+    old = Recorder()
+    async with SubscriptionManager(store, InMemoryCheckpointRepository(), config=FAST) as m:
+        m.subscribe(old)
+        await m["Recorder"].wait_for(await append(store, 1, 2, 3), timeout=10)
+        new = RevenueV2()
+        subscription = await m.replace("Recorder", new, timeout=10)
+        assert [s.name for s in m.subscriptions] == ["RecorderV2"]
+        assert new.seen == [1, 2, 3]  # caught up before the switch
+        await subscription.wait_for(await append(store, 4), timeout=10)
+    assert new.seen == [1, 2, 3, 4]
+    assert old.seen == [1, 2, 3]  # the old version stopped at the switch
+    with pytest.raises(ValueError, match="another name"):
+        await SubscriptionManager(store, InMemoryCheckpointRepository()).replace(
+            "Recorder", Recorder()
+        )

@@ -41,6 +41,13 @@ class Projection(ABC):
     async def handle(self, stored: StoredEvent) -> None:
         """Apply one event. Raise to have it retried (and dead-lettered in the end)."""
 
+    async def reset(self) -> None:  # noqa: B027 - a hook with a meaningful default
+        """Forget the read model before a rebuild replays the feed from the beginning.
+
+        The default keeps everything, which suits projections whose handlers overwrite
+        (upserts); override it to clear tables or dicts the replay will fill again.
+        """
+
 
 class DeclarativeProjection(Projection):
     """A projection whose `@handles(EventClass)` methods receive the events they name.

@@ -44,6 +44,8 @@ class TransactionalCheckpoints(Protocol):
         processed: int = 1,
     ) -> None: ...
 
+    async def reset(self, name: str, position: Position | None = None) -> None: ...
+
     async def save_in(
         self,
         connection: AsyncConnection,

@@ -4,20 +4,23 @@ dead letters, pause/resume, health and read-your-writes waits."""
 from eventsource.subscriptions.interface import (
     CheckpointStore,
     CheckpointStrategy,
+    CircuitBreaker,
     DeadLetterSink,
     EventCallback,
     SubscriptionConfig,
     SubscriptionState,
 )
-from eventsource.subscriptions.manager import ManagerHealth, SubscriptionManager
+from eventsource.subscriptions.manager import ManagerHealth, RebuildProgress, SubscriptionManager
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
 
 __all__ = [
     "CheckpointStore",
     "CheckpointStrategy",
+    "CircuitBreaker",
     "DeadLetterSink",
     "EventCallback",
     "ManagerHealth",
+    "RebuildProgress",
     "Subscription",
     "SubscriptionConfig",
     "SubscriptionHealth",

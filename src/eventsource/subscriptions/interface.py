@@ -18,6 +18,7 @@ from eventsource.stores.interface import Position, StoredEvent
 __all__ = [
     "CheckpointStore",
     "CheckpointStrategy",
+    "CircuitBreaker",
     "DeadLetterSink",
     "EventCallback",
     "Lease",
@@ -48,6 +49,8 @@ class CheckpointStore(Protocol):
         event_type: str | None = None,
         processed: int = 1,
     ) -> None: ...
+
+    async def reset(self, name: str, position: Position | None = None) -> None: ...
 
 
 class _Letter(Protocol):
@@ -95,6 +98,8 @@ class SubscriptionState(enum.StrEnum):
     LIVE = "live"
     """Caught up; waiting for new events."""
     PAUSED = "paused"
+    CIRCUIT_OPEN = "circuit_open"
+    """Too many events failed in a row: waiting before trying the current one again."""
     STOPPED = "stopped"
     FAILED = "failed"
     """Stopped by an event that could not be handled and had nowhere to go (no DLQ)."""
@@ -126,6 +131,23 @@ class CheckpointStrategy:
         return cls("periodic", seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """After `failures` events in a row exhausted their retries, stop parking events in the
+    dead-letter queue: wait `cooldown` seconds and try the current event again, until one
+    succeeds. A systemic failure (the read model's database down) then delays the
+    subscription instead of dead-lettering the whole feed."""
+
+    failures: int = 5
+    cooldown: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError(f"failures must be >= 1, got {self.failures}")
+        if self.cooldown <= 0:
+            raise ValueError(f"cooldown must be positive, got {self.cooldown}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriptionConfig:
     """How one subscription reads and delivers.
@@ -135,7 +157,8 @@ class SubscriptionConfig:
     A failing event is tried `max_attempts` times with exponential backoff and full jitter
     (from `retry_base` up to `retry_cap` seconds), then handed to the dead-letter sink; without
     one the subscription stops in state FAILED and the event stays unprocessed.
-    `poll_interval` bounds how long a lost wake-up signal can delay delivery.
+    `poll_interval` bounds how long a lost wake-up signal can delay delivery. `circuit_breaker`
+    (None to turn it off) stops a run of failures from filling the dead-letter queue.
     """
 
     start_from: Literal["beginning", "end"] = "beginning"
@@ -148,6 +171,7 @@ class SubscriptionConfig:
     retry_base: float = 0.05
     retry_cap: float = 5.0
     poll_interval: float = 1.0
+    circuit_breaker: CircuitBreaker | None = CircuitBreaker()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

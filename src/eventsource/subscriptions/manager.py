@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -15,19 +15,32 @@ from uuid import UUID
 
 from eventsource.projections.base import Projection
 from eventsource.projections.database import DatabaseProjection
-from eventsource.stores.interface import EventStore
+from eventsource.stores.interface import EventStore, Position
 from eventsource.subscriptions.interface import (
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
     LeaseProvider,
     SubscriptionConfig,
+    SubscriptionState,
 )
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
 
-__all__ = ["ManagerHealth", "SubscriptionManager"]
+__all__ = ["ManagerHealth", "RebuildProgress", "SubscriptionManager"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildProgress:
+    """Reported while a rebuild replays the feed: how far it is, against the feed's end at
+    the moment the rebuild started."""
+
+    name: str
+    processed: int
+    position: Position | None
+    target: Position
+    done: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,7 @@ class SubscriptionManager:
         self.dead_letters = dead_letters
         self.config = config or SubscriptionConfig()
         self._subscriptions: dict[str, Subscription] = {}
+        self._handlers: dict[str, Projection | EventCallback] = {}
         self._listener: asyncio.Task[None] | None = None
         self._started = False
 
@@ -112,9 +126,73 @@ class SubscriptionManager:
             self.leases,
         )
         self._subscriptions[name] = subscription
+        self._handlers[name] = handler
         if self._started:
             subscription.start()
         return subscription
+
+    async def rebuild(
+        self,
+        name: str,
+        *,
+        progress: Callable[[RebuildProgress], object] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds the whole replay
+    ) -> Subscription:
+        """Replay a subscription from the beginning of the feed, in place.
+
+        Stops it (its batch finishes), resets its checkpoint, calls the projection's
+        `reset()`, and runs it again from the first event; `progress` is called about five
+        times a second until the replay reaches the feed's end as of the start. Returns the new
+        subscription object, which then goes on live. While it replays, its read model is
+        incomplete: build beside the live one with `replace` when readers must not notice.
+        """
+        old = self._subscriptions[name]
+        await old.stop()
+        handler = self._handlers[name]
+        await old.checkpoints.reset(name, Position.START)  # even for start_from="end"
+        if isinstance(handler, Projection):
+            await handler.reset()
+        del self._subscriptions[name]
+        target = await self.event_store.current_position()
+        subscription = self.subscribe(handler, name=name, config=old.config)
+        if not self._started:
+            subscription.start()
+        async with asyncio.timeout(timeout):
+            while True:
+                done = subscription.position is not None and subscription.position >= target
+                if progress is not None:
+                    progress(
+                        RebuildProgress(
+                            name, subscription.processed, subscription.position, target, done
+                        )
+                    )
+                if done or target == Position.START:
+                    return subscription
+                if subscription.state is SubscriptionState.FAILED:
+                    raise RuntimeError(f"rebuild of {name!r} failed: {subscription.last_error}")
+                await asyncio.sleep(0.2)
+
+    async def replace(
+        self,
+        old_name: str,
+        projection: Projection,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds the catch-up
+    ) -> Subscription:
+        """Blue-green: run `projection` (a new version, under a new name, usually writing to
+        new tables) beside the subscription `old_name` until it has caught up with the feed,
+        then stop and remove the old one. Switch your readers to the new read model when this
+        returns; until then they keep reading the old, complete one."""
+        if projection.name == old_name:
+            raise ValueError("the new projection needs another name than the one it replaces")
+        new = self.subscribe(projection)
+        target = await self.event_store.current_position()
+        if target != Position.START:
+            await new.wait_for(target, timeout)
+        old = self._subscriptions.pop(old_name)
+        self._handlers.pop(old_name, None)
+        await old.stop()
+        return new
 
     def __getitem__(self, name: str) -> Subscription:
         return self._subscriptions[name]

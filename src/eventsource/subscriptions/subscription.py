@@ -75,6 +75,7 @@ class Subscription:
         leases: LeaseProvider | None = None,
     ) -> None:
         self.name = name
+        self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
         self._handler = handler
@@ -94,6 +95,7 @@ class Subscription:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unsaved = 0
+        self._consecutive_failures = 0
         self._last_delivered: StoredEvent | None = None
         self._saved_at = time.monotonic()
         self._saved_position: Position | None = None
@@ -278,6 +280,39 @@ class Subscription:
         return True
 
     async def _deliver(self, stored: StoredEvent) -> bool:
+        """Handle `stored` (retrying), or park it; False when the subscription must stop."""
+        while True:
+            error = await self._attempt(stored)
+            if error is None:
+                self._consecutive_failures = 0
+                if self.state is SubscriptionState.CIRCUIT_OPEN:
+                    logger.info("subscription %s: circuit closed again", self.name)
+                    self.state = SubscriptionState.CATCHING_UP
+                return True
+            self.last_error = f"{type(error).__qualname__}: {error}"
+            self._consecutive_failures += 1
+            breaker = self.config.circuit_breaker
+            if breaker is not None and self._consecutive_failures >= breaker.failures:
+                # So many events in a row failing is the handler's world failing (a database
+                # down), not these events: stop dead-lettering, wait, and try this one again.
+                if self.state is not SubscriptionState.CIRCUIT_OPEN:
+                    logger.warning(
+                        "subscription %s: %d events failed in a row, circuit open for %ss: %s",
+                        self.name,
+                        self._consecutive_failures,
+                        breaker.cooldown,
+                        self.last_error,
+                    )
+                self.state = SubscriptionState.CIRCUIT_OPEN
+                self._wake.clear()
+                await self._sleep_until_woken(breaker.cooldown, stop_only=True)
+                if self._stopping:
+                    return False
+                continue
+            return await self._park(stored, error)
+
+    async def _attempt(self, stored: StoredEvent) -> Exception | None:
+        """Up to `max_attempts` tries with backoff: None when one succeeded, else the error."""
         error: Exception | None = None
         for attempt in range(1, self.config.max_attempts + 1):
             try:
@@ -285,15 +320,15 @@ class Subscription:
             except Exception as exc:
                 error = exc
                 if attempt < self.config.max_attempts:
-                    await asyncio.sleep(
-                        backoff_delay(
-                            attempt, base=self.config.retry_base, cap=self.config.retry_cap
-                        )
+                    pause = backoff_delay(
+                        attempt, base=self.config.retry_base, cap=self.config.retry_cap
                     )
+                    await asyncio.sleep(pause)
                 continue
-            return True
-        assert error is not None
-        self.last_error = f"{type(error).__qualname__}: {error}"
+            return None
+        return error
+
+    async def _park(self, stored: StoredEvent, error: Exception) -> bool:
         if self._dead_letters is None:
             self.state = SubscriptionState.FAILED
             logger.error(
@@ -347,10 +382,18 @@ class Subscription:
         self._saved_position = position
         self._saved_at = time.monotonic()
 
-    async def _sleep_until_woken(self) -> None:
+    async def _sleep_until_woken(
+        self, seconds: float | None = None, *, stop_only: bool = False
+    ) -> None:
+        """Sleep up to `seconds` (the poll interval) or until woken; with `stop_only`, only
+        `stop()` cuts it short (append signals do not)."""
+        deadline = asyncio.get_running_loop().time() + (seconds or self.config.poll_interval)
         try:
-            async with asyncio.timeout(self.config.poll_interval):
-                await self._wake.wait()
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if not stop_only or self._stopping:
+                        return
         except TimeoutError:
             pass
-        self._wake.clear()
