@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -40,10 +41,19 @@ async def open_connection(
         await asyncio.to_thread(_probe, path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        await connection.execute("PRAGMA journal_mode = WAL")
-        await connection.execute(f"PRAGMA synchronous = {synchronous}")
-        for statement in ddl:
-            await connection.execute(statement)
+        setup = ["PRAGMA journal_mode = WAL", f"PRAGMA synchronous = {synchronous}", *ddl]
+        deadline = time.monotonic() + busy_timeout
+        for statement in setup:
+            while True:
+                try:
+                    await connection.execute(statement)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Switching a new file to WAL takes an exclusive lock without waiting on
+                    # the busy timeout, so connections opening a file together can collide.
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.01)
     except sqlite3.Error as exc:
         if connection is not None:
             await connection.close()
