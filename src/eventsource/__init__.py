@@ -55,6 +55,11 @@ from eventsource.exceptions import (
 )
 from eventsource.projections import DeclarativeProjection, Projection, ProjectionRegistry
 from eventsource.protocols import EventHandler, SyncEventHandler
+from eventsource.readmodels import (
+    InMemoryReadModelRepository,
+    ReadModelProjection,
+    ReadModelRepository,
+)
 from eventsource.repositories import (
     Checkpoint,
     CheckpointRepository,
@@ -95,6 +100,8 @@ from eventsource.types import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.readmodels.postgresql import PostgreSQLReadModelRepository
+    from eventsource.readmodels.sqlite import SQLiteReadModelRepository
     from eventsource.repositories.postgresql import (
         PostgreSQLCheckpointRepository,
         PostgreSQLDLQRepository,
@@ -115,6 +122,8 @@ KAFKA_AVAILABLE: bool = is_available("aiokafka")
 TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
+    "PostgreSQLReadModelRepository": "eventsource.readmodels.postgresql",
+    "SQLiteReadModelRepository": "eventsource.readmodels.sqlite",
     "PostgreSQLCheckpointRepository": "eventsource.repositories.postgresql",
     "PostgreSQLDLQRepository": "eventsource.repositories.postgresql",
     "SQLiteCheckpointRepository": "eventsource.repositories.sqlite",
@@ -167,6 +176,7 @@ __all__ = [
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",
     "InMemoryEventStore",
+    "InMemoryReadModelRepository",
     "InMemorySnapshotStore",
     "InvalidEventError",
     "InvalidPositionError",
@@ -175,15 +185,19 @@ __all__ = [
     "PostgreSQLCheckpointRepository",
     "PostgreSQLDLQRepository",
     "PostgreSQLEventStore",
+    "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
     "ProjectionRegistry",
     "ReadDirection",
+    "ReadModelProjection",
+    "ReadModelRepository",
     "ReadOptions",
     "RepositoryStats",
     "SQLiteCheckpointRepository",
     "SQLiteDLQRepository",
     "SQLiteEventStore",
+    "SQLiteReadModelRepository",
     "SQLiteSnapshotStore",
     "SerializationError",
     "Snapshot",

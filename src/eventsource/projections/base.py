@@ -72,5 +72,5 @@ class DeclarativeProjection(Projection):
         if method is None:
             return
         outcome = getattr(self, method)(stored.event)
-        if inspect.isawaitable(outcome):
+        if outcome is not None and inspect.isawaitable(outcome):
             await outcome

@@ -255,18 +255,33 @@ class Subscription:
     async def _read_and_deliver(self) -> bool:
         """One batch; False when the subscription must stop (an event it cannot place)."""
         head = await self._store.current_position() if self._filtered else None
-        options = self._options
-        batch = [s async for s in self._store.read_all(replace(options, after=self.position))]
-        for stored in batch:
-            if not await self._deliver(stored):
-                return False
+        handler = self._handler
+        every_event = self.config.checkpoint.kind == "event"
+        read = 0
+        # Delivered as decoded, never held as a decoded batch: events die young, so the
+        # garbage collector never has to promote them (a held batch halves the throughput).
+        async for stored in self._store.read_all(replace(self._options, after=self.position)):
+            read += 1
+            try:
+                await handler(stored)  # the fast path; failures take the retry path
+            except Exception as exc:
+                if not await self._deliver_failed(stored, exc):
+                    if self._last_delivered is not None:
+                        await self._advance(self._last_delivered.position)
+                    return False
+            else:
+                if self._consecutive_failures:
+                    self._recovered()
             self._unsaved += 1
             self.processed += 1
             self._last_delivered = stored
-            await self._advance(stored.position)
-            if self.config.checkpoint.kind == "event":
+            self.position = stored.position
+            if every_event:
+                await self._advance(stored.position)
                 await self._save()
-        caught_up = len(batch) < self.config.batch_size
+        if read and self.position is not None:
+            await self._advance(self.position)  # wake waiters once per batch
+        caught_up = read < self.config.batch_size
         if caught_up and head is not None and (self.position is None or head > self.position):
             # Every event of interest up to `head` was in this read: the filtered-out rest
             # counts as processed, so waiters and lag see the subscription as current.
@@ -279,16 +294,25 @@ class Subscription:
             self.state = SubscriptionState.CATCHING_UP
         return True
 
-    async def _deliver(self, stored: StoredEvent) -> bool:
-        """Handle `stored` (retrying), or park it; False when the subscription must stop."""
+    def _recovered(self) -> None:
+        self._consecutive_failures = 0
+        if self.state is SubscriptionState.CIRCUIT_OPEN:
+            logger.info("subscription %s: circuit closed again", self.name)
+            self.state = SubscriptionState.CATCHING_UP
+
+    async def _deliver_failed(self, stored: StoredEvent, first: Exception) -> bool:
+        """The handler failed once on `stored`: retry, or park it; False when the
+        subscription must stop (the event stays unprocessed)."""
+        error: Exception | None = first
+        tried = 1
         while True:
-            error = await self._attempt(stored)
             if error is None:
-                self._consecutive_failures = 0
-                if self.state is SubscriptionState.CIRCUIT_OPEN:
-                    logger.info("subscription %s: circuit closed again", self.name)
-                    self.state = SubscriptionState.CATCHING_UP
+                self._recovered()
                 return True
+            if tried < self.config.max_attempts:
+                error = await self._attempt(stored, first_attempt=tried + 1)
+                tried = self.config.max_attempts
+                continue
             self.last_error = f"{type(error).__qualname__}: {error}"
             self._consecutive_failures += 1
             breaker = self.config.circuit_breaker
@@ -308,22 +332,24 @@ class Subscription:
                 await self._sleep_until_woken(breaker.cooldown, stop_only=True)
                 if self._stopping:
                     return False
+                error = await self._attempt(stored, first_attempt=1)
                 continue
             return await self._park(stored, error)
 
-    async def _attempt(self, stored: StoredEvent) -> Exception | None:
-        """Up to `max_attempts` tries with backoff: None when one succeeded, else the error."""
+    async def _attempt(self, stored: StoredEvent, *, first_attempt: int) -> Exception | None:
+        """Tries `first_attempt`..`max_attempts`, with backoff before each: None when one
+        succeeded, else the last error."""
         error: Exception | None = None
-        for attempt in range(1, self.config.max_attempts + 1):
+        for attempt in range(first_attempt, self.config.max_attempts + 1):
+            if attempt > 1:
+                pause = backoff_delay(
+                    attempt - 1, base=self.config.retry_base, cap=self.config.retry_cap
+                )
+                await asyncio.sleep(pause)
             try:
                 await self._handler(stored)
             except Exception as exc:
                 error = exc
-                if attempt < self.config.max_attempts:
-                    pause = backoff_delay(
-                        attempt, base=self.config.retry_base, cap=self.config.retry_cap
-                    )
-                    await asyncio.sleep(pause)
                 continue
             return None
         return error

@@ -5,12 +5,14 @@ from eventsource.testing.checkpoints import CheckpointRepositoryContract
 from eventsource.testing.dead_letters import DLQRepositoryContract
 from eventsource.testing.event_store import EventStoreContract
 from eventsource.testing.events import contract_registry
+from eventsource.testing.read_models import ReadModelRepositoryContract
 from eventsource.testing.snapshot_store import SnapshotStoreContract
 
 __all__ = [
     "CheckpointRepositoryContract",
     "DLQRepositoryContract",
     "EventStoreContract",
+    "ReadModelRepositoryContract",
     "SnapshotStoreContract",
     "contract_registry",
 ]
