@@ -3,8 +3,9 @@
     python -m tests.subscriptions._worker POSTGRES_URL SCHEMA [record|database]
 
 Runs one subscription with PostgreSQL leases until SIGTERM, slowly, so that a kill lands in the
-middle of a batch. `record` (default): a plain handler records (event id, process id) in
-SCHEMA.handled, outside any transaction with the checkpoint (at-least-once). `database`: a
+middle of a batch. `record` (default): a plain handler records (event id, process id,
+aggregate, n) in SCHEMA.handled, outside any transaction with the checkpoint (at-least-once).
+`partitioned`: the same handler on 4 partitions, at most 2 per process. `database`: a
 `DatabaseProjection` adds each event's n to SCHEMA.totals in the transaction that moves its
 checkpoint (exactly-once effect).
 """
@@ -58,10 +59,14 @@ async def main(url: str, schema: str, mode: str) -> None:
     results = await asyncpg.connect(url)
 
     async def record(stored: StoredEvent) -> None:
+        assert isinstance(stored.event, Tick)
         await results.execute(
-            f'INSERT INTO "{schema}".handled (event_id, pid) VALUES ($1, $2)',
+            f'INSERT INTO "{schema}".handled (event_id, pid, aggregate_id, n)'
+            " VALUES ($1, $2, $3, $4)",
             stored.event_id,
             os.getpid(),
+            stored.aggregate_id,
+            stored.event.n,
         )
         await asyncio.sleep(0.004)
 
@@ -71,7 +76,9 @@ async def main(url: str, schema: str, mode: str) -> None:
     manager = SubscriptionManager(
         store, checkpoints, config=config, leases=PostgreSQLLeases(store.engine)
     )
-    if mode == "database":
+    if mode == "partitioned":
+        manager.subscribe_partitioned(record, 4, name="parts", per_process=2, takeover_after=6.0)
+    elif mode == "database":
         totals = Totals(store.engine, checkpoints)
         totals.schema = schema
         manager.subscribe(totals)

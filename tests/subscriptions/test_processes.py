@@ -68,7 +68,8 @@ async def test_killed_holder_is_replaced_and_no_event_is_lost(postgres_url: str)
     workers: list[asyncio.subprocess.Process] = []
     try:
         await admin.execute(
-            f'CREATE TABLE "{schema}".handled (seq bigserial PRIMARY KEY, event_id uuid, pid int)'
+            f'CREATE TABLE "{schema}".handled (seq bigserial PRIMARY KEY, event_id uuid, pid int,'
+            " aggregate_id uuid, n int)"
         )
         appended: set[UUID] = set()
         for batch in range(EVENTS // 10):
@@ -170,3 +171,68 @@ async def test_database_projection_applies_each_event_once_across_a_kill(
         await store.close()
     assert count == EVENTS, "an event's effect was applied twice, or not at all"
     assert total == sum(range(EVENTS))
+
+
+async def test_partitions_spread_over_processes_and_move_when_one_dies(
+    postgres_url: str,
+) -> None:
+    """4 partitions, 2 workers taking at most 2 each: both work, every aggregate is handled
+    by one process in order; after one is killed the other takes its partitions over."""
+    schema = f"es_proc_{uuid4().hex[:12]}"
+    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry)
+    await store.create_schema()
+    admin = await asyncpg.connect(postgres_url)
+    workers: list[asyncio.subprocess.Process] = []
+    aggregates = [uuid4() for _ in range(16)]
+
+    async def append_round(round_: int) -> None:
+        for aggregate in aggregates:
+            await store.append_events(aggregate, "Clock", [Tick(n=round_)], round_)
+
+    async def distinct(where: str = "TRUE") -> int:
+        sql = f'SELECT count(DISTINCT event_id) FROM "{schema}".handled WHERE {where}'
+        return int(await admin.fetchval(sql))
+
+    try:
+        await admin.execute(
+            f'CREATE TABLE "{schema}".handled (seq bigserial PRIMARY KEY, event_id uuid,'
+            " pid int, aggregate_id uuid, n int)"
+        )
+        for round_ in range(10):
+            await append_round(round_)
+        workers += [await start_worker(postgres_url, schema, "partitioned") for _ in range(2)]
+
+        async def first_rounds_done() -> bool:
+            return await distinct() == 160
+
+        await _until(first_rounds_done, 60)
+        before = await admin.fetch(
+            f'SELECT aggregate_id, pid, n FROM "{schema}".handled ORDER BY seq'
+        )
+        victim = workers[0]
+        victim.kill()
+        await victim.wait()
+        for round_ in range(10, 15):
+            await append_round(round_)
+
+        async def all_done() -> bool:
+            return await distinct() == 240
+
+        await _until(all_done, 60)
+        after = await admin.fetch(
+            f'SELECT aggregate_id, pid, n FROM "{schema}".handled WHERE n >= 10 ORDER BY seq'
+        )
+    finally:
+        await stop_workers(workers)
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+        await store.close()
+
+    assert {row[1] for row in before} == {w.pid for w in workers}, "both processes worked"
+    for aggregate in aggregates:
+        mine = [row for row in before if row[0] == aggregate]
+        assert len({row[1] for row in mine}) == 1, "an aggregate was split between processes"
+        assert [row[2] for row in mine] == list(range(10)), "an aggregate lost its order"
+    assert {row[1] for row in after} == {workers[1].pid}, "the survivor took everything over"
+    for aggregate in aggregates:
+        assert [row[2] for row in after if row[0] == aggregate] == list(range(10, 15))

@@ -9,6 +9,7 @@ import random
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -552,3 +553,74 @@ async def test_replace_builds_the_new_version_beside_the_old_then_switches(
         await SubscriptionManager(store, InMemoryCheckpointRepository()).replace(
             "Recorder", Recorder()
         )
+
+
+async def test_partitions_split_aggregates_and_keep_their_order(store: EventStore) -> None:
+    handled: list[tuple[UUID, int]] = []
+
+    async def record(stored: StoredEvent) -> None:
+        assert isinstance(stored.event, Added)
+        await asyncio.sleep(0)  # let the partitions interleave
+        handled.append((stored.aggregate_id, stored.event.n))
+
+    async with SubscriptionManager(store, InMemoryCheckpointRepository(), config=FAST) as m:
+        parts = m.subscribe_partitioned(record, 3, name="split")
+        assert [p.name for p in parts] == ["split.p0of3", "split.p1of3", "split.p2of3"]
+        aggregates = [uuid4() for _ in range(12)]
+        for round_ in range(5):  # interleaved: each aggregate's events spread over the feed
+            for aggregate in aggregates:
+                await store.append_events(aggregate, "Counter", [Added(n=round_)], round_)
+        head = await store.current_position()
+        for part in parts:
+            await part.wait_for(head, timeout=10)
+    assert len(handled) == 60  # each event once, by the one partition of its aggregate
+    for aggregate in aggregates:
+        assert [n for a, n in handled if a == aggregate] == [0, 1, 2, 3, 4]
+    from eventsource.subscriptions.partitions import partition_of
+
+    assert len({partition_of(a, 3) for a in aggregates}) > 1
+    with pytest.raises(ValueError, match="2 or more"):
+        m.subscribe_partitioned(record, 1, name="x")
+
+
+async def test_partition_budget_spreads_and_takes_over() -> None:
+    from eventsource.subscriptions.partitions import PartitionBudget
+
+    class LocalLeases:
+        """Leases within this process: a real, if tiny, LeaseProvider."""
+
+        def __init__(self) -> None:
+            self.taken: set[str] = set()
+
+        async def try_acquire(self, name: str) -> Any:
+            if name in self.taken:
+                return None
+            self.taken.add(name)
+            leases = self
+
+            class Held:
+                async def alive(self) -> bool:
+                    return name in leases.taken
+
+                async def release(self) -> None:
+                    leases.taken.discard(name)
+
+            return Held()
+
+    shared = LocalLeases()
+    first = PartitionBudget(shared, per_process=2, takeover_after=0.1)
+    second = PartitionBudget(shared, per_process=2, takeover_after=0.1)
+    got = [await first.try_acquire(f"p{i}") for i in range(4)]
+    assert [g is not None for g in got] == [True, True, False, False]  # over its share
+    assert shared.taken == {"p0", "p1"}
+    assert await second.try_acquire("p2") is not None
+    assert await second.try_acquire("p3") is not None
+    # the second process dies: its partitions become free; the first takes them after a while
+    shared.taken -= {"p2", "p3"}
+    assert await first.try_acquire("p2") is None  # free, but only just
+    await asyncio.sleep(0.15)
+    taken_over = await first.try_acquire("p2")
+    assert taken_over is not None
+    assert first.held == 3
+    await taken_over.release()
+    assert first.held == 2

@@ -24,6 +24,11 @@ from eventsource.subscriptions.interface import (
     SubscriptionConfig,
     SubscriptionState,
 )
+from eventsource.subscriptions.partitions import (
+    PartitionBudget,
+    partition_handler,
+    partition_name,
+)
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
 
 __all__ = ["ManagerHealth", "RebuildProgress", "SubscriptionManager"]
@@ -130,6 +135,66 @@ class SubscriptionManager:
         if self._started:
             subscription.start()
         return subscription
+
+    def subscribe_partitioned(
+        self,
+        handler: Projection | EventCallback,
+        partitions: int,
+        *,
+        name: str | None = None,
+        config: SubscriptionConfig | None = None,
+        per_process: int | None = None,
+        takeover_after: float = 30.0,
+    ) -> list[Subscription]:
+        """Split one subscription into `partitions` by aggregate id (see `partitions.py`).
+
+        Each partition is a subscription named `<name>.p<i>of<n>` with its own checkpoint.
+        With `leases`, this process runs at most `per_process` partitions (default: all) and
+        takes more only when they have been free for `takeover_after` seconds; without
+        leases, all partitions run here, concurrently. The partition count is part of the
+        checkpoints' names: changing it starts the new partitions from `start_from`.
+        """
+        if partitions < 2:
+            raise ValueError("partition a subscription into 2 or more; or use subscribe()")
+        if isinstance(handler, DatabaseProjection):
+            raise ValueError(
+                "a DatabaseProjection keeps one checkpoint under its name: run it unpartitioned"
+            )
+        config = config or self.config
+        if isinstance(handler, Projection):
+            name = name or handler.name
+            interest = handler.interested_in()
+            if config.event_types is None and interest is not None:
+                config = dataclasses.replace(config, event_types=interest)
+            callback: EventCallback = handler.handle
+        else:
+            if not name:
+                raise ValueError("a subscription of a plain handler needs a name")
+            callback = handler
+        leases: LeaseProvider | None = None
+        if self.leases is not None:
+            leases = PartitionBudget(self.leases, per_process or partitions, takeover_after)
+        created = []
+        for partition in range(partitions):
+            part = partition_name(name, partition, partitions)
+            if part in self._subscriptions:
+                raise ValueError(f"a subscription named {part!r} exists already")
+            part_handler = partition_handler(callback, partition, partitions)
+            subscription = Subscription(
+                part,
+                part_handler,
+                self.event_store,
+                self.checkpoints,
+                self.dead_letters,
+                config,
+                leases,
+            )
+            self._subscriptions[part] = subscription
+            self._handlers[part] = part_handler
+            created.append(subscription)
+            if self._started:
+                subscription.start()
+        return created
 
     async def rebuild(
         self,

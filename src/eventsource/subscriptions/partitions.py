@@ -1,0 +1,82 @@
+"""Partitions: one subscription's work split by aggregate id, spread over processes.
+
+Partition p of n handles the events of the aggregates with `aggregate_id.int % n == p`, in
+feed order, so each aggregate's events keep their order while different aggregates are
+handled in parallel. Each partition is a subscription of its own (own checkpoint, own lease);
+a process takes up to `per_process` partitions at once and takes more only when they have
+been free for `takeover_after` seconds (their holder is gone, or there are too few
+processes), so partitions spread over the processes that run and move when one dies.
+"""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from eventsource.stores.interface import StoredEvent
+from eventsource.subscriptions.interface import EventCallback, Lease, LeaseProvider
+
+__all__ = ["PartitionBudget", "partition_handler", "partition_name", "partition_of"]
+
+
+def partition_of(aggregate_id: UUID, partitions: int) -> int:
+    """The partition of an aggregate: stable across processes and releases."""
+    return aggregate_id.int % partitions
+
+
+def partition_name(name: str, partition: int, partitions: int) -> str:
+    return f"{name}.p{partition}of{partitions}"
+
+
+def partition_handler(handler: EventCallback, partition: int, partitions: int) -> EventCallback:
+    """`handler`, for the events of one partition; the others count as handled (skipped)."""
+
+    async def handle(stored: StoredEvent) -> None:
+        if stored.aggregate_id.int % partitions == partition:
+            await handler(stored)
+
+    return handle
+
+
+class _CountedLease:
+    def __init__(self, lease: Lease, budget: PartitionBudget) -> None:
+        self._lease = lease
+        self._budget = budget
+        self._counted = True
+
+    async def alive(self) -> bool:
+        return await self._lease.alive()
+
+    async def release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._budget.held -= 1
+        await self._lease.release()
+
+
+class PartitionBudget:
+    """Leases for the partitions of one subscription in this process: up to `per_process`
+    at once, more only for partitions free for `takeover_after` seconds."""
+
+    def __init__(self, leases: LeaseProvider, per_process: int, takeover_after: float) -> None:
+        if per_process < 1:
+            raise ValueError(f"per_process must be >= 1, got {per_process}")
+        self._leases = leases
+        self.per_process = per_process
+        self.takeover_after = takeover_after
+        self.held = 0
+        self._free_since: dict[str, float] = {}
+
+    async def try_acquire(self, name: str) -> Lease | None:
+        lease = await self._leases.try_acquire(name)
+        if lease is None:
+            self._free_since.pop(name, None)  # someone runs it
+            return None
+        if self.held >= self.per_process:
+            first_seen = self._free_since.setdefault(name, time.monotonic())
+            if time.monotonic() - first_seen < self.takeover_after:
+                await lease.release()  # leave it to a process with room, for now
+                return None
+        self._free_since.pop(name, None)
+        self.held += 1
+        return _CountedLease(lease, self)
