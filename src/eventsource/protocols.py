@@ -1,17 +1,21 @@
 """Structural contracts shared across layers.
 
 These are `Protocol`s so that a lower layer can accept what a higher layer (or the user)
-provides without importing it. `EventPublisher` lives with the store interface it serves.
+provides without importing it: checkpoints and dead letters are kept by repositories (layer 3)
+but used by subscriptions and projections (layer 2). `EventPublisher` lives with the store
+interface it serves.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from uuid import UUID
 
 if TYPE_CHECKING:
     from eventsource.events.base import DomainEvent
+    from eventsource.stores.interface import Position, StoredEvent
 
-__all__ = ["EventHandler", "SyncEventHandler"]
+__all__ = ["CheckpointStore", "DeadLetterSink", "EventHandler", "SyncEventHandler"]
 
 
 @runtime_checkable
@@ -26,3 +30,48 @@ class SyncEventHandler(Protocol):
     """A handler with a plain `handle(event)`, for code that does no I/O."""
 
     def handle(self, event: DomainEvent) -> None: ...
+
+
+class _Positioned(Protocol):
+    @property
+    def position(self) -> Position: ...
+
+
+class CheckpointStore(Protocol):
+    """The part of `CheckpointRepository` (layer 3) that subscriptions and projections use."""
+
+    async def get(self, name: str) -> _Positioned | None: ...
+
+    async def save(
+        self,
+        name: str,
+        position: Position,
+        *,
+        event_id: UUID | None = None,
+        event_type: str | None = None,
+        processed: int = 1,
+    ) -> None: ...
+
+    async def reset(self, name: str, position: Position | None = None) -> None: ...
+
+
+class _Letter(Protocol):
+    @property
+    def subscription(self) -> str: ...
+
+    @property
+    def event_id(self) -> UUID: ...
+
+
+class DeadLetterSink(Protocol):
+    """The part of `DLQRepository` subscriptions use: park events, and retry them later."""
+
+    async def add(
+        self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int
+    ) -> object: ...
+
+    async def get(self, dead_letter_id: UUID) -> _Letter | None: ...
+
+    async def mark_retrying(self, dead_letter_id: UUID) -> bool: ...
+
+    async def resolve(self, dead_letter_id: UUID, *, resolved_by: str) -> bool: ...

@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Literal, Protocol
 from uuid import UUID
 
-from eventsource.stores.interface import Position, StoredEvent
+from eventsource.protocols import CheckpointStore, DeadLetterSink
+from eventsource.stores.interface import StoredEvent
 
 __all__ = [
     "CheckpointStore",
@@ -28,51 +29,6 @@ __all__ = [
 ]
 
 EventCallback = Callable[[StoredEvent], Awaitable[None]]
-
-
-class _Positioned(Protocol):
-    @property
-    def position(self) -> Position: ...
-
-
-class CheckpointStore(Protocol):
-    """The part of `CheckpointRepository` a subscription uses."""
-
-    async def get(self, name: str) -> _Positioned | None: ...
-
-    async def save(
-        self,
-        name: str,
-        position: Position,
-        *,
-        event_id: UUID | None = None,
-        event_type: str | None = None,
-        processed: int = 1,
-    ) -> None: ...
-
-    async def reset(self, name: str, position: Position | None = None) -> None: ...
-
-
-class _Letter(Protocol):
-    @property
-    def subscription(self) -> str: ...
-
-    @property
-    def event_id(self) -> UUID: ...
-
-
-class DeadLetterSink(Protocol):
-    """The part of `DLQRepository` subscriptions use: park events, and retry them later."""
-
-    async def add(
-        self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int
-    ) -> object: ...
-
-    async def get(self, dead_letter_id: UUID) -> _Letter | None: ...
-
-    async def mark_retrying(self, dead_letter_id: UUID) -> bool: ...
-
-    async def resolve(self, dead_letter_id: UUID, *, resolved_by: str) -> bool: ...
 
 
 class Lease(Protocol):
