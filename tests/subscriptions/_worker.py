@@ -74,7 +74,7 @@ async def main(url: str, schema: str, mode: str) -> None:
         batch_size=25, poll_interval=0.05, checkpoint=CheckpointStrategy.every_event()
     )
     manager = SubscriptionManager(
-        store, checkpoints, config=config, leases=PostgreSQLLeases(store.engine)
+        store, checkpoints, config=config, leases=PostgreSQLLeases.for_store(store)
     )
     if mode == "partitioned":
         manager.subscribe_partitioned(record, 4, name="parts", per_process=2, takeover_after=6.0)

@@ -147,7 +147,7 @@ async def test_database_projection_applies_each_event_once_across_a_kill(
             return await applied() >= EVENTS // 4
 
         await _until(some_applied, 60)
-        key = lease_key("Totals")
+        key = lease_key("Totals", f"{schema}.")
         holder = await admin.fetchval(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
             " WHERE l.locktype = 'advisory' AND l.granted"

@@ -19,7 +19,6 @@ from eventsource import (
     EventRegistry,
     EventStore,
     ExpectedVersion,
-    InMemoryEventStore,
     Position,
     StoredEvent,
 )
@@ -36,6 +35,7 @@ from eventsource.subscriptions import (
     SubscriptionManager,
     SubscriptionState,
 )
+from tests._stores import STORE_KINDS, open_event_store
 
 registry = EventRegistry()
 
@@ -68,36 +68,10 @@ class Recorder(DeclarativeProjection):
         self.ids.append(event.event_id)
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
+@pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    if request.param == "memory":
-        yield InMemoryEventStore(registry=registry)
-    elif request.param == "sqlite":
-        from eventsource import SQLiteEventStore
-
-        async with SQLiteEventStore(tmp_path / "events.db", registry=registry) as sqlite_store:
-            yield sqlite_store
-    else:
-        import asyncpg
-
-        from eventsource import PostgreSQLEventStore
-
-        url = request.getfixturevalue("postgres_url")
-        schema = f"es_sub_{uuid4().hex[:12]}"
-        async with PostgreSQLEventStore.from_url(url, schema=schema, registry=registry) as pg:
-            await pg.create_schema()
-            try:
-                yield pg
-            finally:
-                conn = await asyncpg.connect(url)
-                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-                await conn.close()
+    async with open_event_store(request, registry, tmp_path) as opened:
+        yield opened
 
 
 async def append(store: EventStore, *values: int, noise: bool = False) -> Position:
@@ -624,3 +598,25 @@ async def test_partition_budget_spreads_and_takes_over() -> None:
     assert first.held == 3
     await taken_over.release()
     assert first.held == 2
+
+
+@pytest.mark.postgresql
+async def test_leases_of_different_namespaces_do_not_block_each_other(postgres_url: str) -> None:
+    from eventsource import PostgreSQLEventStore
+    from eventsource.subscriptions.postgresql import PostgreSQLLeases
+
+    store = PostgreSQLEventStore.from_url(postgres_url, schema=f"es_ns_{uuid4().hex[:8]}")
+    try:
+        first = PostgreSQLLeases(store.engine, namespace="app-a")
+        second = PostgreSQLLeases(store.engine, namespace="app-b")
+        held = await first.try_acquire("Revenue")
+        assert held is not None
+        assert await first.try_acquire("Revenue") is None  # same namespace: taken
+        other = await second.try_acquire("Revenue")  # another namespace: free
+        assert other is not None
+        assert PostgreSQLLeases.for_store(store).namespace == f"{store.schema}."
+        await held.release()
+        await other.release()
+        assert not await held.alive()
+    finally:
+        await store.close()

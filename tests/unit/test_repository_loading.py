@@ -32,6 +32,7 @@ from eventsource import (
 )
 from eventsource.aggregates import AggregateCache, SnapshotPolicy
 from eventsource.snapshots import InMemorySnapshotStore, Snapshot, SnapshotStore
+from tests._stores import STORE_KINDS, open_event_store
 
 registry = EventRegistry()
 
@@ -107,36 +108,10 @@ class BrokenSnapshots(InMemorySnapshotStore):
         raise ConnectionError("snapshot storage is down")
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
+@pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    if request.param == "memory":
-        yield InMemoryEventStore(registry=registry)
-    elif request.param == "sqlite":
-        from eventsource import SQLiteEventStore
-
-        async with SQLiteEventStore(tmp_path / "events.db", registry=registry) as sqlite_store:
-            yield sqlite_store
-    else:
-        import asyncpg
-
-        from eventsource import PostgreSQLEventStore
-
-        url = request.getfixturevalue("postgres_url")
-        schema = f"es_repo_{uuid4().hex[:12]}"
-        async with PostgreSQLEventStore.from_url(url, schema=schema, registry=registry) as pg:
-            await pg.create_schema()
-            try:
-                yield pg
-            finally:
-                conn = await asyncpg.connect(url)
-                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-                await conn.close()
+    async with open_event_store(request, registry, tmp_path) as opened:
+        yield opened
 
 
 async def _history(repo: AggregateRepository[Account], account: UUID, amounts: list[int]) -> None:

@@ -21,12 +21,12 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from pydantic import ValidationError
 
+from eventsource._internal.closing import AsyncClosing
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.aggregates.cache import AggregateCache, CachedState
@@ -96,7 +96,7 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class AggregateRepository(Generic[TAggregate]):
+class AggregateRepository(AsyncClosing, Generic[TAggregate]):
     """Loads and saves one aggregate type through an `EventStore`.
 
     `save` appends the aggregate's new events expecting the version it was loaded at, so a
@@ -330,17 +330,6 @@ class AggregateRepository(Generic[TAggregate]):
         """Wait for background snapshot writes (the stores are not closed: they are shared)."""
         while self._snapshot_tasks:
             await asyncio.gather(*self._snapshot_tasks)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsource.events.base import DomainEvent
 from eventsource.events.handlers import collect_handlers
 from eventsource.projections.base import Projection
+from eventsource.protocols import CheckpointStore
 from eventsource.stores.interface import Position, StoredEvent
 
 if TYPE_CHECKING:
@@ -23,28 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseProjection", "TransactionalCheckpoints"]
 
 
-class _Positioned(Protocol):
-    @property
-    def position(self) -> Position: ...
-
-
-class TransactionalCheckpoints(Protocol):
-    """Checkpoints that can be saved inside a caller's transaction
+class TransactionalCheckpoints(CheckpointStore, Protocol):
+    """Checkpoints that can also be saved inside a caller's transaction
     (`PostgreSQLCheckpointRepository` is one)."""
-
-    async def get(self, name: str) -> _Positioned | None: ...
-
-    async def save(
-        self,
-        name: str,
-        position: Position,
-        *,
-        event_id: UUID | None = None,
-        event_type: str | None = None,
-        processed: int = 1,
-    ) -> None: ...
-
-    async def reset(self, name: str, position: Position | None = None) -> None: ...
 
     async def save_in(
         self,

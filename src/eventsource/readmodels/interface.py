@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Any, Generic, Self, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from eventsource._internal.closing import AsyncClosing
 from eventsource.exceptions import SerializationError
 
 __all__ = ["JSONScalar", "ModelId", "ReadModelRepository", "TModel", "default_table"]
@@ -37,7 +37,7 @@ def default_table(model: type[BaseModel]) -> str:
     return "rm_" + _WORD_START.sub("_", model.__name__).lower()
 
 
-class ReadModelRepository(ABC, Generic[TModel]):
+class ReadModelRepository(AsyncClosing, ABC, Generic[TModel]):
     """Keeps read models of one pydantic class, each under its `id` (a UUID or str field).
 
     `get`, `save` (an upsert), `delete` and `query` by equality of top-level fields: enough
@@ -108,20 +108,6 @@ class ReadModelRepository(ABC, Generic[TModel]):
     @abstractmethod
     async def clear(self) -> int:
         """Delete every model (before a projection is rebuilt); returns how many there were."""
-
-    async def close(self) -> None:
-        """Release connections; repositories holding none need not override this."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # Helpers for the backends: the rules every backend applies in the same way.
 

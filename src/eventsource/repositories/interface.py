@@ -8,10 +8,9 @@ import traceback as traceback_module
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 from uuid import UUID
 
+from eventsource._internal.closing import AsyncClosing
 from eventsource.stores.interface import Position, StoredEvent
 
 __all__ = [
@@ -76,23 +75,7 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     return text, trace
 
 
-class _Closeable:
-    async def close(self) -> None:
-        """Release connections; repositories holding none need not override this."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class CheckpointRepository(_Closeable, ABC):
+class CheckpointRepository(AsyncClosing, ABC):
     """Positions of named subscriptions. Every backend passes
     `eventsource.testing.CheckpointRepositoryContract`."""
 
@@ -125,7 +108,7 @@ class CheckpointRepository(_Closeable, ABC):
         """Every checkpoint, by name."""
 
 
-class DLQRepository(_Closeable, ABC):
+class DLQRepository(AsyncClosing, ABC):
     """Dead letters of subscriptions. Every backend passes
     `eventsource.testing.DLQRepositoryContract`."""
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 from uuid import UUID
 
 from eventsource._internal.clock import utc_now
+from eventsource._internal.closing import AsyncClosing
 from eventsource.exceptions import InvalidEventError
 
 __all__ = ["Snapshot", "SnapshotStore"]
@@ -40,7 +39,7 @@ class Snapshot:
             )
 
 
-class SnapshotStore(ABC):
+class SnapshotStore(AsyncClosing, ABC):
     """Keeps the newest snapshot of each aggregate.
 
     Every backend passes `eventsource.testing.SnapshotStoreContract`. Snapshots are a cache:
@@ -70,17 +69,3 @@ class SnapshotStore(ABC):
     ) -> int:
         """Forget every snapshot of `aggregate_type` (only those with a schema version below
         `schema_version_below`, when given). Returns how many were forgotten."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
-        """Release connections; stores holding none need not override this."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

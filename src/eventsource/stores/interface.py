@@ -9,10 +9,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import ClassVar, Protocol, Self
+from typing import ClassVar, Protocol
 from uuid import UUID
 
+from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import InvalidEventError, InvalidPositionError
 
@@ -251,7 +251,7 @@ class EventPublisher(Protocol):
     async def publish(self, events: Sequence[DomainEvent]) -> None: ...
 
 
-class EventStore(ABC):
+class EventStore(AsyncClosing, ABC):
     """Durable, append-only storage of aggregate event streams plus one ordered global feed.
 
     A stream is identified by its aggregate id; versions in it run 1, 2, 3, ... without
@@ -329,17 +329,3 @@ class EventStore(ABC):
         LISTEN/NOTIFY; SQLite and in memory: this store object's own appends), so readers
         always poll as well.
         """
-
-    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
-        """Release connections; stores holding none need not override this."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

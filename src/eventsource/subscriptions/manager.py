@@ -72,7 +72,7 @@ class SubscriptionManager:
     delays. Checkpoints go to `checkpoints`; events that keep failing go to `dead_letters`
     (without one, such an event stops its subscription in state FAILED).
 
-    With `leases` (e.g. `PostgreSQLLeases(store.engine)`) several processes can run the same
+    With `leases` (e.g. `PostgreSQLLeases.for_store(store)`) several processes can run the same
     subscriptions: one holds each subscription's lease and runs it, the others stand by and
     take over from its checkpoint when it goes away.
     """
@@ -104,21 +104,11 @@ class SubscriptionManager:
         config: SubscriptionConfig | None = None,
     ) -> Subscription:
         """Add a subscription (started at once when the manager runs already)."""
-        config = config or self.config
+        name, callback, config = self._callback(handler, name, config)
         checkpoints: CheckpointStore = self.checkpoints
         if isinstance(handler, DatabaseProjection):
             # its checkpoint moves inside each event's transaction: read and save it there
             checkpoints = handler.checkpoint_store
-        if isinstance(handler, Projection):
-            name = name or handler.name
-            interest = handler.interested_in()
-            if config.event_types is None and interest is not None:
-                config = dataclasses.replace(config, event_types=interest)
-            callback: EventCallback = handler.handle
-        else:
-            if not name:
-                raise ValueError("a subscription of a plain handler needs a name")
-            callback = handler
         if name in self._subscriptions:
             raise ValueError(f"a subscription named {name!r} exists already")
         subscription = Subscription(
@@ -135,6 +125,24 @@ class SubscriptionManager:
         if self._started:
             subscription.start()
         return subscription
+
+    def _callback(
+        self,
+        handler: Projection | EventCallback,
+        name: str | None,
+        config: SubscriptionConfig | None,
+    ) -> tuple[str, EventCallback, SubscriptionConfig]:
+        """The subscription's name, callback and config (a projection's interest becomes the
+        event-type filter unless the config sets one)."""
+        config = config or self.config
+        if isinstance(handler, Projection):
+            interest = handler.interested_in()
+            if config.event_types is None and interest is not None:
+                config = dataclasses.replace(config, event_types=interest)
+            return name or handler.name, handler.handle, config
+        if not name:
+            raise ValueError("a subscription of a plain handler needs a name")
+        return name, handler, config
 
     def subscribe_partitioned(
         self,
@@ -160,17 +168,7 @@ class SubscriptionManager:
             raise ValueError(
                 "a DatabaseProjection keeps one checkpoint under its name: run it unpartitioned"
             )
-        config = config or self.config
-        if isinstance(handler, Projection):
-            name = name or handler.name
-            interest = handler.interested_in()
-            if config.event_types is None and interest is not None:
-                config = dataclasses.replace(config, event_types=interest)
-            callback: EventCallback = handler.handle
-        else:
-            if not name:
-                raise ValueError("a subscription of a plain handler needs a name")
-            callback = handler
+        name, callback, config = self._callback(handler, name, config)
         leases: LeaseProvider | None = None
         if self.leases is not None:
             leases = PartitionBudget(self.leases, per_process or partitions, takeover_after)

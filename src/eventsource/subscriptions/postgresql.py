@@ -23,9 +23,9 @@ __all__ = ["PostgreSQLLease", "PostgreSQLLeases", "lease_key"]
 _ALIVE_TIMEOUT = 5.0
 
 
-def lease_key(name: str) -> int:
-    """The signed 64-bit advisory-lock key of a subscription name."""
-    digest = hashlib.sha256(f"eventsource-subscription\x00{name}".encode()).digest()
+def lease_key(name: str, namespace: str = "") -> int:
+    """The signed 64-bit advisory-lock key of a subscription name within a namespace."""
+    digest = hashlib.sha256(f"eventsource-subscription\x00{namespace}\x00{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -61,15 +61,26 @@ class PostgreSQLLease:
 
 
 class PostgreSQLLeases:
-    """Leases on the database of `engine` (usually the event store's: `store.engine`)."""
+    """Leases on the database of `engine` (usually the event store's: `store.engine`).
 
-    def __init__(self, engine: AsyncEngine | Any) -> None:
+    Advisory locks are per database, not per schema: `namespace` keeps the leases of
+    applications (or schemas) sharing a database apart; `for_store` uses the store's schema and
+    table prefix.
+    """
+
+    def __init__(self, engine: AsyncEngine | Any, *, namespace: str = "") -> None:
         require("asyncpg", extra="postgresql", feature="PostgreSQLLeases")
         self.engine: AsyncEngine = pg.engine_of(engine)
+        self.namespace = namespace
+
+    @classmethod
+    def for_store(cls, store: Any) -> PostgreSQLLeases:
+        """Leases on a `PostgreSQLEventStore`'s engine, namespaced by its schema and prefix."""
+        return cls(store.engine, namespace=f"{store.schema}.{store.prefix}")
 
     async def try_acquire(self, name: str) -> PostgreSQLLease | None:
         """The lease of `name` if no other session holds it, else None (never waits)."""
-        key = lease_key(name)
+        key = lease_key(name, self.namespace)
         try:
             connection = await self.engine.connect()
         except Exception as exc:

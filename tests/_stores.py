@@ -1,0 +1,52 @@
+"""Event stores of every backend for tests that run the same scenario on each of them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from eventsource import EventRegistry, EventStore, InMemoryEventStore
+
+STORE_KINDS = [
+    "memory",
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgresql", marks=pytest.mark.postgresql),
+]
+"""Parameters for a `store` fixture: `@pytest.fixture(params=STORE_KINDS)`."""
+
+
+@contextlib.asynccontextmanager
+async def open_event_store(
+    request: pytest.FixtureRequest, registry: EventRegistry, tmp_path: Path
+) -> AsyncIterator[EventStore]:
+    """An empty store of the kind `request.param` names (PostgreSQL: a schema of its own,
+    dropped afterwards)."""
+    kind = request.param
+    if kind == "memory":
+        yield InMemoryEventStore(registry=registry)
+    elif kind == "sqlite":
+        from eventsource import SQLiteEventStore
+
+        async with SQLiteEventStore(tmp_path / "events.db", registry=registry) as sqlite_store:
+            yield sqlite_store
+    else:
+        import asyncpg
+
+        from eventsource import PostgreSQLEventStore
+
+        url = request.getfixturevalue("postgres_url")
+        schema = f"es_t_{uuid4().hex[:12]}"
+        async with PostgreSQLEventStore.from_url(url, schema=schema, registry=registry) as pg:
+            await pg.create_schema()
+            try:
+                yield pg
+            finally:
+                conn = await asyncpg.connect(url)
+                try:
+                    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                finally:
+                    await conn.close()
