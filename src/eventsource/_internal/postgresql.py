@@ -181,6 +181,20 @@ class ConnectionCache:
             else:
                 self._idle.append(held)
 
+    @contextlib.asynccontextmanager
+    async def checkout(self, what: str) -> AsyncIterator[Any]:
+        """`connection()`, with database and network errors raised as the library's typed
+        errors (`map_error`), naming `what` was being done."""
+        try:
+            async with self.connection() as conn:
+                yield conn
+        except EventSourceError:
+            raise
+        except Exception as exc:
+            if is_database_error(exc):
+                raise map_error(exc, what) from exc
+            raise
+
     async def _open(self) -> tuple[Any, Any]:
         connection = await self.engine.connect()
         try:

@@ -16,7 +16,7 @@ from eventsource.events.base import DomainEvent
 from eventsource.events.handlers import collect_handlers
 from eventsource.stores.interface import StoredEvent
 
-__all__ = ["DeclarativeProjection", "Projection"]
+__all__ = ["DeclarativeProjection", "DeclaredHandlers", "Projection"]
 
 
 class Projection(ABC):
@@ -49,12 +49,9 @@ class Projection(ABC):
         """
 
 
-class DeclarativeProjection(Projection):
-    """A projection whose `@handles(EventClass)` methods receive the events they name.
-
-    Handler methods take the event (`def on_x(self, event: X)`), and may be `async def` when
-    they do I/O. Only the handled types are delivered: `interested_in` is derived from them.
-    """
+class DeclaredHandlers:
+    """Collects a class's `@handles` methods when the class is created: `_by_name` maps an
+    event type name to the method's name."""
 
     _handlers: ClassVar[dict[type[DomainEvent], str]] = {}
     _by_name: ClassVar[dict[str, str]] = {}
@@ -63,6 +60,14 @@ class DeclarativeProjection(Projection):
         super().__init_subclass__(**kwargs)
         cls._handlers = collect_handlers(cls)
         cls._by_name = {event.type_name(): method for event, method in cls._handlers.items()}
+
+
+class DeclarativeProjection(DeclaredHandlers, Projection):
+    """A projection whose `@handles(EventClass)` methods receive the events they name.
+
+    Handler methods take the event (`def on_x(self, event: X)`), and may be `async def` when
+    they do I/O. Only the handled types are delivered: `interested_in` is derived from them.
+    """
 
     def interested_in(self) -> frozenset[str] | None:
         return frozenset(self._by_name)

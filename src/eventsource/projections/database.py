@@ -9,12 +9,10 @@ delivery.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from eventsource.events.base import DomainEvent
-from eventsource.events.handlers import collect_handlers
-from eventsource.projections.base import Projection
+from eventsource.projections.base import DeclaredHandlers, Projection
 from eventsource.protocols import CheckpointStore
 from eventsource.stores.interface import Position, StoredEvent
 
@@ -40,7 +38,7 @@ class TransactionalCheckpoints(CheckpointStore, Protocol):
     ) -> None: ...
 
 
-class DatabaseProjection(Projection):
+class DatabaseProjection(DeclaredHandlers, Projection):
     """A projection whose `@handles` methods get `(connection, event)`: a SQLAlchemy
     `AsyncConnection` in a transaction that also moves the projection's checkpoint.
 
@@ -48,14 +46,6 @@ class DatabaseProjection(Projection):
     database. Subscribed to a `SubscriptionManager`, it is its own checkpoint store, so the
     subscription resumes exactly where the last committed transaction left off.
     """
-
-    _handlers: ClassVar[dict[type[DomainEvent], str]] = {}
-    _by_name: ClassVar[dict[str, str]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._handlers = collect_handlers(cls)
-        cls._by_name = {event.type_name(): method for event, method in cls._handlers.items()}
 
     def __init__(self, engine: AsyncEngine, checkpoints: TransactionalCheckpoints) -> None:
         self.engine = engine

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, ClassVar
 
 from eventsource._internal.retry import backoff_delay
 from eventsource.events.base import DomainEvent
-from eventsource.events.handlers import collect_handlers
-from eventsource.projections.base import DeclarativeProjection
+from eventsource.projections.base import DeclarativeProjection, DeclaredHandlers
 from eventsource.protocols import CheckpointStore, DeadLetterSink
 from eventsource.stores.interface import StoredEvent
 
@@ -21,20 +19,12 @@ __all__ = ["CheckpointTrackingProjection", "EventHandlerBase"]
 logger = logging.getLogger(__name__)
 
 
-class EventHandlerBase:
+class EventHandlerBase(DeclaredHandlers):
     """Dispatches domain events (not stored ones) to its `@handles` methods, sync or async.
 
     For handlers fed events directly, such as event-bus subscribers: `await handler.handle(e)`.
     `can_handle(event)` and `handled_types()` tell what it wants; other events are ignored.
     """
-
-    _handlers: ClassVar[dict[type[DomainEvent], str]] = {}
-    _by_name: ClassVar[dict[str, str]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._handlers = collect_handlers(cls)
-        cls._by_name = {event.type_name(): method for event, method in cls._handlers.items()}
 
     @classmethod
     def handled_types(cls) -> frozenset[str]:

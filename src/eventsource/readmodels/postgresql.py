@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Self
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource.exceptions import EventStoreError, StoreSchemaError
+from eventsource.exceptions import StoreSchemaError
 from eventsource.readmodels._sql import Dialect, SQLReadModelRepository
 from eventsource.readmodels.interface import TModel
 
@@ -90,20 +90,13 @@ class PostgreSQLReadModelRepository(SQLReadModelRepository[TModel]):
     async def _driver(self, what: str) -> AsyncIterator[Any]:
         where = f"PostgreSQL read models {self.qualified}: {what}"
         try:
-            async with self._connections.connection() as conn:
+            async with self._connections.checkout(where) as conn:
                 yield conn
-        except EventStoreError:
-            raise
-        except Exception as exc:
-            if not pg.is_database_error(exc):
-                raise
-            error = pg.map_error(exc, where)
-            if isinstance(error, StoreSchemaError):
-                error = StoreSchemaError(
-                    f"{where}: the table is missing or outdated ({pg.driver_error(exc)}); "
-                    "run `await repository.create_table()`"
-                )
-            raise error from exc
+        except StoreSchemaError as error:
+            raise StoreSchemaError(
+                f"{where}: the table is missing or outdated ({pg.driver_error(error)}); "
+                "run `await repository.create_table()`"
+            ) from error.__cause__
 
     async def create_table(self) -> None:
         """Create the schema, the table and its index unless they exist. Safe to run from

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource.exceptions import EventStoreError
 from eventsource.migrations import apply_postgresql_migrations
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
@@ -74,17 +72,8 @@ class PostgreSQLSnapshotStore(SnapshotStore):
             pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
         )
 
-    @contextlib.asynccontextmanager
-    async def _driver(self, what: str) -> AsyncIterator[Any]:
-        try:
-            async with self._connections.connection() as conn:
-                yield conn
-        except EventStoreError:
-            raise
-        except Exception as exc:
-            if pg.is_database_error(exc):
-                raise pg.map_error(exc, f"PostgreSQL snapshots {self.table}: {what}") from exc
-            raise
+    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._connections.checkout(f"PostgreSQL snapshots {self.table}: {what}")
 
     async def create_schema(self) -> list[int]:
         """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""

@@ -241,22 +241,9 @@ class PostgreSQLEventStore(EventStore):
 
     # -- connections -------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _driver(self, what: str) -> AsyncIterator[asyncpg.Connection]:
-        """One of the store's own asyncpg connections, in autocommit mode.
-
-        Database and network errors leave as typed `EventStoreError`s; a connection that
-        failed is invalidated so it is never handed out again.
-        """
-        try:
-            async with self._connections.connection() as conn:
-                yield conn
-        except EventStoreError:
-            raise
-        except Exception as exc:
-            if pg.is_database_error(exc):
-                raise pg.map_error(exc, f"PostgreSQL store {self.table}: {what}") from exc
-            raise
+    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """One of the store's own asyncpg connections, in autocommit mode; errors typed."""
+        return self._connections.checkout(f"PostgreSQL store {self.table}: {what}")
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one statement (own pool or the bound transaction) and return its rows."""
