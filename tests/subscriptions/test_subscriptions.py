@@ -620,3 +620,16 @@ async def test_leases_of_different_namespaces_do_not_block_each_other(postgres_u
         assert not await held.alive()
     finally:
         await store.close()
+
+
+async def test_a_stopped_manager_starts_again_from_its_checkpoints(store: EventStore) -> None:
+    recorder = Recorder()
+    manager = SubscriptionManager(store, InMemoryCheckpointRepository(), config=FAST)
+    subscription = manager.subscribe(recorder)
+    async with manager:
+        await subscription.wait_for(await append(store, 1), timeout=10)
+    assert subscription.state is SubscriptionState.STOPPED
+    await append(store, 2)
+    async with manager:
+        await subscription.wait_for(await append(store, 3), timeout=10)
+    assert recorder.seen == [1, 2, 3]

@@ -113,9 +113,15 @@ class Subscription:
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._progress = asyncio.Condition()
-            self._task = asyncio.create_task(self._run(), name=f"subscription {self.name}")
+        """Run the subscription in a task (again, after `stop`: from its checkpoint)."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self._running.set()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self.state = SubscriptionState.STARTING
+        self._task = asyncio.create_task(self._run(), name=f"subscription {self.name}")
 
     def wake(self) -> None:
         """New events may be readable: read now instead of at the next poll."""
