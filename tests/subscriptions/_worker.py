@@ -77,7 +77,7 @@ async def main(url: str, schema: str, mode: str) -> None:
         store, checkpoints, config=config, leases=PostgreSQLLeases.for_store(store)
     )
     if mode == "partitioned":
-        manager.subscribe_partitioned(record, 4, name="parts", per_process=2, takeover_after=6.0)
+        manager.subscribe_partitioned(record, 4, name="parts", per_process=2, takeover_after=15.0)
     elif mode == "database":
         totals = Totals(store.engine, checkpoints)
         totals.schema = schema

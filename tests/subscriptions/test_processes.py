@@ -218,7 +218,7 @@ async def test_partitions_spread_over_processes_and_move_when_one_dies(
         async def all_done() -> bool:
             return await distinct() == 240
 
-        await _until(all_done, 60)
+        await _until(all_done, 90)
         after = await admin.fetch(
             f'SELECT aggregate_id, pid, n FROM "{schema}".handled WHERE n >= 10 ORDER BY seq'
         )
