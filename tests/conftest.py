@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -19,6 +20,20 @@ def postgres_url() -> str:
     """libpq-style URL of the test database (asyncpg accepts it as is)."""
     _services.require(_services.POSTGRES)
     return _services.POSTGRES_URL
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema name for one test; the schema is dropped afterwards."""
+    import asyncpg
+
+    name = f"es_test_{uuid4().hex[:12]}"
+    yield name
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -36,19 +36,6 @@ from eventsource.testing.read_models import ContractItem, ReadModelRepositoryCon
 Factory = Callable[[type[Any]], Awaitable[ReadModelRepository[Any]]]
 
 
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"es_rm_{uuid4().hex[:12]}"
-    yield name
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
 class TestInMemoryReadModelRepository(ReadModelRepositoryContract):
     async def create_repository(self, model: type[TModel]) -> ReadModelRepository[TModel]:
         return InMemoryReadModelRepository(model)

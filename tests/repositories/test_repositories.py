@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
@@ -28,19 +27,6 @@ from eventsource.testing import CheckpointRepositoryContract, DLQRepositoryContr
 from eventsource.testing.events import ItemAdded
 
 ODD_PREFIX = 'my "odd" '
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"es_repo_{uuid4().hex[:12]}"
-    yield name
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 class TestInMemoryCheckpointRepository(CheckpointRepositoryContract):

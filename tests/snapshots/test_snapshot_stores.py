@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
@@ -32,17 +30,8 @@ class TestSQLiteSnapshotStore(SnapshotStoreContract):
 @pytest.mark.postgresql
 class TestPostgreSQLSnapshotStore(SnapshotStoreContract):
     @pytest.fixture(autouse=True)
-    async def _schema(self, postgres_url: str) -> AsyncIterator[None]:
-        import asyncpg
-
-        self.url = postgres_url
-        self.schema = f"es_snap_{uuid4().hex[:12]}"
-        yield
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-        finally:
-            await conn.close()
+    def _where(self, postgres_url: str, schema: str) -> None:
+        self.url, self.schema = postgres_url, schema
 
     async def create_store(self) -> SnapshotStore:
         from eventsource.snapshots import PostgreSQLSnapshotStore

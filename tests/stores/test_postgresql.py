@@ -38,17 +38,6 @@ pytestmark = pytest.mark.postgresql
 
 
 @pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    name = f"es_test_{uuid4().hex[:12]}"
-    yield name
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
 async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgreSQLEventStore]:
     store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=contract_registry)
     await store.create_schema()

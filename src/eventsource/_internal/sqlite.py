@@ -13,9 +13,17 @@ from eventsource.exceptions import EventStoreError
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["SYNCHRONOUS_MODES", "open_connection"]
+__all__ = ["SYNCHRONOUS_MODES", "open_connection", "synchronous_mode"]
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def synchronous_mode(value: str) -> str:
+    """The `PRAGMA synchronous` value, upper-cased; `ValueError` for anything else."""
+    mode = value.upper()
+    if mode not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {value!r}")
+    return mode
 
 
 def _probe(path: str) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
+from eventsource._internal.sqlite import open_connection, synchronous_mode
 from eventsource.exceptions import EventStoreError
 from eventsource.readmodels._sql import Dialect, SQLReadModelRepository
 from eventsource.readmodels.interface import TModel
@@ -61,14 +61,13 @@ class SQLiteReadModelRepository(SQLReadModelRepository[TModel]):
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteReadModelRepository")
         super().__init__(model, table=table)
-        if synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        synchronous = synchronous_mode(synchronous)
         quoted = [key for key in self._keys.values() if '"' in key]
         if quoted:  # SQLite's JSON paths cannot name such a key
             raise ValueError(f"SQLite read models cannot query JSON keys with '\"': {quoted}")
         self.path = str(path)
         self._busy_timeout = busy_timeout
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         t = quote_identifier(self.table)

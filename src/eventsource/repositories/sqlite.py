@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
+from eventsource._internal.sqlite import open_connection, synchronous_mode
 from eventsource.exceptions import EventStoreError
 from eventsource.repositories._sql import (
     SQLCheckpointRepository,
@@ -51,12 +51,11 @@ class _SQLiteRepository(SQLRepository):
         synchronous: str = "FULL",
     ) -> None:
         require("aiosqlite", extra="sqlite", feature=type(self).__name__)
-        if synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        synchronous = synchronous_mode(synchronous)
         self.path = str(path)
         self.prefix = prefix
         self._busy_timeout = busy_timeout
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self.table = quote_identifier(prefix + self.TABLE)

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
+from eventsource._internal.sqlite import open_connection, synchronous_mode
 from eventsource.exceptions import EventStoreError
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
@@ -34,11 +34,10 @@ class SQLiteSnapshotStore(SnapshotStore):
         synchronous: str = "NORMAL",
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteSnapshotStore")
-        if synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        synchronous = synchronous_mode(synchronous)
         self.path = str(path)
         self._busy_timeout = busy_timeout
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         t = quote_identifier(table)

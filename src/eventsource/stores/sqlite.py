@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import SYNCHRONOUS_MODES, open_connection
+from eventsource._internal.sqlite import open_connection, synchronous_mode
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
@@ -94,12 +94,11 @@ class SQLiteEventStore(EventStore):
         synchronous: str = "FULL",
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteEventStore")
-        if synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        synchronous = synchronous_mode(synchronous)
         self.path = str(path)
         self._codec = EventCodec(registry)
         self._busy_timeout = busy_timeout
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._connect_lock = asyncio.Lock()
