@@ -7,7 +7,10 @@ from uuid import UUID
 
 __all__ = [
     "AggregateNotFoundError",
+    "BusConnectionError",
+    "BusPublishError",
     "DuplicateEventTypeError",
+    "EventBusError",
     "EventIdConflictError",
     "EventNotFoundError",
     "EventSourceError",
@@ -150,3 +153,17 @@ class UpcasterRegistrationError(EventSourceError, ValueError):
 
 class UnhandledEventError(EventSourceError):
     """An aggregate received an event it has no handler for (and it is set to raise)."""
+
+
+class EventBusError(EventSourceError):
+    """An event bus could not publish, consume or reach its broker."""
+
+
+class BusConnectionError(EventBusError, ConnectionError):
+    """The broker cannot be reached (or the connection dropped and could not be re-made).
+
+    Safe to retry: nothing was published, or the publish is retried with the same event ids."""
+
+
+class BusPublishError(EventBusError):
+    """The broker refused or did not confirm a publish; the events may not have been accepted."""

@@ -1,6 +1,7 @@
 """Test support shipped with the library: contract suites every backend subclasses, and the
 events they use. Importing this package needs pytest (a test-time dependency)."""
 
+from eventsource.testing.bus import EventBusContract
 from eventsource.testing.checkpoints import CheckpointRepositoryContract
 from eventsource.testing.dead_letters import DLQRepositoryContract
 from eventsource.testing.event_store import EventStoreContract
@@ -11,6 +12,7 @@ from eventsource.testing.snapshot_store import SnapshotStoreContract
 __all__ = [
     "CheckpointRepositoryContract",
     "DLQRepositoryContract",
+    "EventBusContract",
     "EventStoreContract",
     "ReadModelRepositoryContract",
     "SnapshotStoreContract",

@@ -1,0 +1,417 @@
+"""`EventBus`: hands published events to the handlers of every consumer group.
+
+Every bus has the same model, whatever the broker:
+
+- A bus instance is one *consumer* in one *consumer group* (`EventBusConfig.consumer_group`).
+  Every group receives every event published; the consumers of one group share its events
+  (competing consumers), each event going to one of them.
+- Delivery is at least once. A handler that raises is retried with growing delays (only in
+  the group whose handler failed) up to `max_attempts`; then the message goes to that group's
+  dead-letter destination, with the error, and the group moves on. A message whose payload
+  cannot be read goes there at once. Nothing is dropped.
+- A consumer that dies without acknowledging leaves its messages to be redelivered.
+
+What each broker adds or lacks (ordering scope, duplicates) is in docs/buses.md, and every
+backend passes `eventsource.testing.EventBusContract`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID, uuid4
+
+from eventsource._internal import telemetry
+from eventsource._internal.closing import AsyncClosing
+from eventsource.bus import _wire
+from eventsource.events.base import DomainEvent
+from eventsource.events.registry import EventRegistry
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import EventSourceError
+from eventsource.protocols import EventHandler, SyncEventHandler
+
+__all__ = [
+    "AsyncEventHandler",
+    "BusDeadLetter",
+    "BusStats",
+    "EventBus",
+    "EventBusConfig",
+    "EventHandlerFunc",
+    "EventSubscriber",
+    "Handler",
+    "Outcome",
+    "Verdict",
+]
+
+logger = logging.getLogger(__name__)
+
+EventHandlerFunc = Callable[[DomainEvent], Awaitable[None] | None]
+"""A plain function (sync or async) taking the event."""
+
+Handler = EventHandler | SyncEventHandler | EventHandlerFunc
+"""What a bus accepts as a handler: an object with `handle(event)` or a function."""
+
+
+@runtime_checkable
+class EventSubscriber(Protocol):
+    """A handler that says which event types it wants (`bus.subscribe_all(subscriber)`)."""
+
+    def subscribed_to(self) -> Sequence[type[DomainEvent]]: ...
+
+    async def handle(self, event: DomainEvent) -> None: ...
+
+
+class AsyncEventHandler(ABC):
+    """Base class for a handler object: implement `async handle(event)`."""
+
+    @abstractmethod
+    async def handle(self, event: DomainEvent) -> None: ...
+
+
+def default_consumer_name() -> str:
+    """Unique per bus instance: host, process id and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
+
+
+@dataclass(kw_only=True)
+class EventBusConfig:
+    """What every bus has; each backend's `*Config` adds its broker's settings.
+
+    `max_attempts` counts deliveries to the handlers, the first included: with 5, a handler
+    that keeps failing runs 5 times, then the message is dead-lettered. Retry `n` waits
+    `retry_delay * 2**(n-1)`, at most `retry_delay_max` seconds.
+    """
+
+    consumer_group: str = "default"
+    consumer_name: str = field(default_factory=default_consumer_name)
+    max_attempts: int = 5
+    retry_delay: float = 1.0
+    retry_delay_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.consumer_group:
+            raise ValueError("consumer_group must not be empty")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+        if self.retry_delay < 0 or self.retry_delay_max < self.retry_delay:
+            raise ValueError("retry delays must satisfy 0 <= retry_delay <= retry_delay_max")
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before delivery attempt `attempt` (2, 3, ...)."""
+        return float(min(self.retry_delay_max, self.retry_delay * 2.0 ** max(0, attempt - 2)))
+
+
+@dataclass
+class BusStats:
+    """Counters of one bus instance (not of the whole group)."""
+
+    published: int = 0
+    received: int = 0
+    """Messages taken from the broker, redeliveries included."""
+    handled: int = 0
+    """Messages whose handlers all succeeded."""
+    skipped: int = 0
+    """Messages of a type no handler of this consumer wants (acknowledged unread)."""
+    failed: int = 0
+    """Deliveries in which a handler raised."""
+    retried: int = 0
+    dead_lettered: int = 0
+    recovered: int = 0
+    """Messages taken over from a consumer that died without acknowledging them."""
+
+
+@dataclass(frozen=True)
+class BusDeadLetter:
+    """A message a consumer group gave up on: kept whole, with why, so it can be replayed."""
+
+    consumer_group: str
+    event_type: str
+    event_id: UUID | None
+    error: str
+    attempts: int
+    failed_at: datetime
+    body: bytes
+    headers: Mapping[str, str]
+    event: DomainEvent | None
+    """The decoded event, or None when the payload itself is what could not be read."""
+
+
+class Verdict(Enum):
+    """What a consumer does with a message once its handlers ran."""
+
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(slots=True)
+class Outcome:
+    verdict: Verdict
+    event: DomainEvent | None = None
+    error: BaseException | None = None
+
+    @property
+    def reason(self) -> str:
+        """The error in one line, for the dead-letter headers."""
+        if self.error is None:
+            return ""
+        return f"{type(self.error).__name__}: {self.error}"[:2000]
+
+
+def _name(handler: object) -> str:
+    return getattr(handler, "__qualname__", None) or type(handler).__qualname__
+
+
+class EventBus(AsyncClosing, ABC):
+    """Publishes events to a broker and runs this consumer's handlers on what arrives.
+
+    Handlers are functions or objects with `handle(event)`, sync or async::
+
+        bus.subscribe(OrderPlaced, send_confirmation)
+        bus.subscribe_to_all_events(audit_log)
+        await bus.start_consuming()
+        await bus.publish([event])
+        ...
+        await bus.shutdown()
+
+    An `AggregateRepository(event_publisher=bus)` publishes saved events after the append
+    commits; to publish in the same transaction as the append, use the outbox
+    (`OutboxRelay`).
+    """
+
+    def __init__(self, config: EventBusConfig, registry: EventRegistry | None = None) -> None:
+        self.config = config
+        self._codec = EventCodec(registry)
+        self._by_type: dict[str, list[Handler]] = {}
+        self._wildcard: list[Handler] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.stats = BusStats()
+
+    # -- subscribing ---------------------------------------------------------------------
+
+    def subscribe(self, event_type: type[DomainEvent], handler: Handler) -> None:
+        """Run `handler` for every event of `event_type` this consumer receives."""
+        handlers = self._by_type.setdefault(event_type.type_name(), [])
+        if handler not in handlers:
+            handlers.append(handler)
+        self._subscriptions_changed()
+
+    def subscribe_all(self, subscriber: EventSubscriber) -> None:
+        """Subscribe `subscriber` to each type its `subscribed_to()` names."""
+        for event_type in subscriber.subscribed_to():
+            self.subscribe(event_type, subscriber)
+
+    def subscribe_to_all_events(self, handler: Handler) -> None:
+        """Run `handler` for every event, whatever its type."""
+        if handler not in self._wildcard:
+            self._wildcard.append(handler)
+        self._subscriptions_changed()
+
+    def unsubscribe(self, event_type: type[DomainEvent], handler: Handler) -> bool:
+        """Stop running `handler` for `event_type`; False if it was not subscribed."""
+        handlers = self._by_type.get(event_type.type_name(), [])
+        if handler not in handlers:
+            return False
+        handlers.remove(handler)
+        if not handlers:
+            del self._by_type[event_type.type_name()]
+        self._subscriptions_changed()
+        return True
+
+    @property
+    def subscribed_types(self) -> frozenset[str]:
+        """The event type names with a handler, unless a wildcard handler wants everything."""
+        return frozenset(self._by_type)
+
+    @property
+    def wants_everything(self) -> bool:
+        return bool(self._wildcard)
+
+    def _subscriptions_changed(self) -> None:
+        """Hook for brokers that route by type (RabbitMQ binds the group's queue)."""
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[DomainEvent], *, background: bool = False) -> None:
+        """Hand `events` to the broker, in order; returns once the broker has accepted them.
+
+        With `background=True` it returns at once; the publish runs in a task that
+        `shutdown()` waits for. Raises `BusConnectionError` when the broker cannot be
+        reached and `BusPublishError` when it refused the messages.
+        """
+        if not events:
+            return
+        if background:
+            task = asyncio.create_task(self._publish(list(events)))
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+            return
+        await self._publish(events)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "background publish on %s failed; its events were not published",
+                type(self).__name__,
+                exc_info=task.exception(),
+            )
+
+    @abstractmethod
+    async def _publish(self, events: Sequence[DomainEvent]) -> None:
+        """Send `events` and wait for the broker's acknowledgement; count them in stats."""
+
+    # -- handling (shared by every backend's consumer loop) --------------------------------
+
+    def _wants(self, event_type: str) -> bool:
+        return bool(self._wildcard) or event_type in self._by_type
+
+    async def _handle_message(
+        self, headers: Mapping[str, str], body: bytes, attempt: int, origin: object
+    ) -> Outcome:
+        """Run this consumer's handlers on one message and say what to do with it.
+
+        A type nobody here wants is acknowledged unread. A payload that cannot be read is
+        dead-lettered at once (retrying cannot fix it). If a handler raises (all handlers
+        run even so), the message is retried until `max_attempts`, then dead-lettered.
+        """
+        self.stats.received += 1
+        event_type = _wire.event_type_of(headers)
+        if event_type and not self._wants(event_type):
+            self.stats.skipped += 1
+            return Outcome(Verdict.ACK)
+        try:
+            event = _wire.decode(self._codec, headers, body, origin)
+        except EventSourceError as exc:
+            self.stats.dead_lettered += 1
+            logger.error("message %s cannot be read; dead-lettering it: %s", origin, exc)
+            return Outcome(Verdict.DEAD, None, exc)
+        handlers = [*self._by_type.get(event.event_type, ()), *self._wildcard]
+        if not handlers:
+            self.stats.skipped += 1
+            return Outcome(Verdict.ACK, event)
+        error: BaseException | None = None
+        with telemetry.consuming(
+            self.config.consumer_group,
+            headers,
+            {"messaging.message.id": str(event.event_id), "eventsource.event_type": event_type},
+        ):
+            for handler in handlers:
+                try:
+                    await _call(handler, event)
+                except Exception as exc:
+                    logger.warning(
+                        "handler %s failed on %s %s (attempt %d of %d): %r",
+                        _name(handler),
+                        event.event_type,
+                        event.event_id,
+                        attempt,
+                        self.config.max_attempts,
+                        exc,
+                    )
+                    error = error or exc
+        if error is None:
+            self.stats.handled += 1
+            return Outcome(Verdict.ACK, event)
+        self.stats.failed += 1
+        if attempt < self.config.max_attempts:
+            self.stats.retried += 1
+            return Outcome(Verdict.RETRY, event, error)
+        self.stats.dead_lettered += 1
+        return Outcome(Verdict.DEAD, event, error)
+
+    def _dead_letter_headers(
+        self, headers: Mapping[str, str], outcome: Outcome, attempts: int
+    ) -> dict[str, str]:
+        """The headers a message keeps in the dead-letter destination: why, where, how often."""
+        return {
+            **headers,
+            _wire.ERROR: outcome.reason,
+            _wire.GROUP: self.config.consumer_group,
+            _wire.ATTEMPT: str(attempts),
+        }
+
+    def _retry_headers(self, headers: Mapping[str, str], attempt: int) -> dict[str, str]:
+        """The headers of a message sent back for delivery attempt `attempt`."""
+        return {**headers, _wire.GROUP: self.config.consumer_group, _wire.ATTEMPT: str(attempt)}
+
+    def _read_dead_letter(
+        self, headers: Mapping[str, str], body: bytes, at: datetime
+    ) -> BusDeadLetter:
+        """A `BusDeadLetter` for a message read back from a dead-letter destination."""
+        event: DomainEvent | None
+        try:
+            event = _wire.decode(self._codec, headers, body, "dead letter")
+        except EventSourceError:
+            event = None
+        event_id = headers.get(_wire.EVENT_ID)
+        return BusDeadLetter(
+            consumer_group=headers.get(_wire.GROUP, self.config.consumer_group),
+            event_type=_wire.event_type_of(headers),
+            event_id=UUID(event_id) if event_id else None,
+            error=headers.get(_wire.ERROR, ""),
+            attempts=int(headers.get(_wire.ATTEMPT, "1")),
+            failed_at=at,
+            body=body,
+            headers=dict(headers),
+            event=event,
+        )
+
+    # -- consuming -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def start_consuming(self) -> None:
+        """Join the consumer group and start handling messages in the background.
+
+        Returns once this consumer is registered with the broker: events published from then
+        on reach the group (and those published earlier, if the group already existed).
+        """
+
+    @abstractmethod
+    async def stop_consuming(self) -> None:
+        """Stop taking messages; those being handled finish and are acknowledged first."""
+
+    @abstractmethod
+    async def abort(self) -> None:
+        """Stop at once, as a crashed process would: handlers in flight are cancelled and
+        their messages are not acknowledged, so the broker redelivers them to another
+        consumer of the group (or to this one when it starts again)."""
+
+    @property
+    @abstractmethod
+    def consuming(self) -> bool:
+        """True between `start_consuming()` and `stop_consuming()`/`abort()`."""
+
+    @abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[BusDeadLetter]:
+        """The messages this consumer group gave up on, oldest first."""
+
+    async def shutdown(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (bounds one step)
+        """Wait up to `timeout` seconds for background publishes, stop consuming, close."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout)
+        await self.stop_consuming()
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel what is left of background publishes and release the connections."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _call(handler: Any, event: DomainEvent) -> None:
+    method = getattr(handler, "handle", None)
+    result = method(event) if method is not None else handler(event)
+    if inspect.isawaitable(result):
+        await result
