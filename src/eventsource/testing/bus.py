@@ -23,6 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -75,6 +76,10 @@ def cart_events(carts: int, per_cart: int) -> list[DomainEvent]:
         for version in range(1, per_cart + 1)
         for cart in ids
     ]
+
+
+def _has(recorder: Recorder, count: int) -> bool:
+    return len(recorder.events) >= count
 
 
 def _versions_by_cart(events: Sequence[DomainEvent]) -> dict[UUID, list[int]]:
@@ -172,7 +177,7 @@ class EventBusContract(ABC):
         events = cart_events(4, 5)
         await publisher.publish(events)
         for group, recorder in recorders.items():
-            await eventually(lambda r=recorder: len(r.events) >= 20, self.timeout, group)
+            await eventually(partial(_has, recorder, 20), self.timeout, group)
         for recorder in recorders.values():
             assert sorted(recorder.ids) == sorted(e.event_id for e in events)
 
@@ -194,8 +199,11 @@ class EventBusContract(ABC):
         events = cart_events(16, 4)
         for event in events:
             await publisher.publish([event])
-        total = lambda: sum(len(r.events) for r in recorders)  # noqa: E731
-        await eventually(lambda: total() >= len(events), self.timeout, "all 64 events")
+        await eventually(
+            lambda: sum(len(r.events) for r in recorders) >= len(events),
+            self.timeout,
+            "all 64 events",
+        )
         received = Counter(i for r in recorders for i in r.ids)
         assert set(received) == {e.event_id for e in events}
         assert max(received.values()) == 1, "a healthy group delivered an event twice"
