@@ -50,6 +50,7 @@ __all__ = [
     "Handler",
     "Outcome",
     "Verdict",
+    "invoke_handler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -307,7 +308,7 @@ class EventBus(AsyncClosing, ABC):
         ):
             for handler in handlers:
                 try:
-                    await _call(handler, event)
+                    await invoke_handler(handler, event)
                 except Exception as exc:
                     logger.warning(
                         "handler %s failed on %s %s (attempt %d of %d): %r",
@@ -410,7 +411,8 @@ class EventBus(AsyncClosing, ABC):
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-async def _call(handler: Any, event: DomainEvent) -> None:
+async def invoke_handler(handler: Any, event: DomainEvent) -> None:
+    """Call a bus handler (function or object with `handle`, sync or async) on `event`."""
     method = getattr(handler, "handle", None)
     result = method(event) if method is not None else handler(event)
     if inspect.isawaitable(result):

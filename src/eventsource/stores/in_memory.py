@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 from uuid import UUID
 
 from eventsource._internal.clock import utc_now
@@ -49,11 +50,24 @@ def _matches(record: EventRecord, options: ReadOptions) -> bool:
     return options.to_timestamp is None or record.occurred_at <= options.to_timestamp
 
 
-class InMemoryEventStore(EventStore):
-    """A thread-safe store for tests, prototypes and single-process tools (nothing persists)."""
+class OutboxSink(Protocol):
+    """What `InMemoryEventStore` writes its outbox to (`InMemoryOutboxRepository`)."""
 
-    def __init__(self, *, registry: EventRegistry | None = None) -> None:
+    def add_now(self, events: Sequence[DomainEvent]) -> None: ...
+
+
+class InMemoryEventStore(EventStore):
+    """A thread-safe store for tests, prototypes and single-process tools (nothing persists).
+
+    With `outbox` (an `InMemoryOutboxRepository`), each append also queues its events there,
+    atomically with the append.
+    """
+
+    def __init__(
+        self, *, registry: EventRegistry | None = None, outbox: OutboxSink | None = None
+    ) -> None:
         self._codec = EventCodec(registry)
+        self.outbox = outbox
         self._lock = threading.Lock()
         self._records: list[EventRecord] = []
         self._streams: dict[UUID, list[EventRecord]] = {}
@@ -101,6 +115,8 @@ class InMemoryEventStore(EventStore):
             self._records.extend(new)
             self._streams.setdefault(aggregate_id, []).extend(new)
             self._by_id.update((record.event_id, record) for record in new)
+            if self.outbox is not None:
+                self.outbox.add_now(attached)
         if new:
             self._signals.signal_append()
         return AppendResult(

@@ -115,7 +115,9 @@ class PostgreSQLEventStore(EventStore):
 
     Tables live in `schema`, their names start with `prefix`; both are quoted, never formatted
     raw into SQL. With `notify=True` each append signals the channel `store.channel`
-    (LISTEN/NOTIFY) for subscriptions. `transient_retries` bounds how often an append on the
+    (LISTEN/NOTIFY) for subscriptions. With `outbox=True` each append also queues its events
+    in the outbox table of the same schema, in the same statement (see `OutboxRelay`).
+    `transient_retries` bounds how often an append on the
     store's own connection is retried after a lost connection, serialization failure or
     deadlock; retrying is safe because appends are idempotent by event id. The store's own
     statements run on at most `max_connections` connections that it keeps checked out of the
@@ -130,6 +132,7 @@ class PostgreSQLEventStore(EventStore):
         schema: str = "public",
         prefix: str = "",
         notify: bool = True,
+        outbox: bool = False,
         transient_retries: int = 3,
         max_connections: int = 10,
         _bound: AsyncConnection | AsyncSession | None = None,
@@ -149,6 +152,7 @@ class PostgreSQLEventStore(EventStore):
         self.schema = schema
         self.prefix = prefix
         self.notify = notify
+        self.outbox = outbox
         self.transient_retries = transient_retries
         self.channel = f"{schema}.{prefix}events"[:63]
         self._codec = EventCodec(registry)
@@ -168,6 +172,7 @@ class PostgreSQLEventStore(EventStore):
         schema: str = "public",
         prefix: str = "",
         notify: bool = True,
+        outbox: bool = False,
         transient_retries: int = 3,
         max_connections: int = 10,
         **engine_kwargs: Any,
@@ -183,6 +188,7 @@ class PostgreSQLEventStore(EventStore):
             schema=schema,
             prefix=prefix,
             notify=notify,
+            outbox=outbox,
             transient_retries=transient_retries,
             max_connections=max_connections,
             _owns_engine=True,
@@ -201,6 +207,7 @@ class PostgreSQLEventStore(EventStore):
             schema=self.schema,
             prefix=self.prefix,
             notify=self.notify,
+            outbox=self.outbox,
             transient_retries=0,
             _bound=connection,
         )
@@ -220,7 +227,9 @@ class PostgreSQLEventStore(EventStore):
             f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
             f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint)"
             f" ORDER BY e.ord"
-            f" RETURNING transaction_id, position)"
+            f" RETURNING transaction_id, position, event_id, event_type, event_version,"
+            f" aggregate_version, payload)"
+            f"{self._outbox_cte()}"
             f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
         )
         self._version_sql = (
@@ -237,6 +246,19 @@ class PostgreSQLEventStore(EventStore):
             f" SELECT (SELECT count(*) FROM {t}, h WHERE transaction_id >= h.xmin),"
             " (SELECT now() - min(xact_start) FROM pg_stat_activity"
             "  WHERE backend_xid IS NOT NULL)"
+        )
+
+    def _outbox_cte(self) -> str:
+        """With `outbox=True`, the append statement also queues its events in the outbox
+        table: same statement, same transaction, no extra round trip."""
+        if not self.outbox:
+            return ""
+        outbox = f"{quote_identifier(self.schema)}.{quote_identifier(self.prefix + 'outbox')}"
+        return (
+            f", outboxed AS (INSERT INTO {outbox} (event_id, event_type, event_version,"
+            f" aggregate_id, aggregate_type, aggregate_version, payload)"
+            f" SELECT event_id, event_type, event_version, $1, $2, aggregate_version,"
+            f" payload::text FROM appended ORDER BY position)"
         )
 
     # -- connections -------------------------------------------------------------------------

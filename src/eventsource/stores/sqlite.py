@@ -56,6 +56,34 @@ _INSERT_COLUMNS = _COLUMNS.removeprefix("position, ")
 _ROWS_PER_INSERT = 500  # 10 parameters a row, well below SQLite's variable limit
 
 
+def outbox_ddl(table: str) -> list[str]:
+    """The outbox table of an SQLite file: written by `SQLiteEventStore(outbox=True)`, read by
+    `SQLiteOutboxRepository` (relays claim rows with a lease: `claimed_until`)."""
+    t = quote_identifier(table)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " event_id TEXT NOT NULL,"
+        " event_type TEXT NOT NULL,"
+        " event_version INTEGER NOT NULL,"
+        " aggregate_id TEXT NOT NULL,"
+        " aggregate_type TEXT NOT NULL,"
+        " aggregate_version INTEGER NOT NULL,"
+        " payload TEXT NOT NULL,"
+        " created_at TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_at TEXT NOT NULL,"
+        " last_error TEXT,"
+        " published_at TEXT,"
+        " claimed_until TEXT,"
+        " claim_token TEXT)",
+        f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_pending_idx')}"
+        f" ON {t} (aggregate_id, id) WHERE published_at IS NULL",
+        f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_published_idx')}"
+        f" ON {t} (published_at) WHERE published_at IS NOT NULL",
+    ]
+
+
 def _timestamp(value: datetime) -> str:
     """Fixed-width UTC text, so SQL comparisons of the column order correctly."""
     return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -80,7 +108,9 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
 class SQLiteEventStore(EventStore):
     """An event store in one SQLite file; the embedded default for apps, demos and tests.
 
-    Connects and creates its table on first use (or on `await store.connect()`).
+    Connects and creates its table on first use (or on `await store.connect()`). With
+    `outbox=True` each append also queues its events in `outbox_table`, in the same
+    transaction (see `SQLiteOutboxRepository` and `OutboxRelay`).
     `path=":memory:"` keeps everything in one private in-memory database.
     """
 
@@ -92,6 +122,8 @@ class SQLiteEventStore(EventStore):
         table: str = "events",
         busy_timeout: float = 10.0,
         synchronous: str = "FULL",
+        outbox: bool = False,
+        outbox_table: str = "outbox",
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteEventStore")
         synchronous = synchronous_mode(synchronous)
@@ -124,6 +156,15 @@ class SQLiteEventStore(EventStore):
             f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_event_type_pos')} "
             f"ON {t} (event_type, position)",
         ]
+        self.outbox = outbox
+        self._outbox_insert = ""
+        if outbox:
+            self._ddl += outbox_ddl(outbox_table)
+            self._outbox_insert = (
+                f"INSERT INTO {quote_identifier(outbox_table)} (event_id, event_type,"
+                " event_version, aggregate_id, aggregate_type, aggregate_version, payload,"
+                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
         self._select = f"SELECT {_COLUMNS} FROM {t}"
         self._insert_row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         self._insert = f"INSERT INTO {t} ({_INSERT_COLUMNS}) VALUES "
@@ -259,6 +300,11 @@ class SQLiteEventStore(EventStore):
                 raise
             positions.extend(Position(0, int(r[0])) for r in returned)
         positions.sort()
+        if self._outbox_insert:
+            await conn.executemany(
+                self._outbox_insert,
+                [(*row[:6], row[9], recorded_at, recorded_at) for row in rows],
+            )
         return AppendResult(
             aggregate_id=aggregate_id,
             new_version=current + len(attached),

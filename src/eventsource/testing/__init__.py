@@ -6,6 +6,7 @@ from eventsource.testing.checkpoints import CheckpointRepositoryContract
 from eventsource.testing.dead_letters import DLQRepositoryContract
 from eventsource.testing.event_store import EventStoreContract
 from eventsource.testing.events import contract_registry
+from eventsource.testing.outbox import InboxRepositoryContract, OutboxRepositoryContract
 from eventsource.testing.read_models import ReadModelRepositoryContract
 from eventsource.testing.snapshot_store import SnapshotStoreContract
 
@@ -14,6 +15,8 @@ __all__ = [
     "DLQRepositoryContract",
     "EventBusContract",
     "EventStoreContract",
+    "InboxRepositoryContract",
+    "OutboxRepositoryContract",
     "ReadModelRepositoryContract",
     "SnapshotStoreContract",
     "contract_registry",

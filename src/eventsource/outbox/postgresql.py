@@ -1,0 +1,281 @@
+"""`PostgreSQLOutboxRepository` and `PostgreSQLInboxRepository`: the outbox and inbox tables
+beside the events (migration 0004; `create_schema()` on any PostgreSQL component makes them).
+
+Relays claim rows with `FOR UPDATE SKIP LOCKED` inside a transaction held while they publish.
+Row locks alone would let a second relay take a later event of an aggregate whose earlier
+events the first relay is still publishing, so a claim keeps only the rows whose earlier
+pending rows (of the same aggregate) it holds too. A relay that commits in between has
+published those earlier rows already, so nothing is reordered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from eventsource._internal import postgresql as pg
+from eventsource._internal.optional import require
+from eventsource._internal.sql import quote_identifier
+from eventsource.events.base import DomainEvent
+from eventsource.events.serialization import EventCodec
+from eventsource.migrations import apply_postgresql_migrations
+from eventsource.outbox.interface import (
+    InboxRepository,
+    OutboxBatch,
+    OutboxEntry,
+    OutboxRepository,
+    OutboxStats,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+__all__ = ["PostgreSQLInboxRepository", "PostgreSQLOutboxRepository"]
+
+_ENTRY_COLUMNS = (
+    "id, event_id, event_type, event_version, aggregate_id, aggregate_type, aggregate_version,"
+    " payload, created_at, attempts, last_error"
+)
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    return OutboxEntry(
+        id=row[0],
+        event_id=UUID(str(row[1])),
+        event_type=row[2],
+        event_version=row[3],
+        aggregate_id=UUID(str(row[4])),
+        aggregate_type=row[5],
+        aggregate_version=row[6],
+        payload=row[7],
+        created_at=row[8],
+        attempts=row[9],
+        last_error=row[10],
+    )
+
+
+class _PostgreSQLTable:
+    """Engine, schema, connections and migrations shared by the outbox and the inbox."""
+
+    TABLE = ""
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Any,
+        *,
+        schema: str = "public",
+        prefix: str = "",
+        max_connections: int = 4,
+        _owns_engine: bool = False,
+    ) -> None:
+        require("asyncpg", extra="postgresql", feature=type(self).__name__)
+        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.schema = schema
+        self.prefix = prefix
+        self._owns_engine = _owns_engine
+        self._connections = pg.ConnectionCache(self.engine, max_connections)
+        self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
+    ) -> Self:
+        """A repository with its own engine, disposed of by `close()`."""
+        require("asyncpg", extra="postgresql", feature=cls.__name__)
+        engine_kwargs.setdefault("pool_size", 4)
+        return cls(
+            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
+        )
+
+    @classmethod
+    def for_store(cls, store: Any) -> Self:
+        """The table beside a `PostgreSQLEventStore`'s events (same engine, schema, prefix)."""
+        return cls(store.engine, schema=store.schema, prefix=store.prefix)
+
+    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._connections.checkout(f"PostgreSQL {self.table}: {what}")
+
+    async def create_schema(self) -> list[int]:
+        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
+        async with self._driver("create_schema") as conn:
+            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+
+    async def close(self) -> None:
+        await self._connections.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+
+def _in_order(entries: list[OutboxEntry], pending: Sequence[Sequence[Any]]) -> list[OutboxEntry]:
+    """The claimed rows each of which has no earlier pending row of its aggregate outside the
+    claim: what another relay holds (or what is waiting for a retry) keeps its successors
+    back, so an aggregate's events are published in order. The rows dropped here stay locked
+    until this batch ends, which only delays them."""
+    chains: dict[UUID, list[int]] = {}
+    for aggregate_id, row_id in pending:
+        chains.setdefault(UUID(str(aggregate_id)), []).append(row_id)
+    claimed = {entry.id for entry in entries}
+    kept = []
+    for entry in entries:
+        chain = chains[entry.aggregate_id]
+        if all(row_id in claimed for row_id in chain[: chain.index(entry.id)]):
+            kept.append(entry)
+    return kept
+
+
+class _Batch(OutboxBatch):
+    def __init__(self, entries: list[OutboxEntry]) -> None:
+        self.entries = entries
+        self.published_ids: list[int] = []
+        self.failures: list[tuple[list[int], str, datetime]] = []
+
+    async def published(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published_ids.extend(entry.id for entry in entries)
+
+    async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
+        self.failures.append(([entry.id for entry in entries], error, retry_at))
+
+
+class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
+    """The outbox in `{schema}.{prefix}outbox`; a `PostgreSQLEventStore(outbox=True)` with the
+    same schema and prefix fills it (`PostgreSQLOutboxRepository.for_store(store)`)."""
+
+    TABLE = "outbox"
+
+    def __init__(self, engine: AsyncEngine | Any, **kwargs: Any) -> None:
+        super().__init__(engine, **kwargs)
+        t = self.table
+        self._add_sql = (
+            f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
+            " aggregate_type, aggregate_version, payload)"
+            " SELECT a, b, c, d, e, f, g FROM unnest($1::uuid[], $2::text[], $3::int[],"
+            " $4::uuid[], $5::text[], $6::bigint[], $7::text[]) WITH ORDINALITY"
+            " AS u(a, b, c, d, e, f, g, n) ORDER BY n"
+        )
+        self._claim_sql = (
+            f"SELECT {_ENTRY_COLUMNS} FROM {t}"
+            " WHERE published_at IS NULL AND next_attempt_at <= now()"
+            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        )
+        self._pending_sql = (
+            f"SELECT aggregate_id, id FROM {t}"
+            " WHERE aggregate_id = ANY($1::uuid[]) AND published_at IS NULL"
+            " ORDER BY aggregate_id, id"
+        )
+        self._published_sql = f"UPDATE {t} SET published_at = now() WHERE id = ANY($1::bigint[])"
+        self._failed_sql = (
+            f"UPDATE {t} SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3"
+            " WHERE id = ANY($1::bigint[])"
+        )
+        self._cleanup_sql = f"DELETE FROM {t} WHERE published_at < now() - $1::interval"
+        self._stats_sql = (
+            "SELECT count(*) FILTER (WHERE published_at IS NULL),"
+            " count(*) FILTER (WHERE published_at IS NULL AND attempts > 0),"
+            " count(*) FILTER (WHERE published_at IS NOT NULL),"
+            f" min(created_at) FILTER (WHERE published_at IS NULL) FROM {t}"
+        )
+
+    async def add(self, events: Sequence[DomainEvent]) -> None:
+        if not events:
+            return
+        async with self._driver("add events") as conn:
+            await conn.execute(
+                self._add_sql,
+                [e.event_id for e in events],
+                [e.event_type for e in events],
+                [e.event_version for e in events],
+                [e.aggregate_id for e in events],
+                [e.aggregate_type for e in events],
+                [e.aggregate_version for e in events],
+                [EventCodec.encode(e) for e in events],
+            )
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        async with self._driver("claim outbox rows") as conn, conn.transaction():
+            entries = [_entry(row) for row in await conn.fetch(self._claim_sql, limit)]
+            if entries:
+                pending = await conn.fetch(
+                    self._pending_sql, list({e.aggregate_id for e in entries})
+                )
+                entries = _in_order(entries, pending)
+            batch = _Batch(entries)
+            yield batch
+            if batch.published_ids:
+                await conn.execute(self._published_sql, batch.published_ids)
+            for ids, error, retry_at in batch.failures:
+                await conn.execute(self._failed_sql, ids, error, retry_at)
+
+    async def cleanup(self, older_than: timedelta) -> int:
+        async with self._driver("clean up") as conn:
+            status = await conn.execute(self._cleanup_sql, older_than)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def stats(self) -> OutboxStats:
+        async with self._driver("stats") as conn:
+            row = await conn.fetchrow(self._stats_sql)
+        return OutboxStats(pending=row[0], failing=row[1], published=row[2], oldest_pending=row[3])
+
+
+class PostgreSQLInboxRepository(_PostgreSQLTable, InboxRepository):
+    """The inbox in `{schema}.{prefix}inbox`.
+
+    `inbox.using(connection)` records inside the caller's transaction: ``if await
+    inbox.using(conn).record("billing", event.event_id): ...write the effect...`` commits the
+    effect and the record together, or neither: the effect happens exactly once.
+    """
+
+    TABLE = "inbox"
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Any,
+        *,
+        _bound: AsyncConnection | AsyncSession | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(engine, **kwargs)
+        self._bound = _bound
+        t = self.table
+        self._contains_sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {t} WHERE consumer = $1 AND event_id = $2)"
+        )
+        self._record_sql = (
+            f"INSERT INTO {t} (consumer, event_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        self._cleanup_sql = (
+            f"WITH gone AS (DELETE FROM {t} WHERE processed_at < now() - $1::interval"
+            " RETURNING 1) SELECT count(*) FROM gone"
+        )
+
+    def using(self, connection: AsyncConnection | AsyncSession) -> PostgreSQLInboxRepository:
+        """This inbox inside the caller's transaction (a SQLAlchemy connection or session)."""
+        return type(self)(self.engine, schema=self.schema, prefix=self.prefix, _bound=connection)
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
+        if self._bound is None:
+            async with self._driver(what) as conn:
+                return list(await conn.fetch(sql, *args))
+        try:
+            connection = await pg.connection_of(self._bound)
+            result = await connection.exec_driver_sql(sql, args)
+            return list(result.fetchall()) if result.returns_rows else []
+        except Exception as exc:
+            if pg.is_database_error(exc):
+                raise pg.map_error(exc, f"PostgreSQL {self.table}: {what}") from exc
+            raise
+
+    async def contains(self, consumer: str, event_id: UUID) -> bool:
+        rows = await self._fetch("look up", self._contains_sql, consumer, event_id)
+        return bool(rows[0][0])
+
+    async def record(self, consumer: str, event_id: UUID) -> bool:
+        return bool(await self._fetch("record", self._record_sql, consumer, event_id))
+
+    async def cleanup(self, older_than: timedelta) -> int:
+        rows = await self._fetch("clean up", self._cleanup_sql, older_than)
+        return int(rows[0][0])

@@ -1,0 +1,325 @@
+"""`SQLiteOutboxRepository` and `SQLiteInboxRepository`: outbox and inbox tables in an SQLite
+file (usually the events' file).
+
+SQLite has one writer at a time, so a relay cannot hold a transaction open while it publishes
+without stopping every append. A claim is a lease instead: one short transaction stamps the
+rows with a token and `claimed_until`; the relay publishes outside any transaction; a second
+short transaction marks them. A relay that dies leaves the lease to expire (`claim_timeout`),
+and the rows are claimed again. A row is not claimable while an earlier pending row of its
+aggregate is leased or delayed, which keeps each aggregate's events in order across relays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from eventsource._internal.clock import utc_now
+from eventsource._internal.optional import require
+from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sqlite import open_connection, synchronous_mode
+from eventsource.events.base import DomainEvent
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import EventStoreError
+from eventsource.outbox.interface import (
+    InboxRepository,
+    OutboxBatch,
+    OutboxEntry,
+    OutboxRepository,
+    OutboxStats,
+)
+from eventsource.stores.sqlite import outbox_ddl
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["SQLiteInboxRepository", "SQLiteOutboxRepository"]
+
+
+def _text(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+class _SQLiteTable:
+    """One connection of its own, opened (and the table created) on first use."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        table: str,
+        ddl: Sequence[str],
+        *,
+        busy_timeout: float,
+        synchronous: str,
+    ) -> None:
+        require("aiosqlite", extra="sqlite", feature=type(self).__name__)
+        self.path = str(path)
+        self.table = quote_identifier(table)
+        self._ddl = ddl
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous_mode(synchronous)
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _transaction(
+        self, what: str, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Any]]:
+        """Run `statements` in one `BEGIN IMMEDIATE` transaction; the rows of each."""
+        async with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = await open_connection(
+                        self.path,
+                        busy_timeout=self._busy_timeout,
+                        synchronous=self._synchronous,
+                        ddl=self._ddl,
+                        what=f"SQLite {self.table} table",
+                    )
+                conn = self._connection
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    results = []
+                    for sql, params in statements:
+                        async with conn.execute(sql, params) as cursor:
+                            results.append(list(await cursor.fetchall()))
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+                return results
+            except sqlite3.Error as exc:
+                where = f"SQLite {self.table} in {self.path!r}"
+                raise EventStoreError(f"{where}: {what}: {exc}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+class _Batch(OutboxBatch):
+    def __init__(self, entries: list[OutboxEntry]) -> None:
+        self.entries = entries
+        self.published_ids: list[int] = []
+        self.failures: list[tuple[list[int], str, datetime]] = []
+
+    async def published(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published_ids.extend(entry.id for entry in entries)
+
+    async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
+        self.failures.append(([entry.id for entry in entries], error, retry_at))
+
+
+class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
+    """The outbox table an `SQLiteEventStore(outbox=True)` writes (same file, same table name).
+
+    `claim_timeout` is how long a claimed batch may take to publish before another relay may
+    take it over; keep it well above a publish's worst case.
+    """
+
+    def __init__(
+        self,
+        path: str | Path = "eventsource.db",
+        *,
+        table: str = "outbox",
+        claim_timeout: float = 60.0,
+        busy_timeout: float = 10.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        super().__init__(
+            path, table, outbox_ddl(table), busy_timeout=busy_timeout, synchronous=synchronous
+        )
+        self.claim_timeout = claim_timeout
+        t = self.table
+        self._add_sql = (
+            f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
+            " aggregate_type, aggregate_version, payload, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._claim_sql = (
+            f"UPDATE {t} SET claimed_until = ?1, claim_token = ?2 WHERE id IN ("
+            f"SELECT o.id FROM {t} o WHERE o.published_at IS NULL AND o.next_attempt_at <= ?3"
+            " AND (o.claimed_until IS NULL OR o.claimed_until < ?3)"
+            f" AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.aggregate_id = o.aggregate_id"
+            " AND p.published_at IS NULL AND p.id < o.id"
+            " AND (p.next_attempt_at > ?3 OR p.claimed_until >= ?3))"
+            " ORDER BY o.id LIMIT ?4)"
+        )
+        self._claimed_sql = (
+            "SELECT id, event_id, event_type, event_version, aggregate_id, aggregate_type,"
+            " aggregate_version, payload, created_at, attempts, last_error"
+            f" FROM {t} WHERE claim_token = ? ORDER BY id"
+        )
+        self._release_sql = (
+            f"UPDATE {t} SET claimed_until = NULL, claim_token = NULL WHERE claim_token = ?"
+        )
+        self._published_sql = f"UPDATE {t} SET published_at = ? WHERE id = ? AND claim_token = ?"
+        self._failed_sql = (
+            f"UPDATE {t} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE id = ? AND claim_token = ?"
+        )
+
+    async def add(self, events: Sequence[DomainEvent]) -> None:
+        now = _text(utc_now())
+        await self._transaction(
+            "add events",
+            [
+                (
+                    self._add_sql,
+                    (
+                        str(e.event_id),
+                        e.event_type,
+                        e.event_version,
+                        str(e.aggregate_id),
+                        e.aggregate_type,
+                        e.aggregate_version,
+                        EventCodec.encode(e),
+                        now,
+                        now,
+                    ),
+                )
+                for e in events
+            ],
+        )
+
+    @asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        token = uuid4().hex
+        now = utc_now()
+        until = _text(now + timedelta(seconds=self.claim_timeout))
+        _, rows = await self._transaction(
+            "claim rows",
+            [
+                (self._claim_sql, (until, token, _text(now), limit)),
+                (self._claimed_sql, (token,)),
+            ],
+        )
+        batch = _Batch([self._entry(row) for row in rows])
+        if not batch.entries:
+            yield batch
+            return
+        try:
+            yield batch
+        except BaseException:
+            await self._transaction("release claim", [(self._release_sql, (token,))])
+            raise
+        published_at = _text(utc_now())
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (self._published_sql, (published_at, entry_id, token))
+            for entry_id in batch.published_ids
+        ]
+        for ids, error, retry_at in batch.failures:
+            statements += [
+                (self._failed_sql, (error, _text(retry_at), entry_id, token)) for entry_id in ids
+            ]
+        statements.append((self._release_sql, (token,)))
+        await self._transaction("mark rows", statements)
+
+    @staticmethod
+    def _entry(row: Sequence[Any]) -> OutboxEntry:
+        return OutboxEntry(
+            id=row[0],
+            event_id=UUID(row[1]),
+            event_type=row[2],
+            event_version=row[3],
+            aggregate_id=UUID(row[4]),
+            aggregate_type=row[5],
+            aggregate_version=row[6],
+            payload=row[7],
+            created_at=_time(row[8]),
+            attempts=row[9],
+            last_error=row[10],
+        )
+
+    async def cleanup(self, older_than: timedelta) -> int:
+        cutoff = _text(utc_now() - older_than)
+        (rows,) = await self._transaction(
+            "clean up",
+            [(f"DELETE FROM {self.table} WHERE published_at < ? RETURNING 1", (cutoff,))],
+        )
+        return len(rows)
+
+    async def stats(self) -> OutboxStats:
+        ((row,),) = await self._transaction(
+            "stats",
+            [
+                (
+                    "SELECT count(*) FILTER (WHERE published_at IS NULL),"
+                    " count(*) FILTER (WHERE published_at IS NULL AND attempts > 0),"
+                    " count(*) FILTER (WHERE published_at IS NOT NULL),"
+                    f" min(created_at) FILTER (WHERE published_at IS NULL) FROM {self.table}",
+                    (),
+                )
+            ],
+        )
+        oldest = _time(row[3]) if row[3] is not None else None
+        return OutboxStats(pending=row[0], failing=row[1], published=row[2], oldest_pending=oldest)
+
+
+class SQLiteInboxRepository(_SQLiteTable, InboxRepository):
+    """The inbox in the table `table` of an SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path = "eventsource.db",
+        *,
+        table: str = "inbox",
+        busy_timeout: float = 10.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        t = quote_identifier(table)
+        ddl = (
+            f"CREATE TABLE IF NOT EXISTS {t} (consumer TEXT NOT NULL, event_id TEXT NOT NULL,"
+            " processed_at TEXT NOT NULL, PRIMARY KEY (consumer, event_id))",
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_processed_idx')}"
+            f" ON {t} (processed_at)",
+        )
+        super().__init__(path, table, ddl, busy_timeout=busy_timeout, synchronous=synchronous)
+
+    async def contains(self, consumer: str, event_id: UUID) -> bool:
+        (rows,) = await self._transaction(
+            "look up",
+            [
+                (
+                    f"SELECT 1 FROM {self.table} WHERE consumer = ? AND event_id = ?",
+                    (consumer, str(event_id)),
+                )
+            ],
+        )
+        return bool(rows)
+
+    async def record(self, consumer: str, event_id: UUID) -> bool:
+        (rows,) = await self._transaction(
+            "record",
+            [
+                (
+                    f"INSERT INTO {self.table} (consumer, event_id, processed_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                    (consumer, str(event_id), _text(utc_now())),
+                )
+            ],
+        )
+        return bool(rows)
+
+    async def cleanup(self, older_than: timedelta) -> int:
+        (rows,) = await self._transaction(
+            "clean up",
+            [
+                (
+                    f"DELETE FROM {self.table} WHERE processed_at < ? RETURNING 1",
+                    (_text(utc_now() - older_than),),
+                )
+            ],
+        )
+        return len(rows)
