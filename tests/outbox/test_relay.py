@@ -241,3 +241,24 @@ async def test_several_relays_share_the_outbox_and_keep_each_aggregate_in_order(
     assert received.versions() == {cart: list(range(1, 21)) for cart in carts}
     assert sum(relay.published for relay in relays) == 240
     await bus.shutdown()
+
+
+@pytest.mark.postgresql
+async def test_postgresql_outbox_rows_commit_and_roll_back_with_the_callers_transaction(
+    postgres_url: str, schema: str
+) -> None:
+    from eventsource import PostgreSQLEventStore
+    from eventsource.outbox import PostgreSQLOutboxRepository
+
+    async with PostgreSQLEventStore.from_url(
+        postgres_url, schema=schema, registry=contract_registry, outbox=True
+    ) as store:
+        await store.create_schema()
+        outbox = PostgreSQLOutboxRepository.for_store(store)
+        for commit in (False, True):
+            async with store.engine.connect() as conn:
+                transaction = await conn.begin()
+                await store.using(conn).append_events(uuid4(), "Cart", [ItemAdded(name="pear")], 0)
+                await (transaction.commit() if commit else transaction.rollback())
+            assert (await outbox.stats()).pending == int(commit)
+        await outbox.close()
