@@ -97,6 +97,10 @@ class EventBusContract(ABC):
     timeout: float = 30.0
     """Seconds a test waits for deliveries before it fails."""
 
+    routes_by_type: bool = False
+    """The broker routes to a group only the event types its consumers subscribed to
+    (RabbitMQ binds the group's queue per type): other types never arrive, so none is skipped."""
+
     @abstractmethod
     async def create_bus(self, group: str, **settings: Any) -> EventBus:
         """A new, not yet consuming bus: one consumer of `group` in this test's namespace."""
@@ -136,11 +140,14 @@ class EventBusContract(ABC):
             ItemRemoved(name="apple").attached(cart, "Cart", 3),
         ]
         await bus.publish(events)
-        await eventually(lambda: bus.stats.handled + bus.stats.skipped >= 3, self.timeout, "3")
+        skips = 0 if self.routes_by_type else 1  # nobody here wants CartCheckedOut
+        await eventually(
+            lambda: bus.stats.handled + bus.stats.skipped >= 2 + skips, self.timeout, "events"
+        )
         assert added.events == [events[0]]
         assert removed.events == [events[2]]
         assert bus.stats.published == 3
-        assert bus.stats.skipped == 1  # nobody here wants CartCheckedOut
+        assert bus.stats.skipped == skips
 
     async def test_wildcard_functions_and_subscribers(self, make_bus: MakeBus) -> None:
         bus = await make_bus()
