@@ -9,7 +9,7 @@ context so a trace continues across the broker.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from eventsource._internal import telemetry
 from eventsource.events.base import DomainEvent
@@ -26,6 +26,7 @@ __all__ = [
     "EVENT_VERSION",
     "decode",
     "encode",
+    "encode_all",
     "event_type_of",
 ]
 
@@ -49,6 +50,17 @@ GROUP = "x-consumer-group"
 
 def encode(event: DomainEvent) -> tuple[bytes, dict[str, str]]:
     """The body and headers of `event`, with the current trace context injected."""
+    return encode_all([event])[0]
+
+
+def encode_all(events: Sequence[DomainEvent]) -> list[tuple[bytes, dict[str, str]]]:
+    """`encode` for a batch: the trace context is read once for all of it."""
+    trace: dict[str, str] = {}
+    telemetry.inject(trace)
+    return [_encode(event, trace) for event in events]
+
+
+def _encode(event: DomainEvent, trace: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
     headers = {
         EVENT_TYPE: event.event_type,
         EVENT_VERSION: str(event.event_version),
@@ -58,12 +70,12 @@ def encode(event: DomainEvent) -> tuple[bytes, dict[str, str]]:
         AGGREGATE_VERSION: str(event.aggregate_version),
         CORRELATION_ID: str(event.correlation_id),
         CONTENT_TYPE: "application/json",
+        **trace,
     }
     if event.causation_id is not None:
         headers[CAUSATION_ID] = str(event.causation_id)
     if event.tenant_id is not None:
         headers[TENANT_ID] = str(event.tenant_id)
-    telemetry.inject(headers)
     return EventCodec.encode(event).encode(), headers
 
 

@@ -130,7 +130,7 @@ class InMemoryEventBus(EventBus):
     async def _publish(self, events: Sequence[DomainEvent]) -> None:
         if self.config.auto_start and not self._ever_started and self._handlers_exist():
             await self.start_consuming()
-        waits = self.broker.publish([_wire.encode(event) for event in events])
+        waits = self.broker.publish(_wire.encode_all(events))
         self.stats.published += len(events)
         if waits and not _handling.get():
             await asyncio.gather(*waits)

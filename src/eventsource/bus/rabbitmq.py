@@ -192,8 +192,7 @@ class RabbitMQEventBus(EventBus):
         if self._binding:  # a type subscribed just now: route it before publishing
             await asyncio.gather(*self._binding, return_exceptions=True)
         messages = []
-        for event in events:
-            body, headers = _wire.encode(event)
+        for event, (body, headers) in zip(events, _wire.encode_all(events), strict=True):
             key = f"{event.aggregate_type or '_'}.{event.event_type}"
             messages.append((_message(body, headers, str(event.event_id)), key))
         await self._confirm(messages, to_queue=False)

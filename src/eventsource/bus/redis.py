@@ -198,7 +198,7 @@ class RedisEventBus(EventBus):
                 raise refused(f"could not {what}: {self._where} refused it: {exc}") from exc
 
     async def _publish(self, events: Sequence[DomainEvent]) -> None:
-        messages = [_fields(*_wire.encode(event)) for event in events]
+        messages = [_fields(body, headers) for body, headers in _wire.encode_all(events)]
         key, maxlen = self._events_key, self.config.max_stream_length
 
         async def send() -> None:
