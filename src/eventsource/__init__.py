@@ -20,6 +20,18 @@ from eventsource.aggregates import (
     UnhandledEventPolicy,
     handles,
 )
+from eventsource.bus import (
+    AsyncEventHandler,
+    BusDeadLetter,
+    BusStats,
+    EventBus,
+    EventBusConfig,
+    EventHandlerFunc,
+    EventSubscriber,
+    InMemoryBroker,
+    InMemoryEventBus,
+    InMemoryEventBusConfig,
+)
 from eventsource.events import (
     NIL_AGGREGATE_ID,
     DomainEvent,
@@ -36,7 +48,10 @@ from eventsource.events import (
 )
 from eventsource.exceptions import (
     AggregateNotFoundError,
+    BusConnectionError,
+    BusPublishError,
     DuplicateEventTypeError,
+    EventBusError,
     EventIdConflictError,
     EventNotFoundError,
     EventSourceError,
@@ -52,6 +67,17 @@ from eventsource.exceptions import (
     UnhandledEventError,
     UpcasterRegistrationError,
     UpcastingError,
+)
+from eventsource.outbox import (
+    InboxHandler,
+    InboxRepository,
+    InMemoryInboxRepository,
+    InMemoryOutboxRepository,
+    OutboxBatch,
+    OutboxEntry,
+    OutboxRelay,
+    OutboxRepository,
+    OutboxStats,
 )
 from eventsource.projections import DeclarativeProjection, Projection, ProjectionRegistry
 from eventsource.protocols import EventHandler, SyncEventHandler
@@ -100,6 +126,14 @@ from eventsource.types import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
+    from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
+    from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
+    from eventsource.outbox.postgresql import (
+        PostgreSQLInboxRepository,
+        PostgreSQLOutboxRepository,
+    )
+    from eventsource.outbox.sqlite import SQLiteInboxRepository, SQLiteOutboxRepository
     from eventsource.readmodels.postgresql import PostgreSQLReadModelRepository
     from eventsource.readmodels.sqlite import SQLiteReadModelRepository
     from eventsource.repositories.postgresql import (
@@ -122,6 +156,17 @@ KAFKA_AVAILABLE: bool = is_available("aiokafka")
 TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
+    "KafkaEventBus": "eventsource.bus.kafka",
+    "KafkaEventBusConfig": "eventsource.bus.kafka",
+    "RabbitMQEventBus": "eventsource.bus.rabbitmq",
+    "RabbitMQEventBusConfig": "eventsource.bus.rabbitmq",
+    "RedisEventBus": "eventsource.bus.redis",
+    "RedisEventBusConfig": "eventsource.bus.redis",
+    "RedisEventBusStats": "eventsource.bus.redis",
+    "PostgreSQLInboxRepository": "eventsource.outbox.postgresql",
+    "PostgreSQLOutboxRepository": "eventsource.outbox.postgresql",
+    "SQLiteInboxRepository": "eventsource.outbox.sqlite",
+    "SQLiteOutboxRepository": "eventsource.outbox.sqlite",
     "PostgreSQLReadModelRepository": "eventsource.readmodels.postgresql",
     "SQLiteReadModelRepository": "eventsource.readmodels.sqlite",
     "PostgreSQLCheckpointRepository": "eventsource.repositories.postgresql",
@@ -148,6 +193,11 @@ __all__ = [
     "AggregateRepository",
     "AggregateRoot",
     "AppendResult",
+    "AsyncEventHandler",
+    "BusConnectionError",
+    "BusDeadLetter",
+    "BusPublishError",
+    "BusStats",
     "CausationId",
     "Checkpoint",
     "CheckpointRepository",
@@ -160,8 +210,12 @@ __all__ = [
     "DeclarativeProjection",
     "DomainEvent",
     "DuplicateEventTypeError",
+    "EventBus",
+    "EventBusConfig",
+    "EventBusError",
     "EventCodec",
     "EventHandler",
+    "EventHandlerFunc",
     "EventId",
     "EventIdConflictError",
     "EventNotFoundError",
@@ -171,32 +225,56 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "EventStream",
+    "EventSubscriber",
     "EventTypeNotFoundError",
     "ExpectedVersion",
+    "InMemoryBroker",
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",
+    "InMemoryEventBus",
+    "InMemoryEventBusConfig",
     "InMemoryEventStore",
+    "InMemoryInboxRepository",
+    "InMemoryOutboxRepository",
     "InMemoryReadModelRepository",
     "InMemorySnapshotStore",
+    "InboxHandler",
+    "InboxRepository",
     "InvalidEventError",
     "InvalidPositionError",
+    "KafkaEventBus",
+    "KafkaEventBusConfig",
     "OptimisticLockError",
+    "OutboxBatch",
+    "OutboxEntry",
+    "OutboxRelay",
+    "OutboxRepository",
+    "OutboxStats",
     "Position",
     "PostgreSQLCheckpointRepository",
     "PostgreSQLDLQRepository",
     "PostgreSQLEventStore",
+    "PostgreSQLInboxRepository",
+    "PostgreSQLOutboxRepository",
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
     "ProjectionRegistry",
+    "RabbitMQEventBus",
+    "RabbitMQEventBusConfig",
     "ReadDirection",
     "ReadModelProjection",
     "ReadModelRepository",
     "ReadOptions",
+    "RedisEventBus",
+    "RedisEventBusConfig",
+    "RedisEventBusStats",
     "RepositoryStats",
     "SQLiteCheckpointRepository",
     "SQLiteDLQRepository",
     "SQLiteEventStore",
+    "SQLiteInboxRepository",
+    "SQLiteOutboxRepository",
     "SQLiteReadModelRepository",
     "SQLiteSnapshotStore",
     "SerializationError",

@@ -6,6 +6,9 @@ import their driver on first use (extras `redis`, `rabbitmq`, `kafka`).
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from eventsource.bus.in_memory import InMemoryBroker, InMemoryEventBus, InMemoryEventBusConfig
 from eventsource.bus.interface import (
     AsyncEventHandler,
@@ -16,6 +19,11 @@ from eventsource.bus.interface import (
     EventHandlerFunc,
     EventSubscriber,
 )
+
+if TYPE_CHECKING:
+    from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
+    from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
+    from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
 
 __all__ = [
     "AsyncEventHandler",
@@ -28,4 +36,28 @@ __all__ = [
     "InMemoryBroker",
     "InMemoryEventBus",
     "InMemoryEventBusConfig",
+    "KafkaEventBus",
+    "KafkaEventBusConfig",
+    "RabbitMQEventBus",
+    "RabbitMQEventBusConfig",
+    "RedisEventBus",
+    "RedisEventBusConfig",
+    "RedisEventBusStats",
 ]
+
+_LAZY = {
+    "KafkaEventBus": "eventsource.bus.kafka",
+    "KafkaEventBusConfig": "eventsource.bus.kafka",
+    "RabbitMQEventBus": "eventsource.bus.rabbitmq",
+    "RabbitMQEventBusConfig": "eventsource.bus.rabbitmq",
+    "RedisEventBus": "eventsource.bus.redis",
+    "RedisEventBusConfig": "eventsource.bus.redis",
+    "RedisEventBusStats": "eventsource.bus.redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

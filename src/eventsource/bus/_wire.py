@@ -24,6 +24,8 @@ __all__ = [
     "EVENT_ID",
     "EVENT_TYPE",
     "EVENT_VERSION",
+    "GROUP",
+    "RETRY_AT",
     "decode",
     "encode",
     "encode_all",
@@ -44,6 +46,8 @@ ATTEMPT = "x-attempt"
 """Set on a retried message: the delivery attempt it is (2, 3, ...)."""
 ERROR = "x-error"
 """Set on a dead-lettered message: why it was given up."""
+RETRY_AT = "x-retry-at"
+"""Set on a message waiting in a retry topic (Kafka): when it is due, in Unix seconds."""
 GROUP = "x-consumer-group"
 """Set on a retried or dead-lettered message: the consumer group it belongs to."""
 

@@ -252,11 +252,15 @@ class EventBus(AsyncClosing, ABC):
         if not events:
             return
         if background:
-            task = asyncio.create_task(self._publish(list(events)))
+            task = asyncio.create_task(self._traced_publish(list(events)))
             self._background.add(task)
             task.add_done_callback(self._background_done)
             return
-        await self._publish(events)
+        await self._traced_publish(events)
+
+    async def _traced_publish(self, events: Sequence[DomainEvent]) -> None:
+        with telemetry.publishing(type(self).__name__, len(events)):
+            await self._publish(events)
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
@@ -302,9 +306,7 @@ class EventBus(AsyncClosing, ABC):
             return Outcome(Verdict.ACK, event)
         error: BaseException | None = None
         with telemetry.consuming(
-            self.config.consumer_group,
-            headers,
-            {"messaging.message.id": str(event.event_id), "eventsource.event_type": event_type},
+            self.config.consumer_group, headers, event.event_id, event.event_type
         ):
             for handler in handlers:
                 try:
