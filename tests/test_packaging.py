@@ -208,6 +208,14 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
             "eventsource.PostgreSQLEventStore.from_url('postgresql://127.0.0.1/x')",
             "postgresql",
         ),
+        ("redis", "eventsource.RedisEventBus(eventsource.RedisEventBusConfig())", "redis"),
+        (
+            "aio_pika",
+            "eventsource.RabbitMQEventBus(eventsource.RabbitMQEventBusConfig())",
+            "rabbitmq",
+        ),
+        ("aiokafka", "eventsource.KafkaEventBus(eventsource.KafkaEventBusConfig())", "kafka"),
+        ("aiosqlite", "eventsource.SQLiteOutboxRepository(':memory:')", "sqlite"),
     ],
 )
 def test_backend_without_its_extra_names_the_extra(driver: str, construct: str, extra: str) -> None:
