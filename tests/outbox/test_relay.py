@@ -262,3 +262,36 @@ async def test_postgresql_outbox_rows_commit_and_roll_back_with_the_callers_tran
                 await (transaction.commit() if commit else transaction.rollback())
             assert (await outbox.stats()).pending == int(commit)
         await outbox.close()
+
+
+class HeldBroker:
+    """Holds each publish until the test releases it."""
+
+    def __init__(self, bus: InMemoryEventBus) -> None:
+        self.bus = bus
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None:
+        self.started.set()
+        await self.release.wait()
+        await self.bus.publish(events)
+
+
+async def test_stop_lets_the_batch_in_hand_finish_and_be_marked(setup: Setup) -> None:
+    bus = InMemoryEventBus(registry=contract_registry)
+    received = Received()
+    bus.subscribe(ItemAdded, received)
+    await _append(setup.store, uuid4(), 1, 2)
+    broker = HeldBroker(bus)
+    relay = OutboxRelay(setup.outboxes[0], broker, registry=contract_registry)
+    await relay.start()
+    await asyncio.wait_for(broker.started.wait(), 10)
+    stopping = asyncio.create_task(relay.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done(), "stop() must wait for the batch in hand"
+    broker.release.set()
+    await asyncio.wait_for(stopping, 10)
+    assert len(received.events) == 2
+    assert (await setup.outboxes[0].stats()).pending == 0
+    await bus.shutdown()

@@ -70,6 +70,8 @@ class OutboxRelay(AsyncClosing):
         self.failures = 0
         self._codec = EventCodec(registry)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False
 
     async def publish_pending(self) -> int:
         """Claim one batch and publish it; returns how many rows were published."""
@@ -108,12 +110,17 @@ class OutboxRelay(AsyncClosing):
         async with contextlib.AsyncExitStack() as stack:
             signal = await stack.enter_async_context(self.store.listen()) if self.store else None
             last_cleanup = asyncio.get_running_loop().time()
-            while True:
+            while not self._stopping:
+                self._busy = True
                 try:
                     count = await self.publish_pending()
                 except EventSourceError as exc:  # the outbox's database: try again later
                     logger.warning("outbox relay: cannot claim rows: %s", exc)
                     count = 0
+                finally:
+                    self._busy = False
+                if self._stopping:
+                    break
                 now = asyncio.get_running_loop().time()
                 if now - last_cleanup >= self.cleanup_interval:
                     last_cleanup = now
@@ -130,15 +137,20 @@ class OutboxRelay(AsyncClosing):
 
     async def start(self) -> None:
         if self._task is None or self._task.done():
+            self._stopping = False
             self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        """Stop after the current batch's database work; a batch cut short is published again."""
+        """Stop once the batch in hand is published and marked (a relay cancelled mid-batch
+        instead publishes that batch again next time)."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        if not self._busy:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def close(self) -> None:
         await self.stop()
