@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventsource.exceptions import (
@@ -241,3 +241,18 @@ async def connection_of(bound: AsyncConnection | AsyncSession) -> AsyncConnectio
     if isinstance(bound, AsyncSession):
         return await bound.connection()
     return bound
+
+
+async def fetch_in(
+    bound: AsyncConnection | AsyncSession, what: str, sql: str, *args: Any
+) -> list[Sequence[Any]]:
+    """Run one asyncpg-style statement (`$1` parameters) in the caller's SQLAlchemy
+    transaction and return its rows; database errors typed (`map_error`), naming `what`."""
+    try:
+        connection = await connection_of(bound)
+        result = await connection.exec_driver_sql(sql, args)
+        return list(result.fetchall()) if result.returns_rows else []
+    except Exception as exc:
+        if is_database_error(exc):
+            raise map_error(exc, what) from exc
+        raise

@@ -27,6 +27,7 @@ __all__ = [
     "OutboxEntry",
     "OutboxRepository",
     "OutboxStats",
+    "RecordedBatch",
 ]
 
 
@@ -75,6 +76,21 @@ class OutboxBatch(ABC):
     async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
         """Count a failed attempt for `entries`; neither they nor the later events of their
         aggregates are claimed again before `retry_at`."""
+
+
+class RecordedBatch(OutboxBatch):
+    """A batch that records the marks for its repository to write when the batch ends."""
+
+    def __init__(self, entries: Sequence[OutboxEntry]) -> None:
+        self.entries = entries
+        self.published_ids: list[int] = []
+        self.failures: list[tuple[list[int], str, datetime]] = []
+
+    async def published(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published_ids.extend(entry.id for entry in entries)
+
+    async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
+        self.failures.append(([entry.id for entry in entries], error, retry_at))
 
 
 class OutboxRepository(AsyncClosing, ABC):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from eventsource.outbox.interface import (
     OutboxEntry,
     OutboxRepository,
     OutboxStats,
+    RecordedBatch,
 )
 
 if TYPE_CHECKING:
@@ -126,19 +127,6 @@ def _in_order(entries: list[OutboxEntry], pending: Sequence[Sequence[Any]]) -> l
     return kept
 
 
-class _Batch(OutboxBatch):
-    def __init__(self, entries: list[OutboxEntry]) -> None:
-        self.entries = entries
-        self.published_ids: list[int] = []
-        self.failures: list[tuple[list[int], str, datetime]] = []
-
-    async def published(self, entries: Sequence[OutboxEntry]) -> None:
-        self.published_ids.extend(entry.id for entry in entries)
-
-    async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
-        self.failures.append(([entry.id for entry in entries], error, retry_at))
-
-
 class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
     """The outbox in `{schema}.{prefix}outbox`; a `PostgreSQLEventStore(outbox=True)` with the
     same schema and prefix fills it (`PostgreSQLOutboxRepository.for_store(store)`)."""
@@ -202,7 +190,7 @@ class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
                     self._pending_sql, list({e.aggregate_id for e in entries})
                 )
                 entries = _in_order(entries, pending)
-            batch = _Batch(entries)
+            batch = RecordedBatch(entries)
             yield batch
             if batch.published_ids:
                 await conn.execute(self._published_sql, batch.published_ids)
@@ -260,14 +248,7 @@ class PostgreSQLInboxRepository(_PostgreSQLTable, InboxRepository):
         if self._bound is None:
             async with self._driver(what) as conn:
                 return list(await conn.fetch(sql, *args))
-        try:
-            connection = await pg.connection_of(self._bound)
-            result = await connection.exec_driver_sql(sql, args)
-            return list(result.fetchall()) if result.returns_rows else []
-        except Exception as exc:
-            if pg.is_database_error(exc):
-                raise pg.map_error(exc, f"PostgreSQL {self.table}: {what}") from exc
-            raise
+        return await pg.fetch_in(self._bound, f"PostgreSQL {self.table}: {what}", sql, *args)
 
     async def contains(self, consumer: str, event_id: UUID) -> bool:
         rows = await self._fetch("look up", self._contains_sql, consumer, event_id)

@@ -33,6 +33,7 @@ from eventsource.outbox.interface import (
     OutboxEntry,
     OutboxRepository,
     OutboxStats,
+    RecordedBatch,
 )
 from eventsource.stores.sqlite import outbox_ddl
 
@@ -106,19 +107,6 @@ class _SQLiteTable:
             connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
-
-
-class _Batch(OutboxBatch):
-    def __init__(self, entries: list[OutboxEntry]) -> None:
-        self.entries = entries
-        self.published_ids: list[int] = []
-        self.failures: list[tuple[list[int], str, datetime]] = []
-
-    async def published(self, entries: Sequence[OutboxEntry]) -> None:
-        self.published_ids.extend(entry.id for entry in entries)
-
-    async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
-        self.failures.append(([entry.id for entry in entries], error, retry_at))
 
 
 class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
@@ -205,7 +193,7 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
                 (self._claimed_sql, (token,)),
             ],
         )
-        batch = _Batch([self._entry(row) for row in rows])
+        batch = RecordedBatch([self._entry(row) for row in rows])
         if not batch.entries:
             yield batch
             return

@@ -272,14 +272,7 @@ class PostgreSQLEventStore(EventStore):
         if self._bound is None:
             async with self._driver(what) as conn:
                 return list(await conn.fetch(sql, *args))
-        try:
-            connection = await pg.connection_of(self._bound)
-            result = await connection.exec_driver_sql(sql, args)
-            return list(result.fetchall()) if result.returns_rows else []
-        except Exception as exc:
-            if pg.is_database_error(exc):
-                raise pg.map_error(exc, f"PostgreSQL store {self.table}: {what}") from exc
-            raise
+        return await pg.fetch_in(self._bound, f"PostgreSQL store {self.table}: {what}", sql, *args)
 
     async def create_schema(self) -> list[int]:
         """Create or upgrade the tables: apply every migration not applied yet.
