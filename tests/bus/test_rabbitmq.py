@@ -388,3 +388,30 @@ async def test_an_unreachable_broker_raises_bus_connection_error() -> None:
         await bus.start_consuming()
     assert not bus.consuming
     await bus.close()
+
+
+async def test_the_bus_reconnects_after_the_broker_restarts(make: Any) -> None:
+    """Restart the broker application (`rabbitmqctl stop_app` / `start_app`) under a running
+    consumer and publisher: a publish made during the outage waits and goes through once the
+    broker is back, the consumer reconnects by itself, and no event is lost."""
+    consumer, publisher = make(), make("publisher")
+    recorder = Recorder()
+    consumer.subscribe(ItemAdded, recorder)
+    await consumer.start_consuming()
+    events = cart_events(3, 10)
+    await publisher.publish(events[:10])
+    await eventually(lambda: len(recorder.events) >= 10, TIMEOUT, "the first events")
+    await rabbitmqctl("stop_app")
+    try:
+        during = asyncio.create_task(publisher.publish(events[10:20]))
+        await asyncio.sleep(0.5)
+        assert not during.done(), "a publish during the outage cannot have been confirmed"
+    finally:
+        await rabbitmqctl("start_app")
+        await rabbitmqctl("await_startup")
+    await asyncio.wait_for(during, TIMEOUT)
+    await publisher.publish(events[20:])
+    await eventually(
+        lambda: set(recorder.ids) >= {e.event_id for e in events}, TIMEOUT, "all 30 events"
+    )
+    assert consumer.consuming
