@@ -152,3 +152,19 @@ def test_constructor_validation() -> None:
         AggregateRepository(store, lambda aggregate_id: WalletAggregate(aggregate_id))
     with pytest.raises(ValueError, match="max_retries"):
         AggregateRepository(store, WalletAggregate, max_retries=-1)
+
+
+async def test_an_event_bus_publishes_what_the_repository_saved(store: EventStore) -> None:
+    from eventsource import InMemoryEventBus
+
+    bus = InMemoryEventBus(registry=registry)
+    seen: list[DomainEvent] = []
+    bus.subscribe_to_all_events(seen.append)
+    repo = AggregateRepository(store, WalletAggregate, event_publisher=bus)
+    wallet = repo.create_new(uuid4())
+    wallet.open("ann")
+    wallet.deposit(10)
+    result = await repo.save(wallet)
+    assert result is not None
+    assert seen == list(result.events)  # decoded from the wire, equal to what was stored
+    await bus.shutdown()
