@@ -22,6 +22,9 @@ __all__ = [
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
+    "TenantError",
+    "TenantMismatchError",
+    "TenantRequiredError",
     "TransientStoreError",
     "UnhandledEventError",
     "UpcasterRegistrationError",
@@ -167,3 +170,22 @@ class BusConnectionError(EventBusError, ConnectionError):
 
 class BusPublishError(EventBusError):
     """The broker refused or did not confirm a publish; the events may not have been accepted."""
+
+
+class TenantError(EventSourceError):
+    """A multi-tenancy rule was broken."""
+
+
+class TenantRequiredError(TenantError, LookupError):
+    """Code that needs the current tenant ran outside a `tenant_scope`."""
+
+
+class TenantMismatchError(TenantError):
+    """An aggregate or event of one tenant was used in the scope of another.
+
+    The message names both tenants; do not show it to the other tenant's users."""
+
+    def __init__(self, what: str, expected: UUID, actual: UUID | None) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{what} belongs to tenant {actual}, not to the current tenant {expected}")

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
@@ -31,6 +31,7 @@ from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.aggregates.cache import AggregateCache, CachedState
 from eventsource.aggregates.snapshots import SnapshotPolicy
+from eventsource.events.base import DomainEvent
 from eventsource.exceptions import AggregateNotFoundError, OptimisticLockError
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 from eventsource.stores.interface import AppendResult, EventPublisher, EventStore, ReadOptions
@@ -175,6 +176,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
 
     async def _load(self, aggregate_id: UUID) -> TAggregate:
         self.stats.loads += 1
+        await self._authorize(aggregate_id)
         if not self.single_flight:
             return await self._read(aggregate_id)
         flight = self._flights.get(aggregate_id)
@@ -203,6 +205,15 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         if flight.followers:
             flight.future.set_result((aggregate.version, aggregate.snapshot_state()))
         return aggregate
+
+    async def _authorize(self, aggregate_id: UUID) -> None:
+        """Hook run by every load before anything is read or shared: raise to refuse the
+        caller this aggregate (`TenantAggregateRepository` checks the tenant here)."""
+
+    def _outgoing(self, events: Sequence[DomainEvent]) -> Sequence[DomainEvent]:
+        """Hook: the events `save` appends, from the aggregate's new events (stamped,
+        checked)."""
+        return events
 
     async def _read(self, aggregate_id: UUID) -> TAggregate:
         """Cached state or snapshot, then the events after it."""
@@ -274,7 +285,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         result = await self.event_store.append_events(
             aggregate.aggregate_id,
             self.aggregate_type,
-            events,
+            self._outgoing(events),
             expected_version=previous,
         )
         aggregate.mark_events_as_committed()

@@ -26,6 +26,7 @@ __all__ = [
     "EVENT_VERSION",
     "GROUP",
     "RETRY_AT",
+    "TENANT_ID",
     "decode",
     "encode",
     "encode_all",

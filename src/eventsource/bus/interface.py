@@ -97,6 +97,8 @@ class EventBusConfig:
     max_attempts: int = 5
     retry_delay: float = 1.0
     retry_delay_max: float = 60.0
+    tenant_id: UUID | None = None
+    """Handle only this tenant's events (others are acknowledged unread)."""
 
     def __post_init__(self) -> None:
         if not self.consumer_group:
@@ -291,7 +293,10 @@ class EventBus(AsyncClosing, ABC):
         """
         self.stats.received += 1
         event_type = _wire.event_type_of(headers)
-        if event_type and not self._wants(event_type):
+        tenant = self.config.tenant_id
+        if (event_type and not self._wants(event_type)) or (
+            tenant is not None and headers.get(_wire.TENANT_ID) != str(tenant)
+        ):
             self.stats.skipped += 1
             return Outcome(Verdict.ACK)
         try:
