@@ -50,6 +50,7 @@ from eventsource.exceptions import (
     AggregateNotFoundError,
     BusConnectionError,
     BusPublishError,
+    ConfigurationError,
     DuplicateEventTypeError,
     EventBusError,
     EventIdConflictError,
@@ -63,6 +64,7 @@ from eventsource.exceptions import (
     SerializationError,
     StoreConnectionError,
     StoreSchemaError,
+    SyncAdapterError,
     TenantError,
     TenantMismatchError,
     TenantRequiredError,
@@ -107,6 +109,7 @@ from eventsource.repositories import (
     InMemoryCheckpointRepository,
     InMemoryDLQRepository,
 )
+from eventsource.serialization import EventSourceJSONEncoder
 from eventsource.snapshots import InMemorySnapshotStore, Snapshot, SnapshotStore
 from eventsource.stores import (
     AppendResult,
@@ -127,6 +130,7 @@ from eventsource.subscriptions import (
     SubscriptionManager,
     SubscriptionState,
 )
+from eventsource.sync import SyncAggregateRepository, SyncEventStoreAdapter
 from eventsource.types import (
     AggregateId,
     CausationId,
@@ -214,6 +218,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointRepository",
     "CheckpointStrategy",
+    "ConfigurationError",
     "CorrelationId",
     "DLQRepository",
     "DeadLetter",
@@ -234,6 +239,7 @@ __all__ = [
     "EventPublisher",
     "EventRegistry",
     "EventSourceError",
+    "EventSourceJSONEncoder",
     "EventStore",
     "EventStoreError",
     "EventStream",
@@ -300,7 +306,10 @@ __all__ = [
     "SubscriptionConfig",
     "SubscriptionManager",
     "SubscriptionState",
+    "SyncAdapterError",
+    "SyncAggregateRepository",
     "SyncEventHandler",
+    "SyncEventStoreAdapter",
     "TState",
     "TenantAggregateRepository",
     "TenantDomainEvent",

@@ -9,6 +9,7 @@ __all__ = [
     "AggregateNotFoundError",
     "BusConnectionError",
     "BusPublishError",
+    "ConfigurationError",
     "DuplicateEventTypeError",
     "EventBusError",
     "EventIdConflictError",
@@ -22,6 +23,7 @@ __all__ = [
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
+    "SyncAdapterError",
     "TenantError",
     "TenantMismatchError",
     "TenantRequiredError",
@@ -189,3 +191,14 @@ class TenantMismatchError(TenantError):
         self.expected = expected
         self.actual = actual
         super().__init__(f"{what} belongs to tenant {actual}, not to the current tenant {expected}")
+
+
+class ConfigurationError(EventSourceError, ValueError):
+    """A URL or option that names no usable backend: unknown scheme, bad form, unknown option,
+    a value of the wrong type, or a backend whose driver is not installed."""
+
+
+class SyncAdapterError(EventSourceError):
+    """A blocking sync-adapter method cannot run here: the calling thread runs an event loop
+    (await the async API instead, or call it from a worker thread such as
+    `asyncio.to_thread`), or the adapter is closed."""

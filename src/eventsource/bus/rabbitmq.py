@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -59,7 +59,8 @@ _LOST = (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS)
 
 @dataclass(kw_only=True)
 class RabbitMQEventBusConfig(EventBusConfig):
-    url: str = "amqp://guest:guest@localhost/"
+    url: str = field(default="amqp://guest:guest@localhost/", repr=False)
+    """Kept out of the repr: it holds the password."""
     exchange: str = "eventsource.events"
     """The topic exchange; a group's queues are named after it (`{exchange}.{group}`)."""
     prefetch_count: int = 32

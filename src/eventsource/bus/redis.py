@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -90,7 +90,8 @@ return 1
 class RedisEventBusConfig(EventBusConfig):
     """Where the streams are and how the consumer paces itself; seconds unless said otherwise."""
 
-    url: str = "redis://localhost:6379/0"
+    url: str = field(default="redis://localhost:6379/0", repr=False)
+    """Kept out of the repr: it may hold a password."""
     stream_prefix: str = "eventsource"
     batch_size: int = 32
     """Entries one XREADGROUP takes; `stop_consuming()` finishes those taken first."""
