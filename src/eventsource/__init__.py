@@ -60,6 +60,9 @@ from eventsource.exceptions import (
     EventTypeNotFoundError,
     InvalidEventError,
     InvalidPositionError,
+    LockError,
+    LockLostError,
+    LockTimeoutError,
     OptimisticLockError,
     SerializationError,
     StoreConnectionError,
@@ -72,6 +75,13 @@ from eventsource.exceptions import (
     UnhandledEventError,
     UpcasterRegistrationError,
     UpcastingError,
+)
+from eventsource.locks import (
+    DistributedLock,
+    InMemoryDistributedLock,
+    InMemoryLockHandle,
+    LockAcquisition,
+    LockHandle,
 )
 from eventsource.multitenancy import (
     TenantAggregateRepository,
@@ -145,6 +155,7 @@ if TYPE_CHECKING:
     from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
     from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
     from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
+    from eventsource.locks.postgresql import PostgreSQLDistributedLock, PostgreSQLLockHandle
     from eventsource.outbox.postgresql import (
         PostgreSQLInboxRepository,
         PostgreSQLOutboxRepository,
@@ -172,6 +183,8 @@ KAFKA_AVAILABLE: bool = is_available("aiokafka")
 TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
+    "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
+    "PostgreSQLLockHandle": "eventsource.locks.postgresql",
     "KafkaEventBus": "eventsource.bus.kafka",
     "KafkaEventBusConfig": "eventsource.bus.kafka",
     "RabbitMQEventBus": "eventsource.bus.rabbitmq",
@@ -225,6 +238,7 @@ __all__ = [
     "DeadLetterStatus",
     "DeclarativeAggregate",
     "DeclarativeProjection",
+    "DistributedLock",
     "DomainEvent",
     "DuplicateEventTypeError",
     "EventBus",
@@ -249,10 +263,12 @@ __all__ = [
     "InMemoryBroker",
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",
+    "InMemoryDistributedLock",
     "InMemoryEventBus",
     "InMemoryEventBusConfig",
     "InMemoryEventStore",
     "InMemoryInboxRepository",
+    "InMemoryLockHandle",
     "InMemoryOutboxRepository",
     "InMemoryReadModelRepository",
     "InMemorySnapshotStore",
@@ -262,6 +278,11 @@ __all__ = [
     "InvalidPositionError",
     "KafkaEventBus",
     "KafkaEventBusConfig",
+    "LockAcquisition",
+    "LockError",
+    "LockHandle",
+    "LockLostError",
+    "LockTimeoutError",
     "OptimisticLockError",
     "OutboxBatch",
     "OutboxEntry",
@@ -271,8 +292,10 @@ __all__ = [
     "Position",
     "PostgreSQLCheckpointRepository",
     "PostgreSQLDLQRepository",
+    "PostgreSQLDistributedLock",
     "PostgreSQLEventStore",
     "PostgreSQLInboxRepository",
+    "PostgreSQLLockHandle",
     "PostgreSQLOutboxRepository",
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",

@@ -19,6 +19,9 @@ __all__ = [
     "EventTypeNotFoundError",
     "InvalidEventError",
     "InvalidPositionError",
+    "LockError",
+    "LockLostError",
+    "LockTimeoutError",
     "OptimisticLockError",
     "SerializationError",
     "StoreConnectionError",
@@ -202,3 +205,34 @@ class SyncAdapterError(EventSourceError):
     """A blocking sync-adapter method cannot run here: the calling thread runs an event loop
     (await the async API instead, or call it from a worker thread such as
     `asyncio.to_thread`), or the adapter is closed."""
+
+
+class LockError(EventSourceError):
+    """A distributed lock could not be taken, kept or released."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """A lock was not acquired within its timeout; nothing is held, retry or give up."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(
+            f"lock {name!r} was not acquired within {timeout:g}s: another holder has it; "
+            "retry later or wait longer"
+        )
+
+
+class LockLostError(LockError):
+    """A held lock was lost (its database session ended), so others may have taken it.
+
+    Work done since the loss was not protected by the lock: check its effects before
+    trusting them, and acquire the lock again to go on.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"lock {name!r} was lost while held (its connection to the database ended); "
+            "another holder may have taken it: acquire it again before going on"
+        )

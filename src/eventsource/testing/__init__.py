@@ -6,6 +6,7 @@ from eventsource.testing.checkpoints import CheckpointRepositoryContract
 from eventsource.testing.dead_letters import DLQRepositoryContract
 from eventsource.testing.event_store import EventStoreContract
 from eventsource.testing.events import contract_registry
+from eventsource.testing.locks import DistributedLockContract
 from eventsource.testing.outbox import InboxRepositoryContract, OutboxRepositoryContract
 from eventsource.testing.read_models import ReadModelRepositoryContract
 from eventsource.testing.snapshot_store import SnapshotStoreContract
@@ -13,6 +14,7 @@ from eventsource.testing.snapshot_store import SnapshotStoreContract
 __all__ = [
     "CheckpointRepositoryContract",
     "DLQRepositoryContract",
+    "DistributedLockContract",
     "EventBusContract",
     "EventStoreContract",
     "InboxRepositoryContract",
