@@ -10,7 +10,7 @@ from eventsource.aggregates.repository import AggregateRepository, TAggregate
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import TenantMismatchError
 from eventsource.multitenancy.context import require_current_tenant
-from eventsource.stores.interface import AppendResult, ReadOptions
+from eventsource.stores.interface import AppendResult
 
 __all__ = ["TenantAggregateRepository"]
 
@@ -36,12 +36,15 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
         """(whether the stream has events, the tenant of its first event)."""
         if aggregate_id in self._owners:
             return True, self._owners[aggregate_id]
-        async for stored in self.event_store.read_stream(aggregate_id, ReadOptions(limit=1)):
-            if len(self._owners) >= _MAX_OWNERS:
-                self._owners.clear()
-            self._owners[aggregate_id] = stored.event.tenant_id
-            return True, stored.event.tenant_id
-        return False, None
+        # A complete read (not a loop left early): an abandoned read would keep its
+        # connection checked out until garbage collection.
+        first = (await self.event_store.get_events(aggregate_id, to_version=1)).events
+        if not first:
+            return False, None
+        if len(self._owners) >= _MAX_OWNERS:
+            self._owners.clear()
+        self._owners[aggregate_id] = first[0].tenant_id
+        return True, first[0].tenant_id
 
     async def _authorize(self, aggregate_id: UUID) -> None:
         tenant = require_current_tenant()
