@@ -42,6 +42,22 @@ def redis_url() -> str:
     return _services.REDIS_URL
 
 
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A Redis key prefix of one test; every key under it is deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    name = f"es-test-{uuid4().hex[:12]}"
+    yield name
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in admin.scan_iter(match=f"{name}:*")]
+        if keys:
+            await admin.delete(*keys)
+    finally:
+        await admin.aclose()
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     _services.require(_services.RABBITMQ)

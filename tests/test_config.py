@@ -5,7 +5,6 @@ real Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -375,22 +374,6 @@ async def test_postgresql_components_share_one_engine(postgres_url: str, schema:
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="closed"):
         await components.event_store.get_stream_version(uuid4())
-
-
-@pytest.fixture
-async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
-    """A key prefix of one test; its keys are deleted afterwards."""
-    import redis.asyncio as aioredis
-
-    name = f"es-test-config-{uuid4().hex[:12]}"
-    yield name
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in admin.scan_iter(match=f"{name}:*")]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
 
 
 @pytest.mark.redis

@@ -7,7 +7,6 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,20 +23,6 @@ pytestmark = pytest.mark.redis
 
 FAST = {"claim_idle": 1.0, "claim_interval": 0.2, "block": 0.5, "reconnect_timeout": 5.0}
 """Take-over after 1 s instead of a minute, so the contract's crash test stays short."""
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    """A key prefix of one test; its keys are deleted afterwards."""
-    name = f"es-test-{uuid4().hex[:12]}"
-    yield name
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in admin.scan_iter(match=f"{name}:*")]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
 
 
 def make(redis_url: str, prefix: str, group: str = "main", **settings: Any) -> RedisEventBus:
@@ -250,3 +235,9 @@ def test_the_config_refuses_settings_that_cannot_work() -> None:
         RedisEventBusConfig(block=30.0, socket_timeout=10.0)
     with pytest.raises(ValueError, match="dlq_max_length"):
         RedisEventBusConfig(dlq_max_length=0)
+
+
+@pytest.fixture
+def prefix(redis_prefix: str) -> str:
+    """This module calls the shared `redis_prefix` fixture `prefix`."""
+    return redis_prefix

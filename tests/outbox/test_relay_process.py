@@ -13,7 +13,6 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-import redis.asyncio as aioredis
 
 from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig
 from eventsource.events.base import DomainEvent
@@ -26,19 +25,6 @@ from eventsource.testing.events import ItemAdded
 pytestmark = [pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"es-relay-{uuid4().hex[:12]}"
-    yield name
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in admin.scan_iter(match=f"{name}:*")]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
 
 
 @pytest.fixture(
@@ -130,3 +116,9 @@ async def test_a_killed_relay_republishes_and_the_inbox_drops_the_duplicates(
         assert [e.aggregate_version for e in received if e.aggregate_id == cart] == [1, 2, 3, 4, 5]
     await consumer.shutdown()
     await publisher.shutdown()
+
+
+@pytest.fixture
+def prefix(redis_prefix: str) -> str:
+    """This module calls the shared `redis_prefix` fixture `prefix`."""
+    return redis_prefix
