@@ -215,6 +215,12 @@ class PostgreSQLEventStore(EventStore):
     def _build_sql(self) -> None:
         t = self.table
         notify = ", (SELECT pg_notify($11, $2)) IS NULL" if self.notify else ", $11::text IS NULL"
+        # what the outbox CTE copies; without an outbox the append returns positions only
+        outboxed = (
+            ", event_id, event_type, event_version, aggregate_version, payload"
+            if self.outbox
+            else ""
+        )
         self._append_sql = (
             f"WITH appended AS ("
             f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
@@ -227,8 +233,7 @@ class PostgreSQLEventStore(EventStore):
             f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
             f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint)"
             f" ORDER BY e.ord"
-            f" RETURNING transaction_id, position, event_id, event_type, event_version,"
-            f" aggregate_version, payload)"
+            f" RETURNING transaction_id, position{outboxed})"
             f"{self._outbox_cte()}"
             f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
         )
