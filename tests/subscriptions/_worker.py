@@ -56,7 +56,8 @@ async def main(url: str, schema: str, mode: str) -> None:
         connect_args={"server_settings": {"application_name": f"worker-{os.getpid()}"}},
     )
     checkpoints = PostgreSQLCheckpointRepository(store.engine, schema=schema)
-    results = await asyncpg.connect(url)
+    # a pool: partitions run concurrently, and one asyncpg connection takes one query at a time
+    results = await asyncpg.create_pool(url, min_size=1, max_size=4)
 
     async def record(stored: StoredEvent) -> None:
         assert isinstance(stored.event, Tick)

@@ -232,9 +232,9 @@ async def test_partitions_spread_over_processes_and_move_when_one_dies(
     assert {row[1] for row in before} == {w.pid for w in workers}, "both processes worked"
     for aggregate in aggregates:
         mine = [row for row in before if row[0] == aggregate]
-        # A partition may change hands mid-run (seen once in CI, cause not pinned down; a
-        # failed lease check does it): the handover saves the checkpoint first, so the
-        # aggregate's events are still handled once each and in order across the processes.
+        # A partition may change hands mid-run (a failed lease check, or a partition that
+        # stops, does it): the handover saves the checkpoint first, so the aggregate's events
+        # are still handled once each and in order across the processes.
         assert [row[2] for row in mine] == list(range(10)), "an aggregate lost its order"
         owners = [row[1] for row in mine]
         changes = sum(1 for a, b in itertools.pairwise(owners) if a != b)
