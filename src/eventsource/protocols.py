@@ -8,6 +8,7 @@ interface it serves.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -15,7 +16,13 @@ if TYPE_CHECKING:
     from eventsource.events.base import DomainEvent
     from eventsource.stores.interface import Position, StoredEvent
 
-__all__ = ["CheckpointStore", "DeadLetterSink", "EventHandler", "SyncEventHandler"]
+__all__ = [
+    "CheckpointStore",
+    "DeadLetterSink",
+    "DeadLetterStatus",
+    "EventHandler",
+    "SyncEventHandler",
+]
 
 
 @runtime_checkable
@@ -63,6 +70,15 @@ class _Letter(Protocol):
     def event_id(self) -> UUID: ...
 
 
+class DeadLetterStatus(enum.StrEnum):
+    FAILED = "failed"
+    """Waiting for someone: the handler gave up on this event."""
+    RETRYING = "retrying"
+    """Handed back to the handler by a retry; becomes RESOLVED or FAILED again."""
+    RESOLVED = "resolved"
+    """Processed by a retry, or closed by a person."""
+
+
 class DeadLetterSink(Protocol):
     """The part of `DLQRepository` subscriptions use: park events, and retry them later."""
 
@@ -75,3 +91,7 @@ class DeadLetterSink(Protocol):
     async def mark_retrying(self, dead_letter_id: UUID) -> bool: ...
 
     async def resolve(self, dead_letter_id: UUID, *, resolved_by: str) -> bool: ...
+
+    async def count(
+        self, subscription: str | None = None, *, status: DeadLetterStatus | None = None
+    ) -> int: ...

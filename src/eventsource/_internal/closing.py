@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
-__all__ = ["AsyncClosing"]
+__all__ = ["AsyncClosing", "closing_iterator"]
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def closing_iterator(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close `iterator` (an async generator holding a connection) when the block ends, even
+    when the loop over it broke off, returned or was cancelled; the garbage collector would
+    close it only later, in another task."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class AsyncClosing:

@@ -26,6 +26,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from eventsource._internal import telemetry
 from eventsource._internal.closing import AsyncClosing
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
@@ -175,6 +176,21 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         return await self._load(aggregate_id)
 
     async def _load(self, aggregate_id: UUID) -> TAggregate:
+        with telemetry.operation(
+            f"load {self.aggregate_type}", lambda: self._span_attributes(aggregate_id)
+        ) as span:
+            aggregate = await self._load_shared(aggregate_id)
+            span.set(telemetry.VERSION, aggregate.version)
+        return aggregate
+
+    def _span_attributes(self, aggregate_id: UUID) -> dict[str, str]:
+        return {
+            telemetry.STREAM_ID: str(aggregate_id),
+            telemetry.AGGREGATE_TYPE: self.aggregate_type,
+        }
+
+    async def _load_shared(self, aggregate_id: UUID) -> TAggregate:
+        """Read the aggregate, or share the result of a load of it already reading."""
         self.stats.loads += 1
         await self._authorize(aggregate_id)
         if not self.single_flight:
@@ -186,6 +202,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
             if base is None:  # the leading load was cancelled: read for ourselves
                 return await self._read(aggregate_id)
             self.stats.shared_loads += 1
+            telemetry.annotate("eventsource.load.shared", True)
             aggregate = self.aggregate_factory(aggregate_id)
             aggregate.restore_snapshot(base[1], base[0])  # each caller gets its own copy
             return aggregate
@@ -238,6 +255,9 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
             aggregate.apply_event(stored.event, is_new=False)
             replayed += 1
         self.stats.events_replayed += replayed
+        telemetry.annotate("eventsource.load.replayed", replayed)
+        if started_from:
+            telemetry.annotate("eventsource.load.started_from", started_from)
         if aggregate.version and (replayed or not cache_hit):
             self._remember(aggregate)
         return aggregate
@@ -282,18 +302,27 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         if not events:
             return None
         previous = aggregate.committed_version
-        result = await self.event_store.append_events(
-            aggregate.aggregate_id,
-            self.aggregate_type,
-            self._outgoing(events),
-            expected_version=previous,
-        )
-        aggregate.mark_events_as_committed()
-        self._remember(aggregate)
-        if self.snapshot_policy.due(previous, result.new_version):
-            await self._take_snapshot(aggregate)
-        if self.event_publisher is not None:
-            await self.event_publisher.publish(result.events)
+        with telemetry.operation(
+            f"save {self.aggregate_type}",
+            lambda: {
+                **self._span_attributes(aggregate.aggregate_id),
+                telemetry.EXPECTED_VERSION: previous,
+                telemetry.EVENT_COUNT: len(events),
+            },
+        ) as span:
+            result = await self.event_store.append_events(
+                aggregate.aggregate_id,
+                self.aggregate_type,
+                self._outgoing(events),
+                expected_version=previous,
+            )
+            span.set(telemetry.VERSION, result.new_version)
+            aggregate.mark_events_as_committed()
+            self._remember(aggregate)
+            if self.snapshot_policy.due(previous, result.new_version):
+                await self._take_snapshot(aggregate)
+            if self.event_publisher is not None:
+                await self.event_publisher.publish(result.events)
         return result
 
     async def snapshot(self, aggregate: TAggregate) -> None:
@@ -324,7 +353,14 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
 
     async def _write_snapshot(self, store: SnapshotStore, snapshot: Snapshot) -> None:
         try:
-            await store.save(snapshot)
+            with telemetry.operation(
+                f"snapshot {snapshot.aggregate_type}",
+                lambda: {
+                    **self._span_attributes(snapshot.aggregate_id),
+                    telemetry.VERSION: snapshot.version,
+                },
+            ):
+                await store.save(snapshot)
         except Exception:
             self.stats.snapshot_failures += 1
             logger.warning(
@@ -378,13 +414,20 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         `AggregateNotFoundError`. With `serialize_commands`, commands for one aggregate wait
         for each other in this process. Returns what the command returned.
         """
-        if not self.serialize_commands:
-            return await self._execute(aggregate_id, command, create)
-        async with self._locks.hold(aggregate_id):
-            return await self._execute(aggregate_id, command, create)
+        with telemetry.operation(
+            f"execute {self.aggregate_type}", lambda: self._span_attributes(aggregate_id)
+        ) as span:
+            if not self.serialize_commands:
+                return await self._execute(aggregate_id, command, create, span)
+            async with self._locks.hold(aggregate_id):
+                return await self._execute(aggregate_id, command, create, span)
 
     async def _execute(
-        self, aggregate_id: UUID, command: Callable[[TAggregate], Any], create: bool
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], Any],
+        create: bool,
+        span: telemetry.Operation,
     ) -> Any:
         attempt = 0
         while True:
@@ -401,6 +444,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
                 if attempt >= self.max_retries:
                     raise
                 attempt += 1
+                span.set("eventsource.command.retries", attempt)
                 await asyncio.sleep(backoff_delay(attempt, base=_BACKOFF_BASE, cap=_BACKOFF_CAP))
                 continue
             return outcome

@@ -198,6 +198,7 @@ class EventBus(AsyncClosing, ABC):
         self._wildcard: list[Handler] = []
         self._background: set[asyncio.Task[None]] = set()
         self.stats = BusStats()
+        telemetry.watch("bus", self)
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class EventBus(AsyncClosing, ABC):
         await self._traced_publish(events)
 
     async def _traced_publish(self, events: Sequence[DomainEvent]) -> None:
-        with telemetry.publishing(type(self).__name__, len(events)):
+        with telemetry.publishing(type(self).__name__, events):
             await self._publish(events)
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
@@ -310,9 +311,7 @@ class EventBus(AsyncClosing, ABC):
             self.stats.skipped += 1
             return Outcome(Verdict.ACK, event)
         error: BaseException | None = None
-        with telemetry.consuming(
-            self.config.consumer_group, headers, event.event_id, event.event_type
-        ):
+        with telemetry.consuming(self.config.consumer_group, headers, event) as span:
             for handler in handlers:
                 try:
                     await invoke_handler(handler, event)
@@ -326,6 +325,7 @@ class EventBus(AsyncClosing, ABC):
                         self.config.max_attempts,
                         exc,
                     )
+                    span.fail(exc)
                     error = error or exc
         if error is None:
             self.stats.handled += 1
@@ -412,6 +412,7 @@ class EventBus(AsyncClosing, ABC):
 
     async def close(self) -> None:
         """Cancel what is left of background publishes and release the connections."""
+        telemetry.unwatch("bus", self)
         for task in list(self._background):
             task.cancel()
         if self._background:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from eventsource._internal import telemetry
 from eventsource.aggregates.repository import AggregateRepository, TAggregate
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import TenantMismatchError
@@ -48,12 +49,14 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
 
     async def _authorize(self, aggregate_id: UUID) -> None:
         tenant = require_current_tenant()
+        telemetry.annotate(telemetry.TENANT_ID, str(tenant))
         exists, owner = await self._owner(aggregate_id)
         if exists and owner != tenant:
             raise TenantMismatchError(f"{self.aggregate_type} {aggregate_id}", tenant, owner)
 
     def _outgoing(self, events: Sequence[DomainEvent]) -> Sequence[DomainEvent]:
         tenant = require_current_tenant()
+        telemetry.annotate(telemetry.TENANT_ID, str(tenant))
         stamped = []
         for event in events:
             if event.tenant_id is None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from eventsource._internal import telemetry
 from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
@@ -67,11 +68,16 @@ class OutboxRelay(AsyncClosing):
         self.cleanup_after = cleanup_after
         self.cleanup_interval = cleanup_interval
         self.published = 0
+        """Events published (a batch published again after a crash counts twice)."""
         self.failures = 0
+        """Batches whose publish failed."""
+        self.failed_events = 0
+        """Events in those batches."""
         self._codec = EventCodec(registry)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = False
+        telemetry.watch("relay", self)
 
     async def publish_pending(self) -> int:
         """Claim one batch and publish it; returns how many rows were published."""
@@ -79,11 +85,16 @@ class OutboxRelay(AsyncClosing):
             entries = list(batch.entries)
             if not entries:
                 return 0
+            span = telemetry.operation(
+                "outbox relay", lambda: {telemetry.EVENT_COUNT: len(entries)}, "producer"
+            )
             try:
-                events = [self._decode(entry) for entry in entries]
-                await self.bus.publish(events)
+                with span:
+                    events = [self._decode(entry) for entry in entries]
+                    await self.bus.publish(events)
             except (EventSourceError, OSError) as exc:
                 self.failures += 1
+                self.failed_events += len(entries)
                 attempts = max(entry.attempts for entry in entries) + 1
                 delay = min(self.retry_delay_max, self.retry_delay * 2 ** (attempts - 1))
                 logger.warning(

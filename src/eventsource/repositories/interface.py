@@ -3,7 +3,6 @@ handlers could not process (`DLQRepository`)."""
 
 from __future__ import annotations
 
-import enum
 import traceback as traceback_module
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from datetime import datetime
 from uuid import UUID
 
 from eventsource._internal.closing import AsyncClosing
+from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import Position, StoredEvent
 
 __all__ = [
@@ -35,15 +35,6 @@ class Checkpoint:
     events_processed: int
     """Events processed since the checkpoint was created (or last reset)."""
     updated_at: datetime
-
-
-class DeadLetterStatus(enum.StrEnum):
-    FAILED = "failed"
-    """Waiting for someone: the handler gave up on this event."""
-    RETRYING = "retrying"
-    """Handed back to the handler by a retry; becomes RESOLVED or FAILED again."""
-    RESOLVED = "resolved"
-    """Processed by a retry, or closed by a person."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,8 @@ class InMemoryEventStore(EventStore):
     atomically with the append.
     """
 
+    backend = "memory"
+
     def __init__(
         self, *, registry: EventRegistry | None = None, outbox: OutboxSink | None = None
     ) -> None:
@@ -77,15 +79,14 @@ class InMemoryEventStore(EventStore):
     def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
         return self._signals.listen()
 
-    async def append_events(
+    async def _append_events(
         self,
         aggregate_id: UUID,
         aggregate_type: str,
-        events: Sequence[DomainEvent],
+        events: list[DomainEvent],
         expected_version: int,
     ) -> AppendResult:
         validate_expected_version(expected_version)
-        events = list(events)
         with self._lock:
             stream = self._streams.get(aggregate_id, [])
             current = stream[-1].aggregate_version if stream else 0

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import ClassVar, Protocol
 from uuid import UUID
 
+from eventsource._internal import telemetry
 from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import InvalidEventError, InvalidPositionError
@@ -258,7 +259,9 @@ class EventStore(AsyncClosing, ABC):
     gaps. Every backend passes `eventsource.testing.EventStoreContract`.
     """
 
-    @abstractmethod
+    backend: ClassVar[str] = "custom"
+    """The backend's name in telemetry (`eventsource.store` attribute)."""
+
     async def append_events(
         self,
         aggregate_id: UUID,
@@ -274,6 +277,25 @@ class EventStore(AsyncClosing, ABC):
         Re-appending exactly the events of an earlier append returns that append's result
         with `already_stored=True`.
         """
+        events = list(events)
+        with telemetry.appending(
+            self.backend, aggregate_id, aggregate_type, events, expected_version
+        ) as appending:
+            result = await self._append_events(
+                aggregate_id, aggregate_type, events, expected_version
+            )
+            appending.done(result)
+        return result
+
+    @abstractmethod
+    async def _append_events(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: list[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult:
+        """The backend's append (see `append_events`, which adds telemetry around it)."""
 
     @abstractmethod
     def read_stream(

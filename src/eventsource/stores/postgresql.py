@@ -124,6 +124,8 @@ class PostgreSQLEventStore(EventStore):
     engine's pool (so size the pool for them plus your sessions).
     """
 
+    backend = "postgresql"
+
     def __init__(
         self,
         engine: AsyncEngine | Any,
@@ -298,15 +300,14 @@ class PostgreSQLEventStore(EventStore):
 
     # -- append ------------------------------------------------------------------------------
 
-    async def append_events(
+    async def _append_events(
         self,
         aggregate_id: UUID,
         aggregate_type: str,
-        events: Sequence[DomainEvent],
+        events: list[DomainEvent],
         expected_version: int,
     ) -> AppendResult:
         validate_expected_version(expected_version)
-        events = list(events)
         if not events:  # nothing to store: only the expectation is checked
             current = await self.get_stream_version(aggregate_id)
             check_expected_version(aggregate_id, expected_version, current)
@@ -587,9 +588,11 @@ class PostgreSQLEventStore(EventStore):
         try:
             raw: Any = (await connection.get_raw_connection()).driver_connection
             await raw.add_listener(self.channel, signal.notify)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: the connection must go back
             await connection.invalidate()
             await connection.close()
+            if not isinstance(exc, Exception):
+                raise
             raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
         try:
             yield signal

@@ -114,6 +114,8 @@ class SQLiteEventStore(EventStore):
     `path=":memory:"` keeps everything in one private in-memory database.
     """
 
+    backend = "sqlite"
+
     def __init__(
         self,
         path: str | Path = "eventsource.db",
@@ -219,15 +221,14 @@ class SQLiteEventStore(EventStore):
 
     # -- append ------------------------------------------------------------------------------
 
-    async def append_events(
+    async def _append_events(
         self,
         aggregate_id: UUID,
         aggregate_type: str,
-        events: Sequence[DomainEvent],
+        events: list[DomainEvent],
         expected_version: int,
     ) -> AppendResult:
         validate_expected_version(expected_version)
-        events = list(events)
         writer, _ = await self._connections()
         async with self._write_lock:
             try:

@@ -13,8 +13,10 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
+from eventsource._internal import telemetry
 from eventsource.projections.base import Projection
 from eventsource.projections.database import DatabaseProjection
+from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position
 from eventsource.subscriptions.interface import (
     CheckpointStore,
@@ -75,6 +77,10 @@ class SubscriptionManager:
     With `leases` (e.g. `PostgreSQLLeases.for_store(store)`) several processes can run the same
     subscriptions: one holds each subscription's lease and runs it, the others stand by and
     take over from its checkpoint when it goes away.
+
+    While it runs and an OpenTelemetry meter provider records, it counts the waiting dead
+    letters of each subscription every `metrics_interval` seconds for the
+    `eventsource.dlq.size` gauge.
     """
 
     def __init__(
@@ -85,8 +91,12 @@ class SubscriptionManager:
         *,
         config: SubscriptionConfig | None = None,
         leases: LeaseProvider | None = None,
+        metrics_interval: float = 15.0,
     ) -> None:
+        if metrics_interval <= 0:
+            raise ValueError(f"metrics_interval must be positive, got {metrics_interval}")
         self.event_store = event_store
+        self.metrics_interval = metrics_interval
         self.leases = leases
         self.checkpoints = checkpoints
         self.dead_letters = dead_letters
@@ -94,6 +104,8 @@ class SubscriptionManager:
         self._subscriptions: dict[str, Subscription] = {}
         self._handlers: dict[str, Projection | EventCallback] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._dead_letter_sizes: dict[str, int] = {}
         self._started = False
 
     def subscribe(
@@ -269,16 +281,21 @@ class SubscriptionManager:
             return
         self._started = True
         self._listener = asyncio.create_task(self._relay_signals(), name="append signals")
+        if self.dead_letters is not None:
+            self._sampler = asyncio.create_task(self._sample_dead_letters(), name="dlq sizes")
+            telemetry.watch("manager", self)
         for subscription in self._subscriptions.values():
             subscription.start()
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a grace period
         """Let every subscription finish its batch and save its checkpoint, then stop."""
         await asyncio.gather(*(s.stop(timeout) for s in self._subscriptions.values()))
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        for task in (self._listener, self._sampler):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._listener = self._sampler = None
+        telemetry.unwatch("manager", self)
         self._started = False
 
     async def retry_dead_letter(self, dead_letter_id: UUID) -> bool:
@@ -333,6 +350,26 @@ class SubscriptionManager:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+    @property
+    def dead_letter_sizes(self) -> dict[str, int]:
+        """Waiting (FAILED) dead letters per subscription, as last counted for the metrics
+        (empty until an OpenTelemetry meter provider records)."""
+        return dict(self._dead_letter_sizes)
+
+    async def _sample_dead_letters(self) -> None:
+        dead_letters = self.dead_letters
+        assert dead_letters is not None
+        while True:
+            if telemetry.instruments() is not None:
+                try:
+                    self._dead_letter_sizes = {
+                        name: await dead_letters.count(name, status=DeadLetterStatus.FAILED)
+                        for name in list(self._subscriptions)
+                    }
+                except Exception:
+                    logger.warning("cannot count dead letters for the metrics", exc_info=True)
+            await asyncio.sleep(self.metrics_interval)
 
     async def _relay_signals(self) -> None:
         """Fan the store's append signals out to every subscription; reconnect on failure."""

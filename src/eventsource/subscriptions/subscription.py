@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from eventsource._internal import telemetry
 from eventsource._internal.clock import utc_now
+from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions.interface import (
@@ -79,6 +81,7 @@ class Subscription:
         self._leases = leases
         self.config = config
         self._handler = handler
+        self._deliver = handler
         self._store = event_store
         self._checkpoints = checkpoints
         self._dead_letters = dead_letters
@@ -122,6 +125,7 @@ class Subscription:
         self._progress = asyncio.Condition()
         self.state = SubscriptionState.STARTING
         self._task = asyncio.create_task(self._run(), name=f"subscription {self.name}")
+        telemetry.watch("subscription", self)
 
     def wake(self) -> None:
         """New events may be readable: read now instead of at the next poll."""
@@ -188,7 +192,38 @@ class Subscription:
 
     async def handle(self, stored: StoredEvent) -> None:
         """Run the handler once on `stored`, outside the loop (dead-letter retries)."""
-        await self._handler(stored)
+        await self._delivery()(stored)
+
+    def lag_seconds(self) -> float | None:
+        """How far behind the feed this subscription is, in time: 0 when caught up, else the
+        age of the last event it processed; None before it has processed one."""
+        if self.state is SubscriptionState.LIVE:
+            return 0.0
+        if self.state in (SubscriptionState.STOPPED, SubscriptionState.STANDBY):
+            return None
+        last = self._last_delivered
+        if last is None:
+            return None
+        return max(0.0, (utc_now() - last.recorded_at).total_seconds())
+
+    def _delivery(self) -> EventCallback:
+        """The handler, under a span per delivery attempt when tracing."""
+        found = telemetry.tracer()
+        if found is None:
+            return self._handler
+        handler = self._handler
+        span_name = f"project {self.name}"
+
+        async def traced(stored: StoredEvent) -> None:
+            attributes = telemetry.event_attributes(stored.event)
+            attributes[telemetry.SUBSCRIPTION] = self.name
+            attributes[telemetry.POSITION] = str(stored.position)
+            with telemetry.Operation(
+                telemetry.start_span(found, span_name, "consumer", attributes)
+            ):
+                await handler(stored)
+
+        return traced
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -216,6 +251,7 @@ class Subscription:
         finally:
             if self.state is not SubscriptionState.FAILED:
                 self.state = SubscriptionState.STOPPED
+                telemetry.unwatch("subscription", self)  # a failed one stays visible
             try:
                 await self._save()
             except Exception:
@@ -261,30 +297,33 @@ class Subscription:
     async def _read_and_deliver(self) -> bool:
         """One batch; False when the subscription must stop (an event it cannot place)."""
         head = await self._store.current_position() if self._filtered else None
-        handler = self._handler
+        handler = self._deliver = self._delivery()
         every_event = self.config.checkpoint.kind == "event"
         read = 0
         # Delivered as decoded, never held as a decoded batch: events die young, so the
         # garbage collector never has to promote them (a held batch halves the throughput).
-        async for stored in self._store.read_all(replace(self._options, after=self.position)):
-            read += 1
-            try:
-                await handler(stored)  # the fast path; failures take the retry path
-            except Exception as exc:
-                if not await self._deliver_failed(stored, exc):
-                    if self._last_delivered is not None:
-                        await self._advance(self._last_delivered.position)
-                    return False
-            else:
-                if self._consecutive_failures:
-                    self._recovered()
-            self._unsaved += 1
-            self.processed += 1
-            self._last_delivered = stored
-            self.position = stored.position
-            if every_event:
-                await self._advance(stored.position)
-                await self._save()
+        async with closing_iterator(
+            self._store.read_all(replace(self._options, after=self.position))
+        ) as feed:
+            async for stored in feed:
+                read += 1
+                try:
+                    await handler(stored)  # the fast path; failures take the retry path
+                except Exception as exc:
+                    if not await self._deliver_failed(stored, exc):
+                        if self._last_delivered is not None:
+                            await self._advance(self._last_delivered.position)
+                        return False
+                else:
+                    if self._consecutive_failures:
+                        self._recovered()
+                self._unsaved += 1
+                self.processed += 1
+                self._last_delivered = stored
+                self.position = stored.position
+                if every_event:
+                    await self._advance(stored.position)
+                    await self._save()
         if read and self.position is not None:
             await self._advance(self.position)  # wake waiters once per batch
         caught_up = read < self.config.batch_size
@@ -353,7 +392,7 @@ class Subscription:
                 )
                 await asyncio.sleep(pause)
             try:
-                await self._handler(stored)
+                await self._deliver(stored)
             except Exception as exc:
                 error = exc
                 continue

@@ -1,5 +1,6 @@
 """Test support shipped with the library: contract suites every backend subclasses, and the
-events they use. Importing this package needs pytest (a test-time dependency)."""
+events they use, and `capture_telemetry` for tests of spans and metrics (with
+`opentelemetry-sdk`). Importing this package needs pytest (a test-time dependency)."""
 
 from eventsource.testing.bus import EventBusContract
 from eventsource.testing.checkpoints import CheckpointRepositoryContract
@@ -10,6 +11,7 @@ from eventsource.testing.locks import DistributedLockContract
 from eventsource.testing.outbox import InboxRepositoryContract, OutboxRepositoryContract
 from eventsource.testing.read_models import ReadModelRepositoryContract
 from eventsource.testing.snapshot_store import SnapshotStoreContract
+from eventsource.testing.telemetry import TelemetryCapture, capture_telemetry
 
 __all__ = [
     "CheckpointRepositoryContract",
@@ -21,5 +23,7 @@ __all__ = [
     "OutboxRepositoryContract",
     "ReadModelRepositoryContract",
     "SnapshotStoreContract",
+    "TelemetryCapture",
+    "capture_telemetry",
     "contract_registry",
 ]

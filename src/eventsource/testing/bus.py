@@ -367,6 +367,51 @@ class EventBusContract(ABC):
         )
         assert consumer.consuming
 
+    async def test_publish_and_process_spans_and_message_counts(self, make_bus: MakeBus) -> None:
+        pytest.importorskip("opentelemetry.sdk")
+        from eventsource import observability as o
+        from eventsource.testing.telemetry import capture_telemetry
+
+        with capture_telemetry() as captured:
+            consumer = await make_bus("spans")
+            recorder = Recorder(fail_times=1)
+            consumer.subscribe(ItemAdded, recorder)
+            await consumer.start_consuming()
+            publisher = await make_bus("publisher")
+            event = ItemAdded(name="traced").attached(uuid4(), "Cart", 4)
+            await publisher.publish([event])
+            await eventually(lambda: _has(recorder, 1), self.timeout, "the event")
+            # the handled count is taken after the handler returns
+            await eventually(lambda: consumer.stats.handled == 1, self.timeout, "the ack")
+            bus_type = type(consumer).__name__
+            (publish,) = captured.spans(f"{bus_type} publish")
+            failed, handled = captured.spans("spans process")
+            messages = {
+                outcome: captured.value(
+                    o.BUS_MESSAGES_METRIC,
+                    {o.CONSUMER: consumer.config.consumer_name, o.OUTCOME: outcome},
+                )
+                for outcome in ("received", "handled", "retried")
+            }
+            published = captured.value(
+                o.BUS_MESSAGES_METRIC,
+                {o.CONSUMER: publisher.config.consumer_name, o.OUTCOME: "published"},
+            )
+
+        assert publish.context is not None
+        for process in (failed, handled):
+            assert process.parent is not None
+            assert process.parent.span_id == publish.context.span_id, "one trace, publish first"
+            assert process.context is not None
+            assert process.context.trace_id == publish.context.trace_id
+            assert (process.attributes or {})[o.STREAM_ID] == str(event.aggregate_id)
+            assert (process.attributes or {})[o.VERSION] == 4
+            assert (process.attributes or {})[o.EVENT_TYPE] == "ItemAdded"
+        assert not failed.status.is_ok
+        assert handled.status.is_ok
+        assert messages == {"received": 2, "handled": 1, "retried": 1}
+        assert published == 1
+
     async def test_trace_context_and_correlation_cross_the_broker(self, make_bus: MakeBus) -> None:
         trace = pytest.importorskip("opentelemetry.trace")
         bus = await make_bus()

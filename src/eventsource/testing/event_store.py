@@ -228,6 +228,41 @@ class EventStoreContract(ABC):
         assert await store.get_stream_version(cart) == 3
         assert len(await _collect(store.read_all())) == 3
 
+    async def test_appends_are_traced_and_measured(self, store: EventStore) -> None:
+        pytest.importorskip("opentelemetry.sdk")
+        from eventsource import observability as o
+        from eventsource.testing.telemetry import capture_telemetry
+
+        cart = uuid4()
+        batch = [*_items(2), CartCheckedOut()]
+        with capture_telemetry() as captured:
+            first = await store.append_events(cart, CART, batch, 0)
+            with pytest.raises(OptimisticLockError):
+                await store.append_events(cart, CART, _items(1, "late"), 0)
+            await store.append_events(cart, CART, batch, 0)  # a retry: counted once
+
+        ok, conflict, retry = captured.spans(f"append {CART}")
+        assert dict(ok.attributes or {}) == {
+            o.STORE: store.backend,
+            o.STREAM_ID: str(cart),
+            o.AGGREGATE_TYPE: CART,
+            o.EXPECTED_VERSION: 0,
+            o.EVENT_COUNT: 3,
+            o.EVENT_TYPE: ("CartCheckedOut", "ItemAdded"),
+            o.VERSION: 3,
+            o.POSITION: str(first.positions[-1]),
+        }
+        assert ok.status.is_ok
+        assert not conflict.status.is_ok
+        assert conflict.events[0].attributes["exception.type"].endswith("OptimisticLockError")
+        assert (retry.attributes or {})["eventsource.already_stored"] is True
+        ours = {o.STORE: store.backend, o.AGGREGATE_TYPE: CART}
+        assert captured.value(o.APPEND_DURATION_METRIC, ours) == 3
+        failed = {**ours, "error.type": "OptimisticLockError"}
+        assert captured.value(o.APPEND_DURATION_METRIC, failed) == 1
+        assert captured.value(o.EVENTS_APPENDED_METRIC, {o.EVENT_TYPE: "ItemAdded"}) == 2
+        assert captured.value(o.EVENTS_APPENDED_METRIC, {o.EVENT_TYPE: "CartCheckedOut"}) == 1
+
     async def test_reused_event_id_with_other_content_conflicts(self, store: EventStore) -> None:
         cart = uuid4()
         original = ItemAdded(name="apple")
