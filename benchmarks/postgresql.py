@@ -2,6 +2,7 @@
 
     uv run python benchmarks/postgresql.py            # all workloads
     uv run python benchmarks/postgresql.py --quick    # smaller sizes, for a smoke run
+    uv run python benchmarks/postgresql.py --telemetry  # with an OpenTelemetry SDK recording
 
 The raw side is what a careful hand-written asyncpg program would do against the same table
 (an asyncpg pool without the reset query on release, so no extra round trip per checkout):
@@ -53,7 +54,29 @@ async def commands(side: Lib | Raw, streams: list[UUID], per_worker: int, worker
     return workers * per_worker / (time.perf_counter() - start)
 
 
-async def main(quick: bool) -> int:
+def record_telemetry() -> None:
+    """An OpenTelemetry SDK recording every span (batched, then dropped: the export itself
+    is the collector's cost) and every metric, for the library side only."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from eventsource.observability import configure_telemetry
+
+    class Drop(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    configure_telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+async def main(quick: bool, telemetry: bool = False) -> int:
+    if telemetry:
+        record_telemetry()
     scale = 10 if quick else 1
     repeats = 3 if quick else 5
     schema = f"eventsource_bench_{os.getpid()}"
@@ -199,8 +222,10 @@ async def main(quick: bool) -> int:
         await pool.close()
         await store.close()
 
+    recording = ", library with an OpenTelemetry SDK recording" if telemetry else ""
     print_table(
-        f"PostgreSQLEventStore vs raw asyncpg (median of {repeats} interleaved runs)", results
+        f"PostgreSQLEventStore vs raw asyncpg (median of {repeats} interleaved runs{recording})",
+        results,
     )
     return 0 if missed_total == 0 else 1
 
@@ -208,4 +233,8 @@ async def main(quick: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    sys.exit(asyncio.run(main(parser.parse_args().quick)))
+    parser.add_argument(
+        "--telemetry", action="store_true", help="record spans and metrics with the SDK"
+    )
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.quick, args.telemetry)))

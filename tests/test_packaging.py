@@ -155,6 +155,7 @@ PUBLIC_API = {
     "UpcastingError",
     "Version",
     "__version__",
+    "configure_telemetry",
     "default_registry",
     "get_current_tenant",
     "get_event_class",
@@ -197,6 +198,7 @@ def test_import_eventsource_imports_no_driver() -> None:
         f"""
         import sys
         import eventsource
+        import eventsource.observability
         import eventsource.testing
         assert eventsource.SQLITE_AVAILABLE and eventsource.POSTGRESQL_AVAILABLE
         loaded = sorted(
@@ -208,6 +210,38 @@ def test_import_eventsource_imports_no_driver() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_instrumented_code_runs_without_opentelemetry() -> None:
+    result = run_python(
+        """
+        import asyncio, sys
+        from uuid import uuid4
+        sys.modules["opentelemetry"] = None  # an environment without the telemetry extra
+        import eventsource
+        from eventsource import DomainEvent, InMemoryEventBus, InMemoryEventStore
+        from eventsource.observability import TELEMETRY_AVAILABLE, configure_telemetry
+
+        class Pinged(DomainEvent):
+            pass
+
+        async def main() -> None:
+            configure_telemetry()
+            bus = InMemoryEventBus()
+            seen = []
+            bus.subscribe(Pinged, seen.append)
+            store = InMemoryEventStore()
+            result = await store.append_events(uuid4(), "Ping", [Pinged()], 0)
+            await bus.publish(list(result.events))
+            await bus.shutdown()
+            assert len(seen) == 1
+
+        asyncio.run(main())
+        print(TELEMETRY_AVAILABLE)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_lazy_backend_imports_its_driver_on_first_use() -> None:

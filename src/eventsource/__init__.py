@@ -92,6 +92,7 @@ from eventsource.multitenancy import (
     set_current_tenant,
     tenant_scope,
 )
+from eventsource.observability import TELEMETRY_AVAILABLE, configure_telemetry
 from eventsource.outbox import (
     InboxHandler,
     InboxRepository,
@@ -180,7 +181,6 @@ SQLITE_AVAILABLE: bool = is_available("aiosqlite")
 REDIS_AVAILABLE: bool = is_available("redis")
 RABBITMQ_AVAILABLE: bool = is_available("aio_pika")
 KAFKA_AVAILABLE: bool = is_available("aiokafka")
-TELEMETRY_AVAILABLE: bool = is_available("opentelemetry")
 
 _LAZY = {
     "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
@@ -348,6 +348,7 @@ __all__ = [
     "UpcastingError",
     "Version",
     "__version__",
+    "configure_telemetry",
     "default_registry",
     "get_current_tenant",
     "get_event_class",

@@ -14,6 +14,7 @@ buses, relays, subscription managers), so a metric costs nothing until it is col
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import time
 import weakref
@@ -82,8 +83,31 @@ class _Otel:
     propagate: ModuleType
     context: ModuleType
     metrics: ModuleType
+    metrics_state: ModuleType
+    """The module holding the global meter provider."""
+    providers_from_env: bool
+    """OTEL_PYTHON_*_PROVIDER is set: the API makes the global providers on first request."""
+
+    def global_provider(self, kind: Literal["tracer", "meter"]) -> Any:
+        """The global provider, or None while none is set.
+
+        `get_tracer_provider()` checks the environment on every call (about a microsecond);
+        the module attribute it returns is read directly instead, when it exists.
+        """
+        if kind == "tracer":
+            provider = getattr(self.trace, "_TRACER_PROVIDER", _UNKNOWN)
+        else:
+            provider = getattr(self.metrics_state, "_METER_PROVIDER", _UNKNOWN)
+        if provider is None and not self.providers_from_env:
+            return None
+        if provider is None or provider is _UNKNOWN:
+            if kind == "tracer":
+                return self.trace.get_tracer_provider()
+            return self.metrics.get_meter_provider()
+        return provider
 
 
+_UNKNOWN = object()
 _loaded: list[_Otel | None] = []
 
 
@@ -98,11 +122,22 @@ def _otel() -> _Otel | None:
                     importlib.import_module("opentelemetry.propagate"),
                     importlib.import_module("opentelemetry.context"),
                     importlib.import_module("opentelemetry.metrics"),
+                    _metrics_state(),
+                    any(
+                        f"OTEL_PYTHON_{kind}_PROVIDER" in os.environ for kind in ("TRACER", "METER")
+                    ),
                 )
             )
         except ImportError:
             _loaded.append(None)
     return _loaded[0]
+
+
+def _metrics_state() -> ModuleType:
+    try:
+        return importlib.import_module("opentelemetry.metrics._internal")
+    except ImportError:  # pragma: no cover - a future API without the module: ask the getter
+        return importlib.import_module("opentelemetry.metrics")
 
 
 @dataclass
@@ -142,7 +177,9 @@ def tracer() -> Any:
     otel = _otel()
     if otel is None:
         return None
-    provider = _state.tracer_provider or otel.trace.get_tracer_provider()
+    provider = _state.tracer_provider or otel.global_provider("tracer")
+    if provider is None:
+        return None
     cached = _state.tracer
     if cached is not None and cached[0] is provider:
         return cached[1]
@@ -160,9 +197,11 @@ def instruments() -> Instruments | None:
     otel = _otel()
     if otel is None:
         return None
-    provider = _state.meter_provider or otel.metrics.get_meter_provider()
-    if isinstance(provider, otel.metrics.NoOpMeterProvider) or type(provider).__name__.startswith(
-        "_Proxy"
+    provider = _state.meter_provider or otel.global_provider("meter")
+    if (
+        provider is None
+        or isinstance(provider, otel.metrics.NoOpMeterProvider)
+        or type(provider).__name__.startswith("_Proxy")
     ):
         return None
     return _instruments(otel)
