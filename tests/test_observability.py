@@ -243,6 +243,28 @@ async def test_subscription_spans_lag_state_and_dead_letters(captured: Telemetry
     assert sorted(handled) == [0, 1, 2, 3]
 
 
+async def test_a_partition_traces_only_its_own_events(captured: TelemetryCapture) -> None:
+    store = InMemoryEventStore(registry=registry)
+    handled: list[UUID] = []
+
+    async def ledger(stored: StoredEvent) -> None:
+        handled.append(stored.event_id)
+
+    for n in range(12):
+        await store.append_events(uuid4(), "Account", [Deposited(amount=n)], 0)
+    manager = SubscriptionManager(store, InMemoryCheckpointRepository())
+    parts = manager.subscribe_partitioned(ledger, 3, name="ledger")
+    async with manager:
+        end = await store.current_position()
+        for part in parts:
+            await part.wait_for(end, timeout=10)
+    spans = [span for part in parts for span in captured.spans(f"project {part.name}")]
+    assert len(spans) == len(handled) == 12, "one span per event, in its partition only"
+    assert {attributes(span)[o.STREAM_ID] for span in spans} == {
+        str(stored.aggregate_id) async for stored in store.read_all()
+    }
+
+
 # -- tenants -------------------------------------------------------------------------------------
 
 

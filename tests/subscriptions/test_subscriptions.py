@@ -547,9 +547,16 @@ async def test_partitions_split_aggregates_and_keep_their_order(store: EventStor
         head = await store.current_position()
         for part in parts:
             await part.wait_for(head, timeout=10)
-    assert len(handled) == 60  # each event once, by the one partition of its aggregate
-    for aggregate in aggregates:
-        assert [n for a, n in handled if a == aggregate] == [0, 1, 2, 3, 4]
+        assert len(handled) == 60  # each event once, by the one partition of its aggregate
+        for aggregate in aggregates:
+            assert [n for a, n in handled if a == aggregate] == [0, 1, 2, 3, 4]
+        # A rebuilt partition replays its own aggregates only.
+        handled.clear()
+        rebuilt = await m.rebuild("split.p1of3", timeout=10)
+        assert rebuilt is m["split.p1of3"]
+        assert rebuilt is not parts[1]
+        mine = [a for a in aggregates if a.int % 3 == 1]
+        assert sorted(handled) == sorted((a, n) for a in mine for n in range(5))
     from eventsource.subscriptions.partitions import partition_of
 
     assert len({partition_of(a, 3) for a in aggregates}) > 1

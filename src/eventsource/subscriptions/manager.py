@@ -28,7 +28,7 @@ from eventsource.subscriptions.interface import (
 )
 from eventsource.subscriptions.partitions import (
     PartitionBudget,
-    partition_handler,
+    in_partition,
     partition_name,
 )
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
@@ -189,18 +189,18 @@ class SubscriptionManager:
             part = partition_name(name, partition, partitions)
             if part in self._subscriptions:
                 raise ValueError(f"a subscription named {part!r} exists already")
-            part_handler = partition_handler(callback, partition, partitions)
             subscription = Subscription(
                 part,
-                part_handler,
+                callback,
                 self.event_store,
                 self.checkpoints,
                 self.dead_letters,
                 config,
                 leases,
+                only=in_partition(partition, partitions),
             )
             self._subscriptions[part] = subscription
-            self._handlers[part] = part_handler
+            self._handlers[part] = callback
             created.append(subscription)
             if self._started:
                 subscription.start()
@@ -229,9 +229,8 @@ class SubscriptionManager:
             await handler.reset()
         del self._subscriptions[name]
         target = await self.event_store.current_position()
-        subscription = self.subscribe(handler, name=name, config=old.config)
-        if not self._started:
-            subscription.start()
+        subscription = self._subscriptions[name] = old.renewed()
+        subscription.start()
         async with asyncio.timeout(timeout):
             while True:
                 done = subscription.position is not None and subscription.position >= target

@@ -11,12 +11,13 @@ processes), so partitions spread over the processes that run and move when one d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 from eventsource.stores.interface import StoredEvent
-from eventsource.subscriptions.interface import EventCallback, Lease, LeaseProvider
+from eventsource.subscriptions.interface import Lease, LeaseProvider
 
-__all__ = ["PartitionBudget", "partition_handler", "partition_name", "partition_of"]
+__all__ = ["PartitionBudget", "in_partition", "partition_name", "partition_of"]
 
 
 def partition_of(aggregate_id: UUID, partitions: int) -> int:
@@ -28,14 +29,14 @@ def partition_name(name: str, partition: int, partitions: int) -> str:
     return f"{name}.p{partition}of{partitions}"
 
 
-def partition_handler(handler: EventCallback, partition: int, partitions: int) -> EventCallback:
-    """`handler`, for the events of one partition; the others count as handled (skipped)."""
+def in_partition(partition: int, partitions: int) -> Callable[[StoredEvent], bool]:
+    """Whether an event belongs to `partition` (a subscription's `only` filter: the others
+    count as processed without reaching the handler)."""
 
-    async def handle(stored: StoredEvent) -> None:
-        if stored.aggregate_id.int % partitions == partition:
-            await handler(stored)
+    def belongs(stored: StoredEvent) -> bool:
+        return stored.aggregate_id.int % partitions == partition
 
-    return handle
+    return belongs
 
 
 class _CountedLease:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -75,8 +76,11 @@ class Subscription:
         dead_letters: DeadLetterSink | None,
         config: SubscriptionConfig,
         leases: LeaseProvider | None = None,
+        *,
+        only: Callable[[StoredEvent], bool] | None = None,
     ) -> None:
         self.name = name
+        self._only = only
         self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
@@ -111,6 +115,19 @@ class Subscription:
         )
         self._filtered = any(
             v is not None for v in (config.event_types, config.aggregate_type, config.tenant_id)
+        )
+
+    def renewed(self) -> Subscription:
+        """A new, unstarted subscription with this one's settings (for a rebuild)."""
+        return Subscription(
+            self.name,
+            self._handler,
+            self._store,
+            self._checkpoints,
+            self._dead_letters,
+            self.config,
+            self._leases,
+            only=self._only,
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -298,6 +315,7 @@ class Subscription:
         """One batch; False when the subscription must stop (an event it cannot place)."""
         head = await self._store.current_position() if self._filtered else None
         handler = self._deliver = self._delivery()
+        only = self._only
         every_event = self.config.checkpoint.kind == "event"
         read = 0
         # Delivered as decoded, never held as a decoded batch: events die young, so the
@@ -307,16 +325,18 @@ class Subscription:
         ) as feed:
             async for stored in feed:
                 read += 1
-                try:
-                    await handler(stored)  # the fast path; failures take the retry path
-                except Exception as exc:
-                    if not await self._deliver_failed(stored, exc):
-                        if self._last_delivered is not None:
-                            await self._advance(self._last_delivered.position)
-                        return False
-                else:
-                    if self._consecutive_failures:
-                        self._recovered()
+                # Events `only` refuses (another partition's) count as processed, unhandled.
+                if only is None or only(stored):
+                    try:
+                        await handler(stored)  # the fast path; failures take the retry path
+                    except Exception as exc:
+                        if not await self._deliver_failed(stored, exc):
+                            if self._last_delivered is not None:
+                                await self._advance(self._last_delivered.position)
+                            return False
+                    else:
+                        if self._consecutive_failures:
+                            self._recovered()
                 self._unsaved += 1
                 self.processed += 1
                 self._last_delivered = stored
