@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,13 +20,13 @@ from eventsource import (
     AggregateRepository,
     DeclarativeAggregate,
     EventRegistry,
+    EventStore,
     InMemoryCheckpointRepository,
     InMemoryDLQRepository,
     InMemoryEventBus,
     InMemoryEventBusConfig,
     InMemoryEventStore,
     InMemorySnapshotStore,
-    PostgreSQLEventStore,
     SnapshotPolicy,
     StoredEvent,
     SubscriptionConfig,
@@ -42,6 +43,7 @@ from eventsource.multitenancy import TenantAggregateRepository, TenantDomainEven
 from eventsource.outbox import InMemoryOutboxRepository, OutboxRelay
 from eventsource.testing import TelemetryCapture, capture_telemetry
 from eventsource.testing.bus import eventually
+from tests._stores import open_event_store
 
 registry = EventRegistry()
 
@@ -95,26 +97,16 @@ def attributes(span: Any) -> dict[str, Any]:
 # -- one trace across the store and a real broker ---------------------------------------------
 
 
-@pytest.fixture
-async def pg_store(postgres_url: str) -> AsyncIterator[PostgreSQLEventStore]:
-    import asyncpg
-
-    schema = f"es_otel_{uuid4().hex[:12]}"
-    async with PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry) as s:
-        await s.create_schema()
-        try:
-            yield s
-        finally:
-            conn = await asyncpg.connect(postgres_url)
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            await conn.close()
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgresql)])
+async def pg_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    async with open_event_store(request, registry, tmp_path) as store:
+        yield store
 
 
-@pytest.mark.postgresql
 @pytest.mark.redis
 async def test_one_trace_from_command_through_a_broker_to_the_projection(
     captured: TelemetryCapture,
-    pg_store: PostgreSQLEventStore,
+    pg_store: EventStore,
     redis_url: str,
     redis_prefix: str,
 ) -> None:
