@@ -8,16 +8,25 @@ quoted identifiers: ``{schema}``, ``{table:events}`` (schema-qualified, with the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sql import check_postgresql_names, quote_identifier
 from eventsource.exceptions import StoreSchemaError
 
-__all__ = ["Migration", "apply_postgresql_migrations", "load_migrations", "lock_key", "render"]
+__all__ = [
+    "Migration",
+    "apply_postgresql_migrations",
+    "check_names",
+    "derived_names",
+    "load_migrations",
+    "lock_key",
+    "render",
+]
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _TOKEN = re.compile(r"\{(schema|table|name)(?::(\w+))?\}")
@@ -50,6 +59,26 @@ def load_migrations(backend: str) -> list[Migration]:
     return migrations
 
 
+_HISTORY = "migrations"
+"""The table (prefix + this) recording which migrations were applied."""
+
+
+@functools.cache
+def derived_names(backend: str = "postgresql") -> frozenset[str]:
+    """Every name the shipped migrations derive from a prefix (tables, indexes, constraints),
+    plus the history table: what `{table:...}` and `{name:...}` tokens and the runner add."""
+    names = {_HISTORY}
+    for migration in load_migrations(backend):
+        names.update(m[2] for m in _TOKEN.finditer(migration.template) if m[2])
+    return frozenset(names)
+
+
+def check_names(schema: str, prefix: str) -> None:
+    """`ConfigurationError` unless PostgreSQL keeps `schema` and every name made from `prefix`
+    whole (63 bytes in UTF-8), so stores never share or collide through cut names."""
+    check_postgresql_names(schema, prefix, derived_names("postgresql"))
+
+
 def render(template: str, *, schema: str, prefix: str) -> str:
     """Fill the name tokens of a migration with quoted identifiers."""
 
@@ -79,7 +108,8 @@ async def apply_postgresql_migrations(connection: Any, *, schema: str, prefix: s
     `{schema}.{prefix}migrations` with its checksum; a recorded file whose checksum changed
     raises `StoreSchemaError`. Returns the versions this call applied.
     """
-    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'migrations')}"
+    check_names(schema, prefix)
+    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + _HISTORY)}"
     applied: list[int] = []
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, prefix))
