@@ -176,6 +176,14 @@ class EventStoreContract(ABC):
         result = await store.append_events(cart, CART, [ItemAdded(name="ok")], 0)
         assert result.new_version == 1
 
+    async def test_nul_in_the_aggregate_type_is_refused_before_storing(
+        self, store: EventStore
+    ) -> None:
+        cart = uuid4()
+        with pytest.raises(SerializationError, match="aggregate_type"):
+            await store.append_events(cart, "Ca\x00rt", [ItemAdded(name="x")], 0)
+        assert await store.get_stream_version(cart) == 0
+
     async def test_text_that_looks_like_unstorable_values_round_trips(
         self, store: EventStore
     ) -> None:
