@@ -1,11 +1,21 @@
-"""Opening SQLite connections the way every SQLite backend needs them (aiosqlite, WAL)."""
+"""Opening SQLite connections the way every SQLite backend needs them (aiosqlite, WAL).
+
+aiosqlite runs each connection on a worker thread that is not a daemon and that its
+garbage-collection hook stops with a future of whatever event loop is current. So an unclosed
+connection kept the process alive when an exception escaped `asyncio.run` (the traceback
+holds it), and one collected after `asyncio.run` printed an "Event loop is closed" traceback
+from the worker. Connections opened here use a daemon worker and, when collected unclosed,
+warn (`ResourceWarning` naming their owner) and stop their worker without any event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from eventsource.exceptions import EventStoreError
@@ -26,6 +36,42 @@ def synchronous_mode(value: str) -> str:
     return mode
 
 
+@functools.cache
+def _connection_class() -> Callable[[Callable[[], sqlite3.Connection], str], aiosqlite.Connection]:
+    import aiosqlite
+    from aiosqlite.core import _STOP_RUNNING_SENTINEL
+
+    class OwnedConnection(aiosqlite.Connection):
+        """An aiosqlite connection that never holds the process up nor prints at exit."""
+
+        def __init__(self, connector: Callable[[], sqlite3.Connection], owner: str) -> None:
+            super().__init__(connector, 64)
+            self.owner = owner
+            self._thread.daemon = True
+
+        def __del__(self) -> None:
+            raw = self._connection
+            if raw is None:
+                return
+            warnings.warn(
+                f"{self.owner} was not closed: close it with `await ....close()` or use it "
+                "as `async with ...:` (its SQLite connection is closed now, late)",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            self._connection = None
+            self._running = False
+
+            def close_and_stop() -> object:
+                raw.close()
+                return _STOP_RUNNING_SENTINEL
+
+            # No future: the loop that would receive its result may be closed already.
+            self._tx.put_nowait((None, close_and_stop))
+
+    return OwnedConnection
+
+
 def _probe(path: str) -> None:
     sqlite3.connect(path).close()
 
@@ -37,17 +83,20 @@ async def open_connection(
     synchronous: str,
     ddl: Sequence[str] = (),
     what: str = "SQLite store",
+    owner: str | None = None,
 ) -> aiosqlite.Connection:
     """An autocommit connection in WAL mode, with `ddl` run on it; `EventStoreError` if the
-    file cannot be opened."""
-    import aiosqlite
-
+    file cannot be opened. `owner` names the object holding it in the `ResourceWarning` of a
+    connection never closed (default: `what` and the path)."""
     connection: aiosqlite.Connection | None = None
     try:
         # Open once synchronously first: aiosqlite leaves its worker thread behind when the
         # first connect fails, so a bad path is reported from here instead.
         await asyncio.to_thread(_probe, path)
-        connection = await aiosqlite.connect(path, isolation_level=None)
+        connection = await _connection_class()(
+            functools.partial(sqlite3.connect, path, isolation_level=None),
+            owner or f"{what} {path!r}",
+        )
         await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         setup = ["PRAGMA journal_mode = WAL", f"PRAGMA synchronous = {synchronous}", *ddl]
         deadline = time.monotonic() + busy_timeout

@@ -62,7 +62,10 @@ class DomainEvent(BaseModel):
             amount: Decimal
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinities are written as the JSON constants `NaN` / `Infinity` (not as `null`,
+    # pydantic's default, which reads back as a different value or not at all), so that
+    # `EventCodec.encode` can see and refuse them before anything is stored.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     event_id: UUID = Field(default_factory=uuid7)
     event_type: str = ""

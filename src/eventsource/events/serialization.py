@@ -8,6 +8,7 @@ path through the registry's upcaster chain.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,12 +34,32 @@ class EventCodec:
 
     @staticmethod
     def encode(event: DomainEvent) -> str:
+        """The stored JSON text of `event`.
+
+        Raises `SerializationError` for an event that could be written but never read back
+        alike on every backend: a float NaN or infinity (JSON has no such number) or a NUL
+        character (U+0000, which PostgreSQL's jsonb and text refuse) anywhere in it.
+        """
         try:
-            return event.model_dump_json()
+            text = event.model_dump_json()
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
                 f"event {event.event_type!r} {event.event_id} cannot be serialized to JSON: {exc}"
             ) from exc
+        # Cheap scans on the hot path (a NUL is escaped, so it needs a backslash, which
+        # `in` finds with memchr); the full check runs only on a possible hit.
+        if (("\\" in text and "\\u0000" in text) or "NaN" in text or "Infinity" in text) and (
+            problem := _unstorable(json.loads(text), "")
+        ):
+            raise SerializationError(
+                f"event {event.event_type!r} {event.event_id} cannot be stored: {problem}. "
+                "No backend can store it so that it reads back as written (JSON has no NaN "
+                "or infinity, PostgreSQL refuses U+0000), so it is refused on every store "
+                "before anything is written; refuse such input where it enters (for example "
+                "a pydantic field with allow_inf_nan=False) or store another value (None, a "
+                "Decimal, a string without NUL)"
+            )
+        return text
 
     def decode(
         self, event_type: str, event_version: int, payload: str | bytes, origin: object = None
@@ -82,3 +103,23 @@ class EventCodec:
             f"stored {event_type!r} event (schema version {version}) at {origin} "
             f"is not valid for {cls.__qualname__}: {exc}"
         )
+
+
+def _unstorable(value: Any, where: str) -> str | None:
+    """What in decoded JSON `value` (at path `where`) cannot be stored faithfully, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"field {where!r} is {value}"
+    if isinstance(value, str):
+        return f"field {where!r} contains a NUL character (U+0000)" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if "\x00" in key:
+                return f"the key {path!r} contains a NUL character (U+0000)"
+            if problem := _unstorable(item, path):
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if problem := _unstorable(item, f"{where}[{index}]"):
+                return problem
+    return None

@@ -8,16 +8,29 @@ quoted identifiers: ``{schema}``, ``{table:events}`` (schema-qualified, with the
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sql import check_postgresql_names, quote_identifier
 from eventsource.exceptions import StoreSchemaError
 
-__all__ = ["Migration", "apply_postgresql_migrations", "load_migrations", "lock_key", "render"]
+__all__ = [
+    "ALLOW_NEWER_SCHEMA_ENV",
+    "Migration",
+    "apply_postgresql_migrations",
+    "check_names",
+    "derived_names",
+    "load_migrations",
+    "lock_key",
+    "render",
+]
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _TOKEN = re.compile(r"\{(schema|table|name)(?::(\w+))?\}")
@@ -50,6 +63,31 @@ def load_migrations(backend: str) -> list[Migration]:
     return migrations
 
 
+_log = logging.getLogger(__name__)
+
+ALLOW_NEWER_SCHEMA_ENV = "EVENTSOURCE_ALLOW_NEWER_SCHEMA"
+"""Set to 1 to only warn (not fail) when the database holds migrations this release lacks."""
+
+_HISTORY = "migrations"
+"""The table (prefix + this) recording which migrations were applied."""
+
+
+@functools.cache
+def derived_names(backend: str = "postgresql") -> frozenset[str]:
+    """Every name the shipped migrations derive from a prefix (tables, indexes, constraints),
+    plus the history table: what `{table:...}` and `{name:...}` tokens and the runner add."""
+    names = {_HISTORY}
+    for migration in load_migrations(backend):
+        names.update(m[2] for m in _TOKEN.finditer(migration.template) if m[2])
+    return frozenset(names)
+
+
+def check_names(schema: str, prefix: str) -> None:
+    """`ConfigurationError` unless PostgreSQL keeps `schema` and every name made from `prefix`
+    whole (63 bytes in UTF-8), so stores never share or collide through cut names."""
+    check_postgresql_names(schema, prefix, derived_names("postgresql"))
+
+
 def render(template: str, *, schema: str, prefix: str) -> str:
     """Fill the name tokens of a migration with quoted identifiers."""
 
@@ -71,15 +109,22 @@ def lock_key(schema: str, prefix: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def apply_postgresql_migrations(connection: Any, *, schema: str, prefix: str) -> list[int]:
+async def apply_postgresql_migrations(
+    connection: Any, *, schema: str, prefix: str, allow_newer: bool | None = None
+) -> list[int]:
     """Apply the PostgreSQL migrations not applied yet, on an asyncpg connection.
 
     One transaction under an advisory lock, so concurrent runs (several processes starting at
     once) serialize and the later ones find nothing to do. Each applied file is recorded in
     `{schema}.{prefix}migrations` with its checksum; a recorded file whose checksum changed
     raises `StoreSchemaError`. Returns the versions this call applied.
+
+    A recorded migration this release does not ship means a newer release migrated the
+    database: `StoreSchemaError`, unless `allow_newer` (default: the environment variable
+    `EVENTSOURCE_ALLOW_NEWER_SCHEMA` set to 1, for rolling deploys) turns it into a warning.
     """
-    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'migrations')}"
+    check_names(schema, prefix)
+    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + _HISTORY)}"
     applied: list[int] = []
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, prefix))
@@ -89,9 +134,18 @@ async def apply_postgresql_migrations(connection: Any, *, schema: str, prefix: s
             " name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        rows = await connection.fetch(f"SELECT version, checksum FROM {history}")
-        done = {row[0]: row[1] for row in rows}
-        for migration in load_migrations("postgresql"):
+        rows = await connection.fetch(f"SELECT version, name, checksum FROM {history}")
+        done = {row[0]: row[2] for row in rows}
+        shipped = load_migrations("postgresql")
+        known = {migration.version for migration in shipped}
+        unknown = [
+            f"{row[0]:04d}_{row[1]}"
+            for row in sorted(rows, key=lambda r: r[0])
+            if row[0] not in known
+        ]
+        if unknown:
+            _newer_schema(unknown, shipped, schema, prefix, allow_newer)
+        for migration in shipped:
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
                     raise StoreSchemaError(
@@ -109,3 +163,26 @@ async def apply_postgresql_migrations(connection: Any, *, schema: str, prefix: s
             )
             applied.append(migration.version)
     return applied
+
+
+def _newer_schema(
+    unknown: list[str], shipped: list[Migration], schema: str, prefix: str, allow: bool | None
+) -> None:
+    """Refuse (or, when allowed, loudly warn about) a database migrated by a newer release."""
+    latest = f"{shipped[-1].version:04d}_{shipped[-1].name}" if shipped else "none"
+    message = (
+        f"PostgreSQL schema {schema!r} (prefix {prefix!r}) was migrated by a newer release of "
+        f"eventsource: migrations {', '.join(unknown)} are recorded there, but this release "
+        f"ships migrations up to {latest} only and may misread or corrupt the newer tables. "
+        "Upgrade eventsource-async to the release that applied them"
+    )
+    if allow is None:
+        allow = os.environ.get(ALLOW_NEWER_SCHEMA_ENV, "").strip().lower() in {"1", "true", "yes"}
+    if not allow:
+        raise StoreSchemaError(
+            f"{message}; during a rolling deploy, where old and new releases run side by "
+            f"side, set {ALLOW_NEWER_SCHEMA_ENV}=1 on the old ones to only warn"
+        )
+    text = f"{message} ({ALLOW_NEWER_SCHEMA_ENV} is set: continuing)"
+    _log.warning(text)
+    warnings.warn(text, RuntimeWarning, stacklevel=3)

@@ -21,7 +21,7 @@ from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
-from eventsource.migrations import apply_postgresql_migrations
+from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.outbox.interface import (
     InboxRepository,
     OutboxBatch,
@@ -73,6 +73,7 @@ class _PostgreSQLTable:
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
+        check_names(schema, prefix)
         self.engine: AsyncEngine = pg.engine_of(engine)
         self.schema = schema
         self.prefix = prefix

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
-from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sql import check_postgresql_names, quote_identifier
 from eventsource.exceptions import StoreSchemaError
 from eventsource.readmodels._sql import Dialect, SQLReadModelRepository
 from eventsource.readmodels.interface import TModel
@@ -50,6 +50,7 @@ class PostgreSQLReadModelRepository(SQLReadModelRepository[TModel]):
     ) -> None:
         require("asyncpg", extra="postgresql", feature="PostgreSQLReadModelRepository")
         super().__init__(model, table=table)
+        check_postgresql_names(schema, self.table, ("", "_data"), what="read-model table name")
         self.engine: AsyncEngine = pg.engine_of(engine)
         self.schema = schema
         self._owns_engine = _owns_engine

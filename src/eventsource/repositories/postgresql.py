@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource.migrations import apply_postgresql_migrations
+from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.repositories._sql import (
     SQLCheckpointRepository,
     SQLDLQRepository,
@@ -38,6 +38,7 @@ class _PostgreSQLRepository(SQLRepository):
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
+        check_names(schema, prefix)
         self.engine: AsyncEngine = pg.engine_of(engine)
         self.schema = schema
         self.prefix = prefix

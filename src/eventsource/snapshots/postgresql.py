@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource.migrations import apply_postgresql_migrations
+from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class PostgreSQLSnapshotStore(SnapshotStore):
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature="PostgreSQLSnapshotStore")
+        check_names(schema, prefix)
         self.engine: AsyncEngine = pg.engine_of(engine)
         self.schema = schema
         self.prefix = prefix

@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
 from eventsource._internal.retry import backoff_delay
-from eventsource._internal.sql import quote_identifier
+from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
@@ -35,7 +35,7 @@ from eventsource.exceptions import (
     OptimisticLockError,
     TransientStoreError,
 )
-from eventsource.migrations import apply_postgresql_migrations
+from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.stores._append import (
     EventRecord,
     attach_events,
@@ -150,13 +150,14 @@ class PostgreSQLEventStore(EventStore):
             )
         if transient_retries < 0:
             raise ValueError(f"transient_retries must be >= 0, got {transient_retries}")
+        check_names(schema, prefix)
         self.registry = registry
         self.schema = schema
         self.prefix = prefix
         self.notify = notify
         self.outbox = outbox
         self.transient_retries = transient_retries
-        self.channel = f"{schema}.{prefix}events"[:63]
+        self.channel = notify_channel(schema, prefix)
         self._codec = EventCodec(registry)
         self._bound = _bound
         self._owns_engine = _owns_engine

@@ -208,7 +208,11 @@ class SQLiteEventStore(EventStore):
 
     async def _open_one(self, ddl: Sequence[str]) -> aiosqlite.Connection:
         return await open_connection(
-            self.path, busy_timeout=self._busy_timeout, synchronous=self._synchronous, ddl=ddl
+            self.path,
+            busy_timeout=self._busy_timeout,
+            synchronous=self._synchronous,
+            ddl=ddl,
+            owner=f"SQLiteEventStore({self.path!r})",
         )
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -31,6 +31,7 @@ from eventsource.exceptions import (
     InvalidEventError,
     InvalidPositionError,
     OptimisticLockError,
+    SerializationError,
 )
 from eventsource.stores.interface import (
     EventStore,
@@ -146,6 +147,53 @@ class EventStoreContract(ABC):
         with pytest.raises(InvalidEventError):
             await store.append_events(cart, CART, [ItemAdded(name="ok"), foreign], 0)
         assert await store.get_stream_version(cart) == 0
+
+    @pytest.mark.parametrize(
+        ("make", "named"),
+        [
+            (lambda: ItemAdded(name="x").with_metadata(ratio=float("nan")), "metadata.ratio"),
+            (lambda: ItemAdded(name="x").with_metadata(top=float("inf")), "metadata.top"),
+            (lambda: ItemAdded(name="x").with_metadata(low=[1, -float("inf")]), "metadata.low[1]"),
+            (lambda: ItemAdded(name="nul\x00inside"), "name"),
+            (lambda: ItemAdded(name="x").with_metadata(**{"k\x00": 1}), "metadata.k"),
+        ],
+        ids=["nan", "infinity", "nested-negative-infinity", "nul-in-string", "nul-in-key"],
+    )
+    async def test_values_that_cannot_be_read_back_are_refused_before_storing(
+        self, store: EventStore, make: Callable[[], DomainEvent], named: str
+    ) -> None:
+        # What a store accepts it must read back, alike on every backend: JSON has no NaN or
+        # infinity (written as null they read back wrong or not at all), PostgreSQL refuses
+        # U+0000. So the whole append fails up front and nothing of the batch is stored.
+        cart = uuid4()
+        before = await store.current_position()
+        with pytest.raises(SerializationError) as caught:
+            await store.append_events(cart, CART, [ItemAdded(name="ok"), make()], 0)
+        assert named in str(caught.value)
+        assert await store.get_stream_version(cart) == 0
+        assert await store.current_position() == before
+        # The stream stays usable: the next (valid) append starts it at version 1.
+        result = await store.append_events(cart, CART, [ItemAdded(name="ok")], 0)
+        assert result.new_version == 1
+
+    async def test_nul_in_the_aggregate_type_is_refused_before_storing(
+        self, store: EventStore
+    ) -> None:
+        cart = uuid4()
+        with pytest.raises(SerializationError, match="aggregate_type"):
+            await store.append_events(cart, "Ca\x00rt", [ItemAdded(name="x")], 0)
+        assert await store.get_stream_version(cart) == 0
+
+    async def test_text_that_looks_like_unstorable_values_round_trips(
+        self, store: EventStore
+    ) -> None:
+        cart = uuid4()
+        tricky = "NaN -Infinity \\u0000 \\\\u0000 \u00e9\u4e2d\U0001f600"
+        event = ItemAdded(name=tricky).with_metadata(note="Infinity", value=0.5)
+        await store.append_events(cart, CART, [event], 0)
+        (read,) = (await store.get_events(cart)).events
+        assert read.name == tricky  # type: ignore[attr-defined]
+        assert read.metadata == {"note": "Infinity", "value": 0.5}
 
     # -- expected version ----------------------------------------------------------------------
 
