@@ -295,3 +295,52 @@ async def test_stop_lets_the_batch_in_hand_finish_and_be_marked(setup: Setup) ->
     assert len(received.events) == 2
     assert (await setup.outboxes[0].stats()).pending == 0
     await bus.shutdown()
+
+
+@pytest.mark.postgresql
+async def test_postgresql_relay_publishing_does_not_hold_back_the_global_feed(
+    postgres_url: str, schema: str
+) -> None:
+    """The relay holds no transaction while it publishes: the feed is read below the oldest
+    open transaction holding a transaction id, so a claim kept open through a slow publish
+    would hide every event appended meanwhile from every reader."""
+    from eventsource import PostgreSQLEventStore
+    from eventsource.outbox import PostgreSQLOutboxRepository
+
+    async with (
+        PostgreSQLEventStore.from_url(
+            postgres_url, schema=schema, registry=contract_registry, outbox=True
+        ) as store,
+        PostgreSQLEventStore.from_url(
+            postgres_url, schema=schema, registry=contract_registry
+        ) as reader,
+    ):
+        await store.create_schema()
+        outbox = PostgreSQLOutboxRepository.for_store(store)
+        await _append(store, uuid4(), 1, 2)
+        bus = InMemoryEventBus(registry=contract_registry)
+        broker = HeldBroker(bus)
+        relay = OutboxRelay(outbox, broker, registry=contract_registry)
+        publishing = asyncio.create_task(relay.publish_pending())
+        try:
+            await asyncio.wait_for(broker.started.wait(), 10)
+            appended = await store.append_events(uuid4(), "Cart", [ItemAdded(name="late")], 0)
+            target = appended.last_position
+            assert target is not None
+            seen = False
+            for _ in range(500):  # up to ~10 s; a held-back feed never gets there
+                if await reader.current_position() >= target:
+                    seen = True
+                    break
+                await asyncio.sleep(0.02)
+            assert seen, "an event appended during a publish stayed unreadable"
+            assert not publishing.done(), "the publish must still be in progress"
+            ids = [stored.event.event_id async for stored in reader.read_all()]
+            assert appended.events[0].event_id in ids
+        finally:
+            broker.release.set()
+            published = await publishing
+        assert published == 2
+        assert (await outbox.stats()).pending == 1
+        await outbox.close()
+        await bus.shutdown()

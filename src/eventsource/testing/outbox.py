@@ -133,6 +133,56 @@ class OutboxRepositoryContract(ABC):
         stats = await outbox.stats()
         assert (stats.pending, stats.published) == (1, 0)
 
+    async def test_a_parked_row_holds_back_its_aggregate_until_retried(
+        self, outbox: OutboxRepository
+    ) -> None:
+        stuck, free = _stream(3), _stream(1)
+        await outbox.add([*stuck, *free])
+        async with outbox.claim(1) as batch:
+            (first,) = batch.entries
+            await batch.parked(batch.entries, "cannot publish")
+        stats = await outbox.stats()
+        assert (stats.pending, stats.failing, stats.parked) == (3, 0, 1)
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [free[0].event_id]
+            await batch.published(batch.entries)
+            published = batch.entries[0].id
+        (parked,) = await outbox.list_parked()
+        assert (parked.id, parked.attempts, parked.last_error) == (first.id, 1, "cannot publish")
+        assert parked.parked_at is not None
+        assert not await outbox.retry_parked(published), "only parked rows can be retried"
+        assert not await outbox.discard_parked(published), "only parked rows can be discarded"
+        assert await outbox.retry_parked(first.id)
+        assert not await outbox.retry_parked(first.id), "the row is no longer parked"
+        assert await outbox.list_parked() == []
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [e.event_id for e in stuck]
+            assert (batch.entries[0].attempts, batch.entries[0].parked_at) == (0, None)
+
+    async def test_discarding_a_parked_row_releases_its_aggregate(
+        self, outbox: OutboxRepository
+    ) -> None:
+        stuck = _stream(3)
+        await outbox.add(stuck)
+        async with outbox.claim(1) as batch:
+            (first,) = batch.entries
+            await batch.parked(batch.entries, "no such event type")
+        async with outbox.claim(10) as batch:
+            assert batch.entries == []
+        assert await outbox.discard_parked(first.id)
+        assert not await outbox.discard_parked(first.id)
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [e.event_id for e in stuck[1:]]
+        stats = await outbox.stats()
+        assert (stats.pending, stats.parked) == (2, 0)
+
+    async def test_errors_with_nul_characters_are_stored(self, outbox: OutboxRepository) -> None:
+        await outbox.add(_stream(1))
+        async with outbox.claim(1) as batch:
+            await batch.parked(batch.entries, "bad byte \x00 in \ud800 reply")
+        (parked,) = await outbox.list_parked()
+        assert parked.last_error == "bad byte \\x00 in \\ud800 reply"
+
 
 class InboxRepositoryContract(ABC):
     """Abstract pytest suite; subclasses implement `create_inbox`."""
