@@ -183,3 +183,38 @@ async def test_sqlite_outbox_files_from_before_parking_keep_working(tmp_path: Pa
     assert parked.event_id == events[0].event_id
     for outbox in (writer, *outboxes):
         await outbox.close()
+
+
+@pytest.mark.postgresql
+async def test_postgresql_claim_skips_rows_behind_a_claim_not_committed_yet(
+    postgres_url: str, schema: str
+) -> None:
+    """Another relay's claim statement holds the first rows of a cart locked and its lease is
+    not visible yet: this claim must take neither them nor the cart's later rows."""
+    import asyncpg
+
+    from eventsource.outbox import PostgreSQLOutboxRepository
+
+    outbox = PostgreSQLOutboxRepository.from_url(postgres_url, schema=schema)
+    await outbox.create_schema()
+    cart_id = uuid4()
+    cart = [ItemAdded(name=f"item-{v}").attached(cart_id, "Cart", v) for v in range(1, 5)]
+    other = ItemAdded(name="other").attached(uuid4(), "Cart", 1)
+    await outbox.add([*cart[:2], other, *cart[2:]])
+    relay = await asyncpg.connect(postgres_url)
+    try:
+        async with relay.transaction():
+            locked = await relay.fetch(
+                f'SELECT id FROM "{schema}".outbox ORDER BY id LIMIT 2 FOR UPDATE'
+            )
+            assert len(locked) == 2
+            async with outbox.claim(10) as batch:
+                assert [e.event_id for e in batch.entries] == [other.event_id]
+                await batch.published(batch.entries)
+            async with outbox.claim(10) as batch:
+                assert batch.entries == []
+    finally:
+        await relay.close()
+    async with outbox.claim(10) as batch:
+        assert [e.event_id for e in batch.entries] == [e.event_id for e in cart]
+    await outbox.close()
