@@ -77,9 +77,9 @@ class OutboxBatch(ABC):
     expires.
 
     Ending the batch (leaving its `async with`) records what was marked, in one short
-    statement that applies only while this relay still holds the lease, and releases the
-    rows it did not mark. Leaving it by an exception marks nothing; dying inside it leaves
-    the lease to expire. Either way the rows are claimed again later.
+    transaction whose statements apply only while this relay still holds the lease, and
+    frees the rows it did not mark. Leaving it by an exception marks nothing and frees the
+    rows; dying inside it leaves the lease to expire. Either way the rows are claimed again.
     """
 
     entries: Sequence[OutboxEntry]
