@@ -32,11 +32,11 @@ async def main(kind: str, where: str, schema: str, redis_url: str, prefix: str) 
     if kind == "postgresql":
         from eventsource.outbox import PostgreSQLOutboxRepository
 
-        outbox = PostgreSQLOutboxRepository.from_url(where, schema=schema)
+        outbox = PostgreSQLOutboxRepository.from_url(where, schema=schema, lease_seconds=1.0)
     else:
         from eventsource.outbox import SQLiteOutboxRepository
 
-        outbox = SQLiteOutboxRepository(where, claim_timeout=1.0)
+        outbox = SQLiteOutboxRepository(where, lease_seconds=1.0)
     bus = RedisEventBus(
         RedisEventBusConfig(url=redis_url, stream_prefix=prefix, consumer_group="relay"),
         registry=contract_registry,

@@ -22,12 +22,13 @@ from eventsource.outbox import (
     InboxRepository,
     InMemoryInboxRepository,
     InMemoryOutboxRepository,
+    OutboxEntry,
     OutboxRelay,
     OutboxRepository,
 )
 from eventsource.testing import contract_registry
 from eventsource.testing.bus import eventually
-from eventsource.testing.events import ItemAdded
+from eventsource.testing.events import ItemAdded, UnregisteredEvent
 from tests._stores import STORE_KINDS
 
 
@@ -294,4 +295,103 @@ async def test_stop_lets_the_batch_in_hand_finish_and_be_marked(setup: Setup) ->
     await asyncio.wait_for(stopping, 10)
     assert len(received.events) == 2
     assert (await setup.outboxes[0].stats()).pending == 0
+    await bus.shutdown()
+
+
+@pytest.mark.postgresql
+async def test_postgresql_relay_publishing_does_not_hold_back_the_global_feed(
+    postgres_url: str, schema: str
+) -> None:
+    """The relay holds no transaction while it publishes: the feed is read below the oldest
+    open transaction holding a transaction id, so a claim kept open through a slow publish
+    would hide every event appended meanwhile from every reader."""
+    from eventsource import PostgreSQLEventStore
+    from eventsource.outbox import PostgreSQLOutboxRepository
+
+    async with (
+        PostgreSQLEventStore.from_url(
+            postgres_url, schema=schema, registry=contract_registry, outbox=True
+        ) as store,
+        PostgreSQLEventStore.from_url(
+            postgres_url, schema=schema, registry=contract_registry
+        ) as reader,
+    ):
+        await store.create_schema()
+        outbox = PostgreSQLOutboxRepository.for_store(store)
+        await _append(store, uuid4(), 1, 2)
+        bus = InMemoryEventBus(registry=contract_registry)
+        broker = HeldBroker(bus)
+        relay = OutboxRelay(outbox, broker, registry=contract_registry)
+        publishing = asyncio.create_task(relay.publish_pending())
+        try:
+            await asyncio.wait_for(broker.started.wait(), 10)
+            appended = await store.append_events(uuid4(), "Cart", [ItemAdded(name="late")], 0)
+            target = appended.last_position
+            assert target is not None
+            seen = False
+            for _ in range(500):  # up to ~10 s; a held-back feed never gets there
+                if await reader.current_position() >= target:
+                    seen = True
+                    break
+                await asyncio.sleep(0.02)
+            assert seen, "an event appended during a publish stayed unreadable"
+            assert not publishing.done(), "the publish must still be in progress"
+            ids = [stored.event.event_id async for stored in reader.read_all()]
+            assert appended.events[0].event_id in ids
+        finally:
+            broker.release.set()
+            published = await publishing
+        assert published == 2
+        assert (await outbox.stats()).pending == 1
+        await outbox.close()
+        await bus.shutdown()
+
+
+async def test_an_undecodable_event_holds_back_only_its_aggregate_across_relays(
+    setup: Setup,
+) -> None:
+    bus = InMemoryEventBus(registry=contract_registry)
+    received = Received()
+    bus.subscribe(ItemAdded, received)
+    carts = [uuid4() for _ in range(6)]
+    poisoned = carts[0]
+    for cart in carts:
+        await _append(setup.store, cart, 1, 2)
+    await setup.store.append_events(poisoned, "Cart", [UnregisteredEvent()], 2)
+    for cart in carts:
+        await _append(setup.store, cart, 3 + (cart == poisoned), 3)
+    relays = [
+        OutboxRelay(
+            outbox,
+            SlowBroker(bus),
+            registry=contract_registry,
+            batch_size=4,
+            poll_interval=0.01,
+            retry_delay=0.01,
+            max_attempts=3,
+        )
+        for outbox in setup.outboxes
+    ]
+    for relay in relays:
+        await relay.start()
+    await eventually(lambda: len(received.events) >= 27, 30, "every other event")
+    parked: list[OutboxEntry] = []
+    for _ in range(1000):
+        parked = await setup.outboxes[0].list_parked()
+        if parked:
+            break
+        await asyncio.sleep(0.01)
+    assert [entry.aggregate_id for entry in parked] == [poisoned]
+    assert parked[0].attempts == 3
+    assert sum(relay.parked for relay in relays) == 1
+    assert received.versions()[poisoned] == [1, 2], "its later events wait behind it"
+    assert await setup.outboxes[1].discard_parked(parked[0].id)
+    await eventually(lambda: len(received.events) >= 30, 30, "the released events")
+    for relay in relays:
+        await relay.stop()
+    versions = received.versions()
+    assert versions.pop(poisoned) == [1, 2, 4, 5, 6]
+    assert versions == {cart: [1, 2, 3, 4, 5] for cart in carts[1:]}
+    stats = await setup.outboxes[0].stats()
+    assert (stats.pending, stats.parked) == (0, 0)
     await bus.shutdown()

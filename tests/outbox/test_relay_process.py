@@ -1,7 +1,6 @@
 """The outbox's crash guarantee with real processes: a relay process SIGKILLed after it
-published a batch to Redis but before it marked it. Another relay publishes the batch again
-(PostgreSQL: the dead process's transaction rolled back; SQLite: its claim's lease expired)
-and the consumer's inbox drops every duplicate."""
+published a batch to Redis but before it marked it. Once the dead process's lease expires,
+another relay publishes the batch again and the consumer's inbox drops every duplicate."""
 
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ async def database(
         path = str(tmp_path / "events.db")
         store = SQLiteEventStore(path, registry=contract_registry, outbox=True)
         await store.connect()
-        outbox = SQLiteOutboxRepository(path, claim_timeout=1.0)
+        outbox = SQLiteOutboxRepository(path, lease_seconds=1.0)
         inbox = SQLiteInboxRepository(path)
         yield "sqlite", path, "", store, outbox, inbox
         for closing in (outbox, inbox, store):

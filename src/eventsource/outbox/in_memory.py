@@ -18,6 +18,7 @@ from eventsource.outbox.interface import (
     OutboxEntry,
     OutboxRepository,
     OutboxStats,
+    storable_error,
 )
 
 __all__ = ["InMemoryInboxRepository", "InMemoryOutboxRepository"]
@@ -37,13 +38,18 @@ class _Batch(OutboxBatch):
         self.entries = [row.entry for row in rows]
         self._published: set[int] = set()
         self._failed: dict[int, tuple[str, datetime]] = {}
+        self._parked: dict[int, str] = {}
 
     async def published(self, entries: Sequence[OutboxEntry]) -> None:
         self._published.update(entry.id for entry in entries)
 
     async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
         for entry in entries:
-            self._failed[entry.id] = (error, retry_at)
+            self._failed[entry.id] = (storable_error(error), retry_at)
+
+    async def parked(self, entries: Sequence[OutboxEntry], error: str) -> None:
+        for entry in entries:
+            self._parked[entry.id] = storable_error(error)
 
     def commit(self) -> None:
         now = utc_now()
@@ -53,6 +59,11 @@ class _Batch(OutboxBatch):
             row = self._rows[entry_id]
             row.entry = replace(row.entry, attempts=row.entry.attempts + 1, last_error=error)
             row.due = retry_at
+        for entry_id, error in self._parked.items():
+            row = self._rows[entry_id]
+            row.entry = replace(
+                row.entry, attempts=row.entry.attempts + 1, last_error=error, parked_at=now
+            )
 
     def release(self) -> None:
         for row in self._rows.values():
@@ -100,7 +111,7 @@ class InMemoryOutboxRepository(OutboxRepository):
             aggregate = row.entry.aggregate_id
             if aggregate in blocked:
                 continue
-            if row.claimed or row.due > now:
+            if row.claimed or row.due > now or row.entry.parked_at is not None:
                 blocked.add(aggregate)  # later events of this aggregate must wait for it
                 continue
             if len(taken) < limit:
@@ -121,13 +132,39 @@ class InMemoryOutboxRepository(OutboxRepository):
         return removed
 
     async def stats(self) -> OutboxStats:
-        pending = [r for r in self._rows if r.published_at is None]
+        unpublished = [r for r in self._rows if r.published_at is None]
+        pending = [r for r in unpublished if r.entry.parked_at is None]
         return OutboxStats(
             pending=len(pending),
             failing=sum(1 for r in pending if r.entry.attempts),
-            published=len(self._rows) - len(pending),
+            published=len(self._rows) - len(unpublished),
             oldest_pending=min((r.entry.created_at for r in pending), default=None),
+            parked=len(unpublished) - len(pending),
         )
+
+    def _parked_row(self, entry_id: int) -> _Row | None:
+        for row in self._rows:
+            if row.entry.id == entry_id and row.entry.parked_at is not None:
+                return row
+        return None
+
+    async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:
+        return [r.entry for r in self._rows if r.entry.parked_at is not None][:limit]
+
+    async def retry_parked(self, entry_id: int) -> bool:
+        row = self._parked_row(entry_id)
+        if row is None:
+            return False
+        row.entry = replace(row.entry, attempts=0, parked_at=None)
+        row.due = utc_now()
+        return True
+
+    async def discard_parked(self, entry_id: int) -> bool:
+        row = self._parked_row(entry_id)
+        if row is None:
+            return False
+        self._rows.remove(row)
+        return True
 
 
 class InMemoryInboxRepository(InboxRepository):

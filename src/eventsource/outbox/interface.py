@@ -46,24 +46,40 @@ class OutboxEntry:
     created_at: datetime
     attempts: int
     last_error: str | None
+    parked_at: datetime | None = None
+    """When the relay gave up on the row (see `OutboxRepository.list_parked`); None if not."""
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
     pending: int
-    """Rows not published yet (failing ones included)."""
+    """Rows not published yet and not parked (failing ones included)."""
     failing: int
     """Pending rows whose last publish failed."""
     published: int
     """Published rows not cleaned up yet."""
     oldest_pending: datetime | None
+    parked: int = 0
+    """Rows the relay gave up on; each holds back the later rows of its aggregate until an
+    operator retries or discards it."""
+
+
+def storable_error(error: str, limit: int = 2000) -> str:
+    """`error` as text every backend can store: NUL characters (which PostgreSQL refuses in
+    text) and unpaired surrogates are escaped, and the text is cut to `limit` characters."""
+    text = error.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:limit]
 
 
 class OutboxBatch(ABC):
-    """Rows claimed by one relay: nobody else publishes them until the batch ends.
+    """Rows leased by one relay: nobody else claims them until the batch ends or the lease
+    expires.
 
-    Ending the batch (leaving its `async with`) records what was marked. Leaving it by an
-    exception, or dying inside it, marks nothing: the rows are claimed again later.
+    Ending the batch (leaving its `async with`) records what was marked, in one short
+    transaction whose statements apply only while this relay still holds the lease, and
+    frees the rows it did not mark. Leaving it by an exception marks nothing and frees the
+    rows; dying inside it leaves the lease to expire. Either way the rows are claimed again.
     """
 
     entries: Sequence[OutboxEntry]
@@ -77,6 +93,12 @@ class OutboxBatch(ABC):
         """Count a failed attempt for `entries`; neither they nor the later events of their
         aggregates are claimed again before `retry_at`."""
 
+    @abstractmethod
+    async def parked(self, entries: Sequence[OutboxEntry], error: str) -> None:
+        """Count a failed attempt for `entries` and park them: they and the later events of
+        their aggregates are not claimed again until `OutboxRepository.retry_parked` (or
+        `discard_parked`) releases them."""
+
 
 class RecordedBatch(OutboxBatch):
     """A batch that records the marks for its repository to write when the batch ends."""
@@ -85,12 +107,16 @@ class RecordedBatch(OutboxBatch):
         self.entries = entries
         self.published_ids: list[int] = []
         self.failures: list[tuple[list[int], str, datetime]] = []
+        self.parks: list[tuple[list[int], str]] = []
 
     async def published(self, entries: Sequence[OutboxEntry]) -> None:
         self.published_ids.extend(entry.id for entry in entries)
 
     async def failed(self, entries: Sequence[OutboxEntry], error: str, retry_at: datetime) -> None:
-        self.failures.append(([entry.id for entry in entries], error, retry_at))
+        self.failures.append(([entry.id for entry in entries], storable_error(error), retry_at))
+
+    async def parked(self, entries: Sequence[OutboxEntry], error: str) -> None:
+        self.parks.append(([entry.id for entry in entries], storable_error(error)))
 
 
 class OutboxRepository(AsyncClosing, ABC):
@@ -103,11 +129,13 @@ class OutboxRepository(AsyncClosing, ABC):
 
     @abstractmethod
     def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
-        """Claim up to `limit` pending rows, oldest first, for one relay.
+        """Lease up to `limit` pending rows, oldest first, to one relay.
 
-        A row is claimable when it is due (`failed` sets when) and no earlier pending row of
-        its aggregate is delayed or claimed by another relay, so each aggregate's events are
-        published in order even with several relays running.
+        The lease is taken in one short transaction and no transaction stays open while the
+        relay publishes. A row is claimable when it is due (`failed` sets when), not parked,
+        not leased by another relay (or its lease expired), and no earlier unpublished row of
+        its aggregate is leased, delayed or parked, so each aggregate's events are published
+        in order even with several relays running.
         """
 
     @abstractmethod
@@ -116,6 +144,20 @@ class OutboxRepository(AsyncClosing, ABC):
 
     @abstractmethod
     async def stats(self) -> OutboxStats: ...
+
+    @abstractmethod
+    async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:
+        """The parked rows (oldest first), with their attempts and last error."""
+
+    @abstractmethod
+    async def retry_parked(self, entry_id: int) -> bool:
+        """Put a parked row back to pending with its attempts reset, so the relay tries it
+        (and then the later rows of its aggregate) again; False if no such row is parked."""
+
+    @abstractmethod
+    async def discard_parked(self, entry_id: int) -> bool:
+        """Delete a parked row without publishing it, releasing the later rows of its
+        aggregate; False if no such row is parked."""
 
 
 class InboxRepository(AsyncClosing, ABC):

@@ -4,16 +4,21 @@ file (usually the events' file).
 SQLite has one writer at a time, so a relay cannot hold a transaction open while it publishes
 without stopping every append. A claim is a lease instead: one short transaction stamps the
 rows with a token and `claimed_until`; the relay publishes outside any transaction; a second
-short transaction marks them. A relay that dies leaves the lease to expire (`claim_timeout`),
-and the rows are claimed again. A row is not claimable while an earlier pending row of its
-aggregate is leased or delayed, which keeps each aggregate's events in order across relays.
+short transaction marks them, only where the token is still its own. A relay that dies
+leaves the lease to expire (`lease_seconds`), and the rows are claimed again. A row is not
+claimable while an earlier unpublished row of its aggregate is leased, delayed or parked,
+which keeps each aggregate's events in order across relays.
+
+Files made before rows could be parked get the `parked_at` column when a repository first
+opens them (checked and added in one `BEGIN IMMEDIATE` transaction, so processes opening the
+file together add it once); the store's appends never name that column.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +48,12 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteInboxRepository", "SQLiteOutboxRepository"]
 
 
+_ENTRY_COLUMNS = (
+    "id, event_id, event_type, event_version, aggregate_id, aggregate_type, aggregate_version,"
+    " payload, created_at, attempts, last_error, parked_at"
+)
+
+
 def _text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -62,11 +73,13 @@ class _SQLiteTable:
         *,
         busy_timeout: float,
         synchronous: str,
+        upgrade: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
     ) -> None:
         require("aiosqlite", extra="sqlite", feature=type(self).__name__)
         self.path = str(path)
         self.table = quote_identifier(table)
         self._ddl = ddl
+        self._upgrade = upgrade
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous_mode(synchronous)
         self._connection: aiosqlite.Connection | None = None
@@ -79,13 +92,20 @@ class _SQLiteTable:
         async with self._lock:
             try:
                 if self._connection is None:
-                    self._connection = await open_connection(
+                    opened = await open_connection(
                         self.path,
                         busy_timeout=self._busy_timeout,
                         synchronous=self._synchronous,
                         ddl=self._ddl,
                         what=f"SQLite {self.table} table",
                     )
+                    if self._upgrade is not None:
+                        try:
+                            await self._upgrade(opened)
+                        except BaseException:
+                            await opened.close()
+                            raise
+                    self._connection = opened
                 conn = self._connection
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -112,8 +132,8 @@ class _SQLiteTable:
 class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
     """The outbox table an `SQLiteEventStore(outbox=True)` writes (same file, same table name).
 
-    `claim_timeout` is how long a claimed batch may take to publish before another relay may
-    take it over; keep it well above a publish's worst case.
+    `lease_seconds` is how long a claimed batch may take to publish before another relay may
+    claim its rows again (publishing them twice); keep it well above a publish's worst case.
     """
 
     def __init__(
@@ -121,15 +141,27 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
         path: str | Path = "eventsource.db",
         *,
         table: str = "outbox",
-        claim_timeout: float = 60.0,
+        lease_seconds: float = 60.0,
         busy_timeout: float = 10.0,
         synchronous: str = "FULL",
     ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
         super().__init__(
-            path, table, outbox_ddl(table), busy_timeout=busy_timeout, synchronous=synchronous
+            path,
+            table,
+            outbox_ddl(table),
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            upgrade=self._add_parked_column,
         )
-        self.claim_timeout = claim_timeout
+        self.lease_seconds = lease_seconds
+        self._table_name = table
         t = self.table
+        self._parked_index_sql = (
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_parked_idx')}"
+            f" ON {t} (id) WHERE parked_at IS NOT NULL"
+        )
         self._add_sql = (
             f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
             " aggregate_type, aggregate_version, payload, created_at, next_attempt_at)"
@@ -137,18 +169,14 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
         )
         self._claim_sql = (
             f"UPDATE {t} SET claimed_until = ?1, claim_token = ?2 WHERE id IN ("
-            f"SELECT o.id FROM {t} o WHERE o.published_at IS NULL AND o.next_attempt_at <= ?3"
-            " AND (o.claimed_until IS NULL OR o.claimed_until < ?3)"
+            f"SELECT o.id FROM {t} o WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+            " AND o.next_attempt_at <= ?3 AND (o.claimed_until IS NULL OR o.claimed_until < ?3)"
             f" AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.aggregate_id = o.aggregate_id"
             " AND p.published_at IS NULL AND p.id < o.id"
-            " AND (p.next_attempt_at > ?3 OR p.claimed_until >= ?3))"
+            " AND (p.parked_at IS NOT NULL OR p.next_attempt_at > ?3 OR p.claimed_until >= ?3))"
             " ORDER BY o.id LIMIT ?4)"
         )
-        self._claimed_sql = (
-            "SELECT id, event_id, event_type, event_version, aggregate_id, aggregate_type,"
-            " aggregate_version, payload, created_at, attempts, last_error"
-            f" FROM {t} WHERE claim_token = ? ORDER BY id"
-        )
+        self._claimed_sql = f"SELECT {_ENTRY_COLUMNS} FROM {t} WHERE claim_token = ? ORDER BY id"
         self._release_sql = (
             f"UPDATE {t} SET claimed_until = NULL, claim_token = NULL WHERE claim_token = ?"
         )
@@ -157,6 +185,43 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
             f"UPDATE {t} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
             " WHERE id = ? AND claim_token = ?"
         )
+        self._parked_sql = (
+            f"UPDATE {t} SET attempts = attempts + 1, last_error = ?, parked_at = ?"
+            " WHERE id = ? AND claim_token = ?"
+        )
+        parked = "parked_at IS NOT NULL AND published_at IS NULL"
+        self._list_parked_sql = (
+            f"SELECT {_ENTRY_COLUMNS} FROM {t} WHERE {parked} ORDER BY id LIMIT ?"
+        )
+        self._retry_parked_sql = (
+            f"UPDATE {t} SET parked_at = NULL, attempts = 0, next_attempt_at = ?"
+            f" WHERE id = ? AND {parked} RETURNING 1"
+        )
+        self._discard_parked_sql = f"DELETE FROM {t} WHERE id = ? AND {parked} RETURNING 1"
+        unparked = "published_at IS NULL AND parked_at IS NULL"
+        self._stats_sql = (
+            f"SELECT count(*) FILTER (WHERE {unparked}),"
+            f" count(*) FILTER (WHERE {unparked} AND attempts > 0),"
+            " count(*) FILTER (WHERE published_at IS NOT NULL),"
+            f" min(created_at) FILTER (WHERE {unparked}),"
+            f" count(*) FILTER (WHERE {parked}) FROM {t}"
+        )
+
+    async def _add_parked_column(self, conn: aiosqlite.Connection) -> None:
+        """Give a file made before rows could be parked its `parked_at` column."""
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                "SELECT name FROM pragma_table_info(?)", (self._table_name,)
+            ) as cursor:
+                columns = {row[0] for row in await cursor.fetchall()}
+            if "parked_at" not in columns:
+                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN parked_at TEXT")
+            await conn.execute(self._parked_index_sql)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
         now = _text(utc_now())
@@ -185,7 +250,7 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
     async def claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
         token = uuid4().hex
         now = utc_now()
-        until = _text(now + timedelta(seconds=self.claim_timeout))
+        until = _text(now + timedelta(seconds=self.lease_seconds))
         _, rows = await self._transaction(
             "claim rows",
             [
@@ -211,6 +276,10 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
             statements += [
                 (self._failed_sql, (error, _text(retry_at), entry_id, token)) for entry_id in ids
             ]
+        for ids, error in batch.parks:
+            statements += [
+                (self._parked_sql, (error, published_at, entry_id, token)) for entry_id in ids
+            ]
         statements.append((self._release_sql, (token,)))
         await self._transaction("mark rows", statements)
 
@@ -228,6 +297,7 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
             created_at=_time(row[8]),
             attempts=row[9],
             last_error=row[10],
+            parked_at=_time(row[11]) if row[11] is not None else None,
         )
 
     async def cleanup(self, older_than: timedelta) -> int:
@@ -239,20 +309,27 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
         return len(rows)
 
     async def stats(self) -> OutboxStats:
-        ((row,),) = await self._transaction(
-            "stats",
-            [
-                (
-                    "SELECT count(*) FILTER (WHERE published_at IS NULL),"
-                    " count(*) FILTER (WHERE published_at IS NULL AND attempts > 0),"
-                    " count(*) FILTER (WHERE published_at IS NOT NULL),"
-                    f" min(created_at) FILTER (WHERE published_at IS NULL) FROM {self.table}",
-                    (),
-                )
-            ],
-        )
+        ((row,),) = await self._transaction("stats", [(self._stats_sql, ())])
         oldest = _time(row[3]) if row[3] is not None else None
-        return OutboxStats(pending=row[0], failing=row[1], published=row[2], oldest_pending=oldest)
+        return OutboxStats(
+            pending=row[0], failing=row[1], published=row[2], oldest_pending=oldest, parked=row[4]
+        )
+
+    async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:
+        (rows,) = await self._transaction("list parked rows", [(self._list_parked_sql, (limit,))])
+        return [self._entry(row) for row in rows]
+
+    async def retry_parked(self, entry_id: int) -> bool:
+        (rows,) = await self._transaction(
+            "retry a parked row", [(self._retry_parked_sql, (_text(utc_now()), entry_id))]
+        )
+        return bool(rows)
+
+    async def discard_parked(self, entry_id: int) -> bool:
+        (rows,) = await self._transaction(
+            "discard a parked row", [(self._discard_parked_sql, (entry_id,))]
+        )
+        return bool(rows)
 
 
 class SQLiteInboxRepository(_SQLiteTable, InboxRepository):

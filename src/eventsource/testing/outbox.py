@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
 from eventsource._internal.clock import utc_now
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
-from eventsource.outbox.interface import InboxRepository, OutboxRepository
-from eventsource.testing.events import ItemAdded, contract_registry
+from eventsource.exceptions import BusConnectionError, BusPublishError
+from eventsource.outbox.interface import InboxRepository, OutboxEntry, OutboxRepository
+from eventsource.outbox.relay import OutboxRelay
+from eventsource.testing.events import ItemAdded, UnregisteredEvent, contract_registry
 
 __all__ = ["InboxRepositoryContract", "OutboxRepositoryContract"]
 
@@ -23,6 +25,46 @@ __all__ = ["InboxRepositoryContract", "OutboxRepositoryContract"]
 def _stream(count: int) -> list[DomainEvent]:
     cart = uuid4()
     return [ItemAdded(name=f"item-{v}").attached(cart, "Cart", v) for v in range(1, count + 1)]
+
+
+class _Broker:
+    """A bus that records what it accepted; it refuses every batch holding an event named
+    `refuse` (`BusPublishError`) and, while `down`, every publish (`BusConnectionError`)."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+        self.down = False
+        self.accepted: list[DomainEvent] = []
+
+    async def publish(self, events: Sequence[DomainEvent]) -> None:
+        if self.down:
+            raise BusConnectionError("broker unreachable")
+        if any(isinstance(e, ItemAdded) and e.name == self.refuse for e in events):
+            raise BusPublishError(f"the broker refused {self.refuse!r}")
+        self.accepted.extend(events)
+
+    def versions(self) -> dict[UUID, list[int]]:
+        by_aggregate: dict[UUID, list[int]] = {}
+        for event in self.accepted:
+            by_aggregate.setdefault(event.aggregate_id, []).append(event.aggregate_version)
+        return by_aggregate
+
+
+def _relay(outbox: OutboxRepository, broker: _Broker, max_attempts: int = 2) -> OutboxRelay:
+    return OutboxRelay(
+        outbox, broker, registry=contract_registry, retry_delay=0.01, max_attempts=max_attempts
+    )
+
+
+async def _until_parked(outbox: OutboxRepository, relay: OutboxRelay) -> list[OutboxEntry]:
+    """Run `relay` round after round (its retry delay is tiny) until a row is parked."""
+    for _ in range(500):
+        parked = await outbox.list_parked()
+        if parked:
+            return parked
+        await asyncio.sleep(0.01)
+        await relay.publish_pending()
+    raise AssertionError("no row was parked after 500 relay rounds")
 
 
 class OutboxRepositoryContract(ABC):
@@ -132,6 +174,123 @@ class OutboxRepositoryContract(ABC):
         assert await outbox.cleanup(timedelta(0)) == 2
         stats = await outbox.stats()
         assert (stats.pending, stats.published) == (1, 0)
+
+    async def test_a_parked_row_holds_back_its_aggregate_until_retried(
+        self, outbox: OutboxRepository
+    ) -> None:
+        stuck, free = _stream(3), _stream(1)
+        await outbox.add([*stuck, *free])
+        async with outbox.claim(1) as batch:
+            (first,) = batch.entries
+            await batch.parked(batch.entries, "cannot publish")
+        stats = await outbox.stats()
+        assert (stats.pending, stats.failing, stats.parked) == (3, 0, 1)
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [free[0].event_id]
+            await batch.published(batch.entries)
+            published = batch.entries[0].id
+        (parked,) = await outbox.list_parked()
+        assert (parked.id, parked.attempts, parked.last_error) == (first.id, 1, "cannot publish")
+        assert parked.parked_at is not None
+        assert not await outbox.retry_parked(published), "only parked rows can be retried"
+        assert not await outbox.discard_parked(published), "only parked rows can be discarded"
+        assert await outbox.retry_parked(first.id)
+        assert not await outbox.retry_parked(first.id), "the row is no longer parked"
+        assert await outbox.list_parked() == []
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [e.event_id for e in stuck]
+            assert (batch.entries[0].attempts, batch.entries[0].parked_at) == (0, None)
+
+    async def test_discarding_a_parked_row_releases_its_aggregate(
+        self, outbox: OutboxRepository
+    ) -> None:
+        stuck = _stream(3)
+        await outbox.add(stuck)
+        async with outbox.claim(1) as batch:
+            (first,) = batch.entries
+            await batch.parked(batch.entries, "no such event type")
+        async with outbox.claim(10) as batch:
+            assert batch.entries == []
+        assert await outbox.discard_parked(first.id)
+        assert not await outbox.discard_parked(first.id)
+        async with outbox.claim(10) as batch:
+            assert [e.event_id for e in batch.entries] == [e.event_id for e in stuck[1:]]
+        stats = await outbox.stats()
+        assert (stats.pending, stats.parked) == (2, 0)
+
+    async def test_errors_with_nul_characters_are_stored(self, outbox: OutboxRepository) -> None:
+        await outbox.add(_stream(1))
+        async with outbox.claim(1) as batch:
+            await batch.parked(batch.entries, "bad byte \x00 in \ud800 reply")
+        (parked,) = await outbox.list_parked()
+        assert parked.last_error == "bad byte \\x00 in \\ud800 reply"
+
+    async def test_relay_publishes_around_an_undecodable_row_then_parks_it(
+        self, outbox: OutboxRepository
+    ) -> None:
+        cart, other = uuid4(), _stream(2)
+        unknown = UnregisteredEvent().attached(cart, "Cart", 2)
+        first, third = (ItemAdded(name=f"item-{v}").attached(cart, "Cart", v) for v in (1, 3))
+        await outbox.add([first, other[0], unknown, other[1], third])
+        broker = _Broker()
+        relay = _relay(outbox, broker)
+        assert await relay.publish_pending() == 3
+        assert broker.versions() == {cart: [1], other[0].aggregate_id: [1, 2]}
+        (parked,) = await _until_parked(outbox, relay)
+        assert (parked.event_id, parked.attempts) == (unknown.event_id, 2)
+        assert "UnregisteredEvent" in (parked.last_error or "")
+        assert await relay.publish_pending() == 0, "the cart's later event waits behind it"
+        assert relay.parked == 1
+        assert await outbox.discard_parked(parked.id)
+        assert await relay.publish_pending() == 1
+        assert broker.versions()[cart] == [1, 3]
+
+    async def test_relay_finds_the_row_the_bus_refuses_and_a_retry_releases_it(
+        self, outbox: OutboxRepository
+    ) -> None:
+        cart, others = uuid4(), [_stream(1), _stream(1)]
+        rows = [ItemAdded(name=n).attached(cart, "Cart", v) for v, n in enumerate("apb", 1)]
+        await outbox.add([rows[0], others[0][0], rows[1], others[1][0], rows[2]])
+        broker = _Broker(refuse="p")
+        relay = _relay(outbox, broker)
+        assert await relay.publish_pending() == 3
+        assert broker.versions() == {
+            cart: [1],
+            others[0][0].aggregate_id: [1],
+            others[1][0].aggregate_id: [1],
+        }
+        (parked,) = await _until_parked(outbox, relay)
+        assert parked.event_id == rows[1].event_id
+        assert "BusPublishError" in (parked.last_error or "")
+        assert await relay.publish_pending() == 0
+        broker.refuse = None  # the operator fixed what the broker refused
+        assert await outbox.retry_parked(parked.id)
+        assert await relay.publish_pending() == 2
+        assert broker.versions()[cart] == [1, 2, 3]
+        assert (await outbox.stats()).pending == 0
+
+    async def test_relay_never_parks_rows_while_the_broker_is_unreachable(
+        self, outbox: OutboxRepository
+    ) -> None:
+        events = _stream(2)
+        await outbox.add(events)
+        broker = _Broker()
+        broker.down = True
+        relay = _relay(outbox, broker, max_attempts=1)
+        for _ in range(500):
+            await relay.publish_pending()
+            if relay.failed_events >= 6:  # three failed rounds of both rows
+                break
+            await asyncio.sleep(0.01)
+        stats = await outbox.stats()
+        assert (relay.failed_events, stats.pending, stats.failing, stats.parked) == (6, 2, 2, 0)
+        assert await outbox.list_parked() == []
+        broker.down = False
+        for _ in range(500):
+            if await relay.publish_pending():
+                break
+            await asyncio.sleep(0.01)
+        assert [e.event_id for e in broker.accepted] == [e.event_id for e in events]
 
 
 class InboxRepositoryContract(ABC):
