@@ -126,8 +126,8 @@ class DatabaseProjection(DeclaredHandlers, Projection):
                     f"{stored.event_id} at {stored.position}"
                 )
                 raise StoreConnectionError(
-                    f"{where}: the connection to the database was lost ({exc}); the"
-                    " subscription delivers the event again"
+                    f"{where}: the connection to the database was lost ({exc}); delivering"
+                    " the event again is safe (an applied event is recognised and skipped)"
                 ) from exc
             raise
         self._in_doubt = None
