@@ -8,6 +8,8 @@ which a row per event under a unique key would hide) and logs each application i
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -18,11 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventsource import DeclarativeAggregate, DomainEvent, EventRegistry, handles
 from eventsource.projections import DatabaseProjection, TransactionalCheckpoints
-from eventsource.subscriptions import SubscriptionConfig
+from eventsource.stores.interface import Position
+from eventsource.subscriptions import Subscription, SubscriptionConfig, SubscriptionState
 
 registry = EventRegistry()
 
 FAST = SubscriptionConfig(batch_size=50, poll_interval=0.05, retry_base=0.005, retry_cap=0.05)
+
+
+CATCH_UP_SECONDS = 15.0
+"""How long a subscription may take to catch up once the faults stop (a generous bound)."""
 
 
 class Deposited(DomainEvent, registry=registry):
@@ -84,16 +91,74 @@ async def read_model(admin: Any, schema: str) -> tuple[int, list[tuple[UUID, UUI
 
 
 def check_exactly_once_in_order(
-    count: int, applied: Sequence[tuple[UUID, UUID, int]], stored: Sequence[tuple[UUID, UUID, int]]
+    count: int, applied: Sequence[tuple[UUID, UUID, int]], stored: Sequence[Sequence[Any]]
 ) -> None:
     """Every stored event applied once (counter and log agree), each stream in version order."""
     ids = [event_id for event_id, _, _ in applied]
     repeated = {event_id for event_id in ids if ids.count(event_id) > 1}
     assert not repeated, f"{len(repeated)} events applied more than once"
-    assert sorted(ids) == sorted(event_id for event_id, _, _ in stored)
+    assert sorted(ids) == sorted(s[0] for s in stored)
     assert count == len(stored), f"{count} effects for {len(stored)} events"
     versions: dict[UUID, list[int]] = {}
     for _, aggregate_id, version in applied:
         versions.setdefault(aggregate_id, []).append(version)
     for aggregate_id, seen in versions.items():
         assert seen == sorted(seen), f"stream {aggregate_id} applied out of order: {seen}"
+
+
+def store_retry_options() -> dict[str, Any]:
+    """The store's transient-retry budget for these tests: `retry_timeout` (seconds) on a
+    store that has it, else a count of retries that outlasts the faults injected here."""
+    from eventsource import PostgreSQLEventStore
+
+    if "retry_timeout" in inspect.signature(PostgreSQLEventStore.from_url).parameters:
+        return {"retry_timeout": 15.0}
+    return {"transient_retries": 100}
+
+
+Acked = tuple[UUID, UUID, int]
+"""(event id, aggregate id, version) of an event whose append was acknowledged."""
+Stored = tuple[UUID, UUID, int, Position]
+"""(event id, aggregate id, version, position) of an event in the feed."""
+
+
+async def feed(url: str, schema: str) -> list[Stored]:
+    """The global feed in feed order, read by a store of its own (fresh connections: what the
+    library's own connections went through does not matter here)."""
+    from eventsource import PostgreSQLEventStore
+
+    async with PostgreSQLEventStore.from_url(url, schema=schema, registry=registry) as store:
+        return [
+            (s.event_id, s.aggregate_id, s.event.aggregate_version, s.position)
+            async for s in store.read_all()
+        ]
+
+
+def check_acked_equals_stored(acked: Sequence[Acked], stored: Sequence[Stored]) -> None:
+    """Exactly the acknowledged events are stored (nothing lost, nothing extra), and the feed
+    holds every stream in version order."""
+    stored_ids = [s[0] for s in stored]
+    assert len(stored_ids) == len(set(stored_ids)), "an event is in the feed twice"
+    lost = {a[0] for a in acked} - set(stored_ids)
+    extra = set(stored_ids) - {a[0] for a in acked}
+    assert not lost, f"{len(lost)} acknowledged events are not stored"
+    assert not extra, f"{len(extra)} stored events were never acknowledged"
+    assert sorted(s[:3] for s in stored) == sorted(acked)
+    versions: dict[UUID, list[int]] = {}
+    for _, aggregate_id, version, _ in stored:
+        versions.setdefault(aggregate_id, []).append(version)
+    for aggregate_id, seen in versions.items():
+        assert seen == list(range(1, len(seen) + 1)), f"stream {aggregate_id} in the feed: {seen}"
+
+
+async def caught_up(subscription: Subscription, position: Position | None) -> None:
+    """Wait until `subscription` has processed `position`; fail at once, with its error, if it
+    stopped (a consumer must survive infrastructure faults without a restart by hand)."""
+    if position is None:
+        return
+    async with asyncio.timeout(CATCH_UP_SECONDS):
+        while subscription.position is None or subscription.position < position:
+            assert subscription.state is not SubscriptionState.FAILED, (
+                f"subscription {subscription.name} stopped: {subscription.last_error}"
+            )
+            await asyncio.sleep(0.02)

@@ -24,6 +24,7 @@ from tests.faults._model import (
     FAST,
     Deposited,
     Ledger,
+    caught_up,
     check_exactly_once_in_order,
     read_model,
     read_model_ddl,
@@ -71,7 +72,7 @@ async def test_database_projection_applies_each_event_once_when_commit_replies_a
         ledger = Ledger(engine, checkpoints, "read")
         async with SubscriptionManager(store, checkpoints, dead_letters, config=FAST) as manager:
             subscription = manager.subscribe(ledger)
-            await subscription.wait_for(last, timeout=60)
+            await caught_up(subscription, last)
         count, applied = await read_model(admin, "read")
     finally:
         proxy.drop_commit_every = 0
