@@ -7,9 +7,10 @@ the proxy can recognise the server's reply to a COMMIT: a CommandComplete ('C') 
 tag is "COMMIT". asyncpg (and SQLAlchemy over it) commits with a simple Query "COMMIT;"; a
 COMMIT sent any other way gets the same reply.
 
-To drop that reply, the proxy lets the server process the COMMIT (it has already answered)
-and then closes the client's connection without forwarding the answer: the transaction is
-committed and the client cannot know.
+The same works for any command tag (an autocommit INSERT's "INSERT 0 1"). To drop an
+answer, the proxy waits for the ReadyForQuery ('Z') that ends it, so the server has finished
+(and committed) the command, then closes the client's connection without forwarding any of
+the answer: the work is done and the client cannot know.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from collections.abc import Iterator
 
 _ENCRYPTION_REQUESTS = (80877103, 80877104)  # SSLRequest, GSSENCRequest
 COMMIT_COMPLETE = b"C" + struct.pack("!I", 4 + len(b"COMMIT\x00")) + b"COMMIT\x00"
+
+
+def command_tag(complete: bytes) -> str:
+    """The command of a CommandComplete message: "COMMIT", "INSERT" (of "INSERT 0 1"), ..."""
+    return complete[5:].rstrip(b"\x00").split(b" ", 1)[0].decode("ascii", "replace")
 
 
 def split_messages(buffer: bytearray) -> Iterator[bytes]:
@@ -81,20 +87,29 @@ class _Link:
 
     async def _server_to_client(self) -> None:
         buffer = bytearray()
+        held = bytearray()  # the start of an answer that is being dropped
+        dropping = False
         while data := await self.server_reader.read(65536):
             buffer += data
-            out = bytearray()
+            out, held = held, bytearray()
             while self.unframed_bytes and buffer:
                 out.append(buffer.pop(0))
                 self.unframed_bytes -= 1
+            answered = 0 if dropping else len(out)  # end of the last complete answer in `out`
             for message in split_messages(buffer):
-                if message == COMMIT_COMPLETE and self.proxy._drop_this_commit():
-                    # The server committed; the client never hears of it.
-                    if out:
-                        self.client_writer.write(bytes(out))
-                    self.cut()
-                    return
+                dropping = dropping or self.proxy._drop_this(message)
                 out += message
+                if message[:1] == b"Z":
+                    if dropping:
+                        # ReadyForQuery: the server finished (and committed) the command; the
+                        # client gets nothing of this answer, and its connection is closed.
+                        if answered:
+                            self.client_writer.write(bytes(out[:answered]))
+                        self.cut()
+                        return
+                    answered = len(out)
+            if dropping:
+                out, held = out[:answered], out[answered:]
             if out:
                 if self.proxy.delay:
                     await asyncio.sleep(self.proxy.delay)
@@ -105,18 +120,24 @@ class _Link:
 class PostgresProxy:
     """Listens on 127.0.0.1 (a free port) and forwards each connection to `upstream_port`.
 
-    `drop_commit_every = n` drops the reply to every n-th COMMIT (0: none); `delay` holds
-    every server reply back for that many seconds; `cut()` closes every open connection.
+    `drop_every = n` drops the answer to every n-th command whose CommandComplete tag is
+    `drop_tag` ("COMMIT" by default, or "INSERT", "UPDATE", ...; 0: none): none of the
+    answer's messages are forwarded and the connection is closed once the server sent its
+    ReadyForQuery.
+    `delay` holds every server reply back for that many seconds; `cut()` closes every open
+    connection.
     """
 
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1") -> None:
         if not upstream_host.startswith("127."):
             raise ValueError("the fault proxy only forwards to loopback")
         self.upstream = (upstream_host, upstream_port)
-        self.drop_commit_every = 0
+        self.drop_tag = "COMMIT"
+        self.drop_every = 0
         self.delay = 0.0
-        self.commits = 0
-        self.dropped_commits = 0
+        self.seen = 0
+        """Answers tagged `drop_tag` seen so far (dropped ones included)."""
+        self.dropped = 0
         self.connections = 0
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,10 +151,12 @@ class PostgresProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
-    def _drop_this_commit(self) -> bool:
-        self.commits += 1
-        if self.drop_commit_every and self.commits % self.drop_commit_every == 0:
-            self.dropped_commits += 1
+    def _drop_this(self, message: bytes) -> bool:
+        if message[:1] != b"C" or command_tag(message) != self.drop_tag:
+            return False
+        self.seen += 1
+        if self.drop_every and self.seen % self.drop_every == 0:
+            self.dropped += 1
             return True
         return False
 

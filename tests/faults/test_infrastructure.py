@@ -9,7 +9,7 @@ import pytest
 
 from tests.faults._cluster import ThrowawayCluster
 from tests.faults._kill import BackendKiller
-from tests.faults._proxy import COMMIT_COMPLETE, PostgresProxy, split_messages
+from tests.faults._proxy import COMMIT_COMPLETE, PostgresProxy, command_tag, split_messages
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgresql]
 
@@ -42,6 +42,8 @@ def test_split_messages_keeps_a_partial_message_for_later() -> None:
     assert buffer == b""
     with pytest.raises(ValueError, match="length"):
         list(split_messages(bytearray(b"C\x00\x00\x00\x01")))
+    assert command_tag(COMMIT_COMPLETE) == "COMMIT"
+    assert command_tag(_message(b"C", b"INSERT 0 1\x00")) == "INSERT"
 
 
 async def test_proxy_drops_the_reply_to_a_commit_the_server_made(
@@ -53,7 +55,7 @@ async def test_proxy_drops_the_reply_to_a_commit_the_server_made(
     await direct.execute("CREATE TABLE t (n int)")
     client = await asyncpg.connect(proxy.url(cluster_database))
     try:
-        proxy.drop_commit_every = 2
+        proxy.drop_every = 2
         async with client.transaction():
             await client.execute("INSERT INTO t VALUES (1)")  # COMMIT 1: answered
         transaction = client.transaction()
@@ -63,7 +65,26 @@ async def test_proxy_drops_the_reply_to_a_commit_the_server_made(
             await transaction.commit()  # COMMIT 2: made, its reply dropped
         assert client.is_closed()
         assert await direct.fetchval("SELECT array_agg(n ORDER BY n) FROM t") == [1, 2]
-        assert (proxy.commits, proxy.dropped_commits) == (2, 1)
+        assert (proxy.seen, proxy.dropped) == (2, 1)
+    finally:
+        await client.close()
+        await direct.close()
+
+
+async def test_proxy_drops_the_answer_to_an_autocommit_statement(
+    cluster: ThrowawayCluster, proxy: PostgresProxy, cluster_database: str
+) -> None:
+    import asyncpg
+
+    direct = await asyncpg.connect(cluster.url(cluster_database))
+    await direct.execute("CREATE TABLE t (n int)")
+    client = await asyncpg.connect(proxy.url(cluster_database))
+    try:
+        proxy.drop_tag, proxy.drop_every = "INSERT", 1
+        with pytest.raises(_connection_lost()):
+            await client.fetch("INSERT INTO t VALUES ($1) RETURNING n", 5)
+        assert await direct.fetchval("SELECT sum(n) FROM t") == 5  # committed all the same
+        assert (proxy.seen, proxy.dropped) == (1, 1)
     finally:
         await client.close()
         await direct.close()
