@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventsource import ExpectedVersion, PostgreSQLEventStore
 from eventsource._internal.postgresql import create_engine
+from eventsource.exceptions import StoreConnectionError
 from eventsource.outbox import InboxHandler, PostgreSQLInboxRepository
 from eventsource.repositories import InMemoryDLQRepository
 from eventsource.repositories.postgresql import PostgreSQLCheckpointRepository
@@ -170,3 +171,49 @@ async def test_inbox_handler_runs_the_handler_once_when_record_replies_are_lost(
     assert failed_deliveries == 0
     assert effects == [event.event_id for event in events]
     assert (handler.processed, handler.duplicates) == (len(events), len(events))
+
+
+async def test_database_projection_recognises_a_lost_first_commit(
+    cluster: ThrowawayCluster, cluster_database: str, proxy: PostgresProxy
+) -> None:
+    """The very first event's COMMIT reply is lost (no checkpoint row existed before it): the
+    failure is a `StoreConnectionError`, the redelivery is recognised, and a later event and a
+    dead-letter-style replay of an earlier one are applied as usual."""
+    import asyncpg
+
+    store = PostgreSQLEventStore.from_url(
+        cluster.url(cluster_database), schema=SCHEMA, registry=registry
+    )
+    await store.create_schema()
+    admin = await asyncpg.connect(cluster.url(cluster_database))
+    for statement in read_model_ddl("read"):
+        await admin.execute(statement)
+    engine = create_engine(proxy.url(cluster_database), pool_size=2)
+    checkpoints = PostgreSQLCheckpointRepository(engine, schema=SCHEMA)
+    ledger = Ledger(engine, checkpoints, "read")
+    try:
+        await _append_all(store)
+        first, second, third = [s async for s in store.read_all()][:3]
+        proxy.drop_every = 1
+        with pytest.raises(StoreConnectionError, match="Ledger"):
+            await ledger.handle(first)
+        proxy.drop_every = 0
+        await ledger.handle(first)  # committed already: skipped
+        assert ledger.already_applied == 1
+        await ledger.handle(third)
+        await ledger.handle(second)  # behind the checkpoint, not in doubt: applied
+        count, applied = await read_model(admin, "read")
+        checkpoint = await checkpoints.get(ledger.name)
+    finally:
+        await checkpoints.close()
+        await engine.dispose()
+        await store.close()
+        await admin.close()
+    assert count == 3
+    assert [event_id for event_id, _, _ in applied] == [
+        first.event_id,
+        third.event_id,
+        second.event_id,
+    ]
+    assert checkpoint is not None
+    assert checkpoint.position == third.position
