@@ -55,14 +55,29 @@ class TransactionalCheckpoints(CheckpointStore, Protocol):
         ...
 
 
+_CONNECTION_STATES = ("57P01", "57P02", "57P03")  # admin shutdown, crash, cannot connect now
+
+
 def _lost_connection(exc: BaseException) -> bool:
-    """A network error, or one SQLAlchemy recognised as a disconnect (typed errors of the
-    library pass as they are)."""
+    """A network error, a server that ended or refused the session (SQLSTATE class 08,
+    57P01-57P03), or an error SQLAlchemy recognised as a disconnect, anywhere in the chain of
+    causes (typed errors of the library pass as they are)."""
     if not isinstance(exc, Exception) or isinstance(exc, EventSourceError):
         return False
-    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(
-        exc, OSError | ConnectionError
-    )
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _CONNECTION_STATES):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        if isinstance(current, OSError | ConnectionError):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 class _AppliedMeanwhile(Exception):
