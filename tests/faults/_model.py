@@ -97,7 +97,9 @@ def check_exactly_once_in_order(
     ids = [event_id for event_id, _, _ in applied]
     repeated = {event_id for event_id in ids if ids.count(event_id) > 1}
     assert not repeated, f"{len(repeated)} events applied more than once"
-    assert sorted(ids) == sorted(s[0] for s in stored)
+    missing = {s[0] for s in stored} - set(ids)
+    assert not missing, f"{len(missing)} stored events were never applied"
+    assert sorted(ids) == sorted(s[0] for s in stored), "events applied that are not stored"
     assert count == len(stored), f"{count} effects for {len(stored)} events"
     versions: dict[UUID, list[int]] = {}
     for _, aggregate_id, version in applied:
