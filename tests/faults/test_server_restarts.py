@@ -21,6 +21,7 @@ import pytest
 
 from eventsource import AggregateRepository, PostgreSQLEventStore
 from eventsource._internal.postgresql import create_engine
+from eventsource.exceptions import StoreConnectionError
 from eventsource.repositories import InMemoryDLQRepository
 from eventsource.repositories.postgresql import PostgreSQLCheckpointRepository
 from eventsource.subscriptions import SubscriptionManager
@@ -29,6 +30,7 @@ from tests.faults._model import (
     FAST,
     Account,
     Acked,
+    Deposited,
     Ledger,
     caught_up,
     check_acked_equals_stored,
@@ -132,3 +134,27 @@ async def test_restarted_server_loses_and_repeats_nothing(
     assert len(acked) > WRITERS  # writers made progress around the restarts
     check_exactly_once_in_order(count, applied, stored)
     assert await dead_letters.count() == 0
+
+
+async def test_database_projection_reports_a_stopped_server_as_a_lost_connection(
+    cluster: ThrowawayCluster, cluster_database: str
+) -> None:
+    """An infrastructure fault, typed so that subscriptions can tell it from a poison event."""
+    url = cluster.url(cluster_database)
+    store = PostgreSQLEventStore.from_url(url, schema=SCHEMA, registry=registry)
+    await store.create_schema()
+    await store.append_events(uuid4(), "Account", [Deposited(amount=1)], 0)
+    (stored,) = [s async for s in store.read_all()]
+    await store.close()
+    engine = create_engine(url, pool_size=1)
+    checkpoints = PostgreSQLCheckpointRepository(engine, schema=SCHEMA)
+    try:
+        cluster.stop("immediate")
+        try:
+            with pytest.raises(StoreConnectionError, match="Ledger"):
+                await Ledger(engine, checkpoints, "read").handle(stored)
+        finally:
+            cluster.start()
+    finally:
+        await checkpoints.close()
+        await engine.dispose()
