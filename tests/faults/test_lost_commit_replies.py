@@ -217,3 +217,50 @@ async def test_database_projection_recognises_a_lost_first_commit(
     ]
     assert checkpoint is not None
     assert checkpoint.position == third.position
+
+
+async def test_unit_of_work_retried_after_a_lost_commit_stores_its_events_once(
+    cluster: ThrowawayCluster, cluster_database: str, proxy: PostgresProxy
+) -> None:
+    """A caller's transaction appending through `store.using(conn)` (with the outbox) and
+    retried with the same events after its COMMIT reply was lost: the retry's append is
+    recognised as the same append, so events and outbox rows are stored once."""
+    import asyncpg
+
+    engine = create_engine(proxy.url(cluster_database), pool_size=2)
+    store = PostgreSQLEventStore(engine, schema=SCHEMA, registry=registry, outbox=True)
+    await store.create_schema()
+    units = [(uuid4(), [Deposited(amount=n), Deposited(amount=-n)]) for n in range(30)]
+    results = []
+    attempts = 0
+    try:
+        proxy.drop_every = 3
+        for account, events in units:
+            while True:
+                attempts += 1
+                try:
+                    async with engine.begin() as conn:
+                        result = await store.using(conn).append_events(
+                            account, "Account", events, ExpectedVersion.NO_STREAM
+                        )
+                    break
+                except Exception:
+                    continue  # the same unit of work again, with the same events
+            results.append(result)
+    finally:
+        proxy.drop_every = 0
+        await store.close()
+        await engine.dispose()
+    admin = await asyncpg.connect(cluster.url(cluster_database))
+    try:
+        stored = await admin.fetch(f'SELECT event_id FROM "{SCHEMA}".events')
+        queued = await admin.fetch(f'SELECT event_id FROM "{SCHEMA}".outbox')
+    finally:
+        await admin.close()
+    assert proxy.dropped >= len(units) // 3
+    assert attempts == len(units) + proxy.dropped
+    expected = sorted(str(e.event_id) for _, events in units for e in events)
+    assert sorted(str(r[0]) for r in stored) == expected
+    assert sorted(str(r[0]) for r in queued) == expected
+    assert [r.new_version for r in results] == [2] * len(units)
+    assert sum(r.already_stored for r in results) == proxy.dropped  # each retry recognised
