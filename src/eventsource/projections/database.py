@@ -124,7 +124,7 @@ class DatabaseProjection(DeclaredHandlers, Projection):
                     event_id=stored.event_id,
                     event_type=stored.event_type,
                 )
-                if in_doubt and not moved:
+                if in_doubt and moved is False:  # None (an older implementation) proves nothing
                     raise _AppliedMeanwhile
                 committing = True
         except _AppliedMeanwhile:
