@@ -179,3 +179,43 @@ async def test_postgresql_create_schema_creates_every_table(postgres_url: str, s
         assert await dead_letters.create_schema() == []
         await checkpoints.save("orders", Position(1, 1))
         assert await dead_letters.count() == 0
+
+
+@pytest.mark.postgresql
+async def test_postgresql_checkpoints_in_a_transaction_report_and_lock(
+    postgres_url: str, schema: str
+) -> None:
+    """`save_in` says whether it moved the checkpoint; `locked_position_in` waits for a
+    transaction that is moving it (a deliberately held commit) and reads what it committed."""
+    import asyncpg
+
+    from eventsource.repositories import PostgreSQLCheckpointRepository
+
+    async with PostgreSQLCheckpointRepository.from_url(postgres_url, schema=schema) as repo:
+        await repo.create_schema()
+        async with repo.engine.begin() as conn:
+            assert await repo.save_in(conn, "orders", Position(5, 1)) is True
+            assert await repo.save_in(conn, "orders", Position(5, 1)) is False
+            assert await repo.save_in(conn, "orders", Position(4, 9)) is False
+            assert await repo.locked_position_in(conn, "orders") == Position(5, 1)
+            assert await repo.locked_position_in(conn, "nobody") is None
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            async with repo.engine.begin() as mover:
+                assert await repo.save_in(mover, "orders", Position(7, 2)) is True
+
+                async def read_locked() -> Position | None:
+                    async with repo.engine.begin() as reader:
+                        return await repo.locked_position_in(reader, "orders")
+
+                reading = asyncio.create_task(read_locked())
+                while not await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%FOR UPDATE%' AND query LIKE $1",
+                    f"%{schema}%",
+                ):
+                    assert not reading.done()
+                    await asyncio.sleep(0.01)
+            assert await reading == Position(7, 2)  # the committed move, not the row before
+        finally:
+            await admin.close()

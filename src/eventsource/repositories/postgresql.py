@@ -12,6 +12,7 @@ from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
 from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.repositories._sql import (
+    Param,
     SQLCheckpointRepository,
     SQLDLQRepository,
     SQLRepository,
@@ -82,8 +83,17 @@ class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointReposit
 
     Build it from the `AsyncEngine` the event store uses (or `from_url`). It keeps up to
     `max_connections` pooled connections checked out for its statements. `save_in` moves a
-    checkpoint inside the caller's transaction (what `DatabaseProjection` does).
+    checkpoint inside the caller's transaction and `locked_position_in` reads it there (what
+    `DatabaseProjection` does).
     """
+
+    def _prepare(self, table: str, param: Param) -> None:
+        super()._prepare(table, param)
+        self._save_moved_sql = self._save_sql + " RETURNING 1"
+        self._locked_sql = (
+            f"SELECT position_commit, position_sequence FROM {table}"
+            f" WHERE name = {param(1)} FOR UPDATE"
+        )
 
     async def save_in(
         self,
@@ -94,16 +104,24 @@ class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointReposit
         event_id: UUID | None = None,
         event_type: str | None = None,
         processed: int = 1,
-    ) -> None:
+    ) -> bool:
         """`save`, as a statement of `connection`'s transaction: it commits or rolls back with
-        whatever else the transaction wrote."""
+        whatever else the transaction wrote. False when the checkpoint was at or past
+        `position` already (nothing changed)."""
         params = self._save_params(name, position, event_id, event_type, processed)
-        try:
-            await connection.exec_driver_sql(self._save_sql, params)
-        except Exception as exc:
-            if pg.is_database_error(exc):
-                raise pg.map_error(exc, f"PostgreSQL {self.table}: save {name!r}") from exc
-            raise
+        rows = await pg.fetch_in(
+            connection, f"PostgreSQL {self.table}: save {name!r}", self._save_moved_sql, *params
+        )
+        return bool(rows)
+
+    async def locked_position_in(self, connection: AsyncConnection, name: str) -> Position | None:
+        """The checkpoint's position read in `connection`'s transaction with its row locked
+        (`FOR UPDATE`) until the transaction ends: a transaction that is still committing a
+        move of it finishes first, so what this reads is settled."""
+        rows = await pg.fetch_in(
+            connection, f"PostgreSQL {self.table}: lock {name!r}", self._locked_sql, name
+        )
+        return Position(int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
 class PostgreSQLDLQRepository(_PostgreSQLRepository, SQLDLQRepository):
