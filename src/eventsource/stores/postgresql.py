@@ -40,6 +40,7 @@ from eventsource.stores._append import (
     EventRecord,
     attach_events,
     check_expected_version,
+    record_event,
     replayed_result,
     validate_expected_version,
 )
@@ -61,7 +62,7 @@ __all__ = ["HorizonLag", "PostgreSQLEventStore"]
 
 _READ_COLUMNS = (
     "transaction_id, position, event_type, event_version, payload::text, recorded_at, "
-    "aggregate_version"
+    "aggregate_version, event_id, aggregate_id, aggregate_type"
 )
 _RECORD_COLUMNS = (
     "transaction_id, position, event_id, event_type, event_version, aggregate_id, "
@@ -441,13 +442,24 @@ class PostgreSQLEventStore(EventStore):
         return clauses
 
     def _decode_rows(self, rows: Sequence[Sequence[Any]]) -> Iterator[StoredEvent]:
-        """Decode row by row as the caller consumes: a page's events are never all alive at
-        once, so they die young and the garbage collector never has to promote them (holding
-        a decoded page costs about half of the read throughput in collector passes)."""
-        decode = self._codec.decode
+        """Stored events as the caller consumes them; each decodes its payload when its
+        `event` is first read (a reader that skips it by type never decodes it, and an event
+        that cannot be decoded fails where it is used, not in the middle of a page)."""
+        codec = self._codec
+        from_row = StoredEvent.from_row
         for row in rows:
-            position = Position(row[0], row[1])
-            yield StoredEvent(decode(row[2], row[3], row[4], position), position, row[5])
+            yield from_row(
+                codec,
+                Position(row[0], row[1]),
+                row[5],
+                row[7],
+                row[2],
+                row[3],
+                row[8],
+                row[9],
+                row[6],
+                row[4],
+            )
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
@@ -548,11 +560,7 @@ class PostgreSQLEventStore(EventStore):
         rows = await self._fetch(f"read event {event_id}", self._records_sql, [event_id])
         if not rows:
             raise EventNotFoundError(event_id)
-        record = _record(rows[0])
-        event = self._codec.decode(
-            record.event_type, record.event_version, record.payload, record.position
-        )
-        return StoredEvent(event, record.position, record.recorded_at)
+        return record_event(self._codec, _record(rows[0]))
 
     async def current_position(self) -> Position:
         """The last readable position of the global feed (`Position.START` when empty).
