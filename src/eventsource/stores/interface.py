@@ -193,6 +193,16 @@ class StoredEvent:
             )
         return event
 
+    def decode_error(self) -> EventTypeNotFoundError | SerializationError | None:
+        """The error reading `event` raises (the row cannot be decoded), or None."""
+        if self._event is not None:
+            return None
+        try:
+            self.event  # noqa: B018 - decodes and keeps the event
+        except (EventTypeNotFoundError, SerializationError) as exc:
+            return exc
+        return None
+
     @property
     def decoded(self) -> bool:
         """Whether `event` is available without decoding (read before, or built from it)."""
