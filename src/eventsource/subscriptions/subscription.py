@@ -370,6 +370,10 @@ class Subscription:
         subscription must stop (the event stays unprocessed)."""
         error: Exception | None = first
         tried = 1
+        decode_error = stored.decode_error()
+        undecodable = decode_error is not None
+        if decode_error is not None and self.config.on_undecodable == "stop":
+            return self._stop_at_undecodable(stored, decode_error)
         while True:
             if error is None:
                 self._recovered()
@@ -379,7 +383,8 @@ class Subscription:
                 tried = self.config.max_attempts
                 continue
             self.last_error = f"{type(error).__qualname__}: {error}"
-            self._consecutive_failures += 1
+            if not undecodable:  # poison by itself, never a sign of a systemic failure
+                self._consecutive_failures += 1
             breaker = self.config.circuit_breaker
             if breaker is not None and self._consecutive_failures >= breaker.failures:
                 # So many events in a row failing is the handler's world failing (a database
@@ -400,6 +405,17 @@ class Subscription:
                 error = await self._attempt(stored, first_attempt=1)
                 continue
             return await self._park(stored, error)
+
+    def _stop_at_undecodable(self, stored: StoredEvent, error: Exception) -> bool:
+        """`on_undecodable="stop"`: FAILED at this event, which stays unprocessed."""
+        self.state = SubscriptionState.FAILED
+        self.last_error = (
+            f"cannot decode the stored {stored.event_type!r} event {stored.event_id} at "
+            f"position {stored.position} (on_undecodable='stop'): "
+            f"{type(error).__qualname__}: {error}"
+        )
+        logger.error("subscription %s stopped: %s", self.name, self.last_error)
+        return False
 
     async def _attempt(self, stored: StoredEvent, *, first_attempt: int) -> Exception | None:
         """Tries `first_attempt`..`max_attempts`, with backoff before each: None when one
