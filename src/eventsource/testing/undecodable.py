@@ -39,7 +39,11 @@ from eventsource.projections.base import DeclarativeProjection
 from eventsource.protocols import DeadLetterStatus
 from eventsource.repositories.interface import CheckpointRepository, DeadLetter, DLQRepository
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
-from eventsource.subscriptions.interface import SubscriptionConfig, SubscriptionState
+from eventsource.subscriptions.interface import (
+    CircuitBreaker,
+    SubscriptionConfig,
+    SubscriptionState,
+)
 from eventsource.subscriptions.manager import SubscriptionManager
 from eventsource.subscriptions.subscription import Subscription
 from eventsource.testing.events import (
@@ -52,9 +56,17 @@ from eventsource.testing.events import (
 __all__ = ["UndecodableEventContract"]
 
 CART = "Cart"
-_FAST = SubscriptionConfig(batch_size=5, poll_interval=0.05, retry_base=0.001, retry_cap=0.01)
 _WAIT = 30.0
 """Upper bound on waiting for a subscription (a hang fails the test instead of blocking)."""
+_FAST = SubscriptionConfig(
+    batch_size=5,
+    poll_interval=0.05,
+    retry_base=0.001,
+    retry_cap=0.01,
+    # Undecodable events never open the circuit: if they did, the first one would hold the
+    # subscription for longer than any test waits.
+    circuit_breaker=CircuitBreaker(failures=1, cooldown=_WAIT * 10),
+)
 
 
 class _CartState(BaseModel):
