@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -123,12 +124,12 @@ class StoredEvent:
     )
     __match_args__ = ("event", "position", "recorded_at")
 
-    _aggregate_id: UUID
-    _aggregate_type: str
+    _aggregate_id: UUID | None
+    _aggregate_type: str | None
     _aggregate_version: int
     _codec: EventCodec | None
     _event: DomainEvent | None
-    _event_id: UUID
+    _event_id: UUID | None
     _event_type: str
     _event_version: int
     _payload: str | None
@@ -154,15 +155,21 @@ class StoredEvent:
         codec: EventCodec,
         position: Position,
         recorded_at: datetime,
-        event_id: UUID,
+        event_id: UUID | None,
         event_type: str,
         event_version: int,
-        aggregate_id: UUID,
-        aggregate_type: str,
+        aggregate_id: UUID | None,
+        aggregate_type: str | None,
         aggregate_version: int,
         payload: str,
     ) -> StoredEvent:
-        """A stored row whose payload `codec` decodes when `event` is first read."""
+        """A stored row whose payload `codec` decodes when `event` is first read.
+
+        A store may leave out the ids and the aggregate type (None) where reading them would
+        slow its feed down: they are then taken from the decoded event, or, for an event that
+        cannot be decoded, from its payload's JSON, and `EventStore.load_envelope` reads them
+        from the store when even that fails.
+        """
         self = _new(cls)
         self._event = None
         self._codec = codec
@@ -218,7 +225,10 @@ class StoredEvent:
 
     @property
     def event_id(self) -> UUID:
-        return self._event_id
+        event_id = self._event_id
+        if event_id is None:
+            event_id = self._event_id = UUID(str(self._unread("event_id")))
+        return event_id
 
     @property
     def event_type(self) -> str:
@@ -231,11 +241,42 @@ class StoredEvent:
 
     @property
     def aggregate_id(self) -> UUID:
-        return self._aggregate_id
+        aggregate_id = self._aggregate_id
+        if aggregate_id is None:
+            aggregate_id = self._aggregate_id = UUID(str(self._unread("aggregate_id")))
+        return aggregate_id
 
     @property
     def aggregate_type(self) -> str:
-        return self._aggregate_type
+        aggregate_type = self._aggregate_type
+        if aggregate_type is None:
+            aggregate_type = self._aggregate_type = str(self._unread("aggregate_type"))
+        return aggregate_type
+
+    @property
+    def envelope_complete(self) -> bool:
+        """Whether the ids and aggregate type are known without decoding the payload."""
+        return None not in (self._event_id, self._aggregate_id, self._aggregate_type)
+
+    def _unread(self, name: str) -> object:
+        """An envelope value the store did not read: from the event, or, when the event cannot
+        be decoded, from the payload's JSON (else the decoding error is raised)."""
+        try:
+            return getattr(self.event, name)
+        except (EventTypeNotFoundError, SerializationError) as exc:
+            try:
+                value = json.loads(self._payload or "")[name]
+            except (ValueError, TypeError, KeyError):
+                value = None
+            if value is None:
+                raise exc from None
+            return value
+
+    def set_envelope(self, event_id: UUID, aggregate_id: UUID, aggregate_type: str) -> None:
+        """Fill in what the store left out (`EventStore.load_envelope` calls this)."""
+        self._event_id = event_id
+        self._aggregate_id = aggregate_id
+        self._aggregate_type = aggregate_type
 
     @property
     def version(self) -> int:
@@ -255,10 +296,10 @@ class StoredEvent:
     def __eq__(self, other: object) -> bool:
         if type(other) is not StoredEvent:
             return NotImplemented
-        if (self._position, self._recorded_at, self._event_id) != (
+        if (self._position, self._recorded_at, self._event_type) != (
             other._position,
             other._recorded_at,
-            other._event_id,
+            other._event_type,
         ):
             return False
         try:
@@ -267,12 +308,12 @@ class StoredEvent:
             return self.payload == other.payload
 
     def __hash__(self) -> int:
-        return hash((self._position, self._event_id))
+        return hash((self._position, self._event_type))
 
     def __repr__(self) -> str:
         state = "" if self._event is not None else ", undecoded"
         return (
-            f"StoredEvent({self._event_type} {self._event_id} at {self._position}, "
+            f"StoredEvent({self._event_type} at {self._position}, "
             f"recorded_at={self._recorded_at.isoformat()}{state})"
         )
 
@@ -483,6 +524,11 @@ class EventStore(AsyncClosing, ABC):
 
     @abstractmethod
     async def event_exists(self, event_id: UUID) -> bool: ...
+
+    async def load_envelope(self, stored: StoredEvent) -> None:
+        """Make sure `stored` knows its ids and aggregate type without decoding its payload
+        (a store whose feed leaves them out reads them now). Subscriptions call it before
+        parking an undecodable event; stores that always read them need not override it."""
 
     @abstractmethod
     async def get_event(self, event_id: UUID) -> StoredEvent:

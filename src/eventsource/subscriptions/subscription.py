@@ -372,6 +372,8 @@ class Subscription:
         tried = 1
         decode_error = stored.decode_error()
         undecodable = decode_error is not None
+        if undecodable:
+            await self._store.load_envelope(stored)  # its ids, for the log and the dead letter
         if decode_error is not None and self.config.on_undecodable == "stop":
             return self._stop_at_undecodable(stored, decode_error)
         while True:
