@@ -232,7 +232,10 @@ class Subscription:
         span_name = f"project {self.name}"
 
         async def traced(stored: StoredEvent) -> None:
-            attributes = telemetry.event_attributes(stored.event)
+            if stored.decode_error() is None:
+                attributes = telemetry.event_attributes(stored.event)
+            else:  # the handler may skip it; if it reads it, it fails there
+                attributes = {telemetry.EVENT_TYPE: stored.event_type}
             attributes[telemetry.SUBSCRIPTION] = self.name
             attributes[telemetry.POSITION] = str(stored.position)
             with telemetry.Operation(

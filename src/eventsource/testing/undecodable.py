@@ -52,6 +52,7 @@ from eventsource.testing.events import (
     ProfileCreatedV1,
     UnregisteredEvent,
 )
+from eventsource.testing.telemetry import capture_telemetry
 
 __all__ = ["UndecodableEventContract"]
 
@@ -334,12 +335,14 @@ class UndecodableEventContract(ABC):
             manager.subscribe(projection, config=strict),
             manager.subscribe(by_envelope, name="by-envelope", config=strict),
         ]
-        await manager.start()
-        for subscription in subscriptions:
-            await subscription.wait_for(last, timeout=_WAIT)
-            assert subscription.state is not SubscriptionState.FAILED
-            assert subscription.last_error is None
+        with capture_telemetry() as captured:  # a span per delivery, traced or not
+            await manager.start()
+            for subscription in subscriptions:
+                await subscription.wait_for(last, timeout=_WAIT)
+                assert subscription.state is not SubscriptionState.FAILED
+                assert subscription.last_error is None
         assert projection.names == skipped == ["a", "b"]
+        assert len(captured.spans("project by-envelope")) == 3
         assert await self._letters(manager, projection.name) == []
 
 
