@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from uuid import UUID
 
 from eventsource._internal import telemetry
 from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
+from eventsource.exceptions import EventTypeNotFoundError, SerializationError
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions.interface import (
     CheckpointStore,
@@ -35,6 +37,14 @@ __all__ = ["Subscription", "SubscriptionHealth"]
 logger = logging.getLogger(__name__)
 
 _LAG_COUNT_LIMIT = 10_000
+
+
+def _known_id(stored: StoredEvent | None) -> UUID | None:
+    """The event's id for a checkpoint, None when even the store's row cannot tell it."""
+    try:
+        return stored.event_id if stored is not None else None
+    except (EventTypeNotFoundError, SerializationError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +496,7 @@ class Subscription:
         await self._checkpoints.save(
             self.name,
             position,
-            event_id=last.event_id if last is not None else None,
+            event_id=_known_id(last),
             event_type=last.event_type if last is not None else None,
             processed=self._unsaved,
         )

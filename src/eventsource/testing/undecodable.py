@@ -232,6 +232,27 @@ class UndecodableEventContract(ABC):
 
     # -- subscriptions --------------------------------------------------------------------
 
+    async def test_exactly_one_partition_parks_a_corrupt_event(
+        self, store: EventStore, manager: SubscriptionManager
+    ) -> None:
+        events, last = await self._poisoned_feed(store)
+        await self.corrupt_event(store, events[2].event_id)
+        handler = _Everything([])
+        partitions = manager.subscribe_partitioned(handler, 3, name="parts")
+        await manager.start()
+        for subscription in partitions:
+            await subscription.wait_for(last, timeout=_WAIT)
+            assert subscription.state is not SubscriptionState.FAILED
+        assert handler.names == ["a"]
+        letters = [
+            letter
+            for subscription in partitions
+            for letter in await self._letters(manager, subscription.name)
+        ]
+        assert sorted(letter.event_id for letter in letters) == sorted(
+            [events[1].event_id, events[2].event_id]
+        )
+
     async def _letters(self, manager: SubscriptionManager, name: str) -> list[DeadLetter]:
         dead_letters = manager.dead_letters
         assert isinstance(dead_letters, DLQRepository)
