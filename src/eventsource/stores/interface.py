@@ -7,10 +7,10 @@ import contextlib
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -227,7 +227,7 @@ class StoredEvent:
     def event_id(self) -> UUID:
         event_id = self._event_id
         if event_id is None:
-            event_id = self._event_id = UUID(str(self._unread("event_id")))
+            event_id = self._event_id = self._unread("event_id", _as_uuid)
         return event_id
 
     @property
@@ -243,14 +243,14 @@ class StoredEvent:
     def aggregate_id(self) -> UUID:
         aggregate_id = self._aggregate_id
         if aggregate_id is None:
-            aggregate_id = self._aggregate_id = UUID(str(self._unread("aggregate_id")))
+            aggregate_id = self._aggregate_id = self._unread("aggregate_id", _as_uuid)
         return aggregate_id
 
     @property
     def aggregate_type(self) -> str:
         aggregate_type = self._aggregate_type
         if aggregate_type is None:
-            aggregate_type = self._aggregate_type = str(self._unread("aggregate_type"))
+            aggregate_type = self._aggregate_type = self._unread("aggregate_type", _as_text)
         return aggregate_type
 
     @property
@@ -258,19 +258,16 @@ class StoredEvent:
         """Whether the ids and aggregate type are known without decoding the payload."""
         return None not in (self._event_id, self._aggregate_id, self._aggregate_type)
 
-    def _unread(self, name: str) -> object:
+    def _unread(self, name: str, convert: Callable[[object], _T]) -> _T:
         """An envelope value the store did not read: from the event, or, when the event cannot
         be decoded, from the payload's JSON (else the decoding error is raised)."""
         try:
-            return getattr(self.event, name)
+            return convert(getattr(self.event, name))
         except (EventTypeNotFoundError, SerializationError) as exc:
             try:
-                value = json.loads(self._payload or "")[name]
+                return convert(json.loads(self._payload or "")[name])
             except (ValueError, TypeError, KeyError):
-                value = None
-            if value is None:
                 raise exc from None
-            return value
 
     def set_envelope(self, event_id: UUID, aggregate_id: UUID, aggregate_type: str) -> None:
         """Fill in what the store left out (`EventStore.load_envelope` calls this)."""
@@ -319,6 +316,21 @@ class StoredEvent:
 
 
 _new = object.__new__
+_T = TypeVar("_T")
+
+
+def _as_uuid(value: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return UUID(value)
+
+
+def _as_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
