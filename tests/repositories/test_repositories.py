@@ -219,3 +219,74 @@ async def test_postgresql_checkpoints_in_a_transaction_report_and_lock(
             assert await reading == Position(7, 2)  # the committed move, not the row before
         finally:
             await admin.close()
+
+
+@pytest.mark.sqlite
+async def test_sqlite_dead_letters_of_an_older_file_are_upgraded_and_kept(tmp_path: Path) -> None:
+    """A file whose dead_letters table predates raw payloads (payload NOT NULL, no envelope
+    columns) is rebuilt on open: its letters stay, and undecodable events can be parked."""
+    import sqlite3
+    from uuid import uuid4
+
+    from eventsource.events.registry import EventRegistry
+    from eventsource.events.serialization import EventCodec
+    from eventsource.repositories import SQLiteDLQRepository
+
+    path = tmp_path / "old.db"
+    old_id, event_id = uuid4(), uuid4()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE dead_letters (id TEXT PRIMARY KEY, subscription TEXT NOT NULL,"
+            " event_id TEXT NOT NULL, event_type TEXT NOT NULL, position_commit INTEGER NOT NULL,"
+            " position_sequence INTEGER NOT NULL, payload TEXT NOT NULL, error TEXT NOT NULL,"
+            " traceback TEXT NOT NULL, attempts INTEGER NOT NULL,"
+            " status TEXT NOT NULL CHECK (status IN ('failed', 'retrying', 'resolved')),"
+            " first_failed_at TEXT NOT NULL, last_failed_at TEXT NOT NULL, resolved_at TEXT,"
+            " resolved_by TEXT, UNIQUE (subscription, event_id))"
+        )
+        conn.execute(
+            "CREATE INDEX dead_letters_status_idx ON dead_letters"
+            " (subscription, status, first_failed_at)"
+        )
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        conn.execute(
+            "INSERT INTO dead_letters VALUES (?, 'billing', ?, 'ItemAdded', 0, 3, '{\"name\": 1}',"
+            " 'ValueError: x', 'Traceback', 2, 'failed', ?, ?, NULL, NULL)",
+            (str(old_id), str(event_id), now, now),
+        )
+    undecodable = StoredEvent.from_row(
+        EventCodec(EventRegistry()),
+        Position(0, 4),
+        datetime.now(UTC),
+        uuid4(),
+        "Unknown",
+        1,
+        uuid4(),
+        "Cart",
+        1,
+        "{not json",
+    )
+    repositories = [SQLiteDLQRepository(path) for _ in range(3)]
+    try:
+        counts = await asyncio.gather(*(r.count() for r in repositories))  # all upgrade at once
+        assert counts == [1, 1, 1]
+        old = await repositories[0].get(old_id)
+        assert old is not None
+        assert (old.event_id, old.payload, old.attempts, old.undecodable) == (
+            event_id,
+            '{"name": 1}',
+            2,
+            False,
+        )
+        assert old.event_version is None
+        letter = await repositories[1].add("billing", undecodable, ValueError("x"), 1)
+        assert (letter.payload, letter.undecodable) == ("{not json", True)
+    finally:
+        for repository in repositories:
+            await repository.close()
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {n for n in names if not n.startswith("sqlite_")} == {
+        "dead_letters",
+        "dead_letters_status_idx",
+    }

@@ -17,7 +17,6 @@ from uuid import UUID
 
 from eventsource._internal.clock import utc_now
 from eventsource._internal.ids import uuid7
-from eventsource.events.serialization import EventCodec
 from eventsource.repositories.interface import (
     Checkpoint,
     CheckpointRepository,
@@ -25,6 +24,7 @@ from eventsource.repositories.interface import (
     DeadLetterStatus,
     DLQRepository,
     describe_error,
+    letter_payload,
 )
 from eventsource.stores.interface import Position, StoredEvent
 
@@ -177,10 +177,17 @@ class SQLCheckpointRepository(SQLRepository, CheckpointRepository):
 _DEAD_LETTER = (
     "id, subscription, event_id, event_type, position_commit, position_sequence, payload,"
     " error, traceback, attempts, status, first_failed_at, last_failed_at, resolved_at,"
-    " resolved_by"
+    " resolved_by, raw_payload, event_version, aggregate_id, aggregate_type, aggregate_version"
 )
-# The same columns as read back: the payload is jsonb on PostgreSQL, a DeadLetter keeps text.
-_READ_DEAD_LETTER = _DEAD_LETTER.replace("payload", "CAST(payload AS TEXT)")
+# The same columns as read back. A letter keeps the event's JSON in `payload` (jsonb on
+# PostgreSQL), or, for a row the reader could not decode, its stored text in `raw_payload`.
+_READ_DEAD_LETTER = (
+    "id, subscription, event_id, event_type, position_commit, position_sequence,"
+    " COALESCE(CAST(payload AS TEXT), raw_payload), error, traceback, attempts, status,"
+    " first_failed_at, last_failed_at, resolved_at, resolved_by,"
+    " CASE WHEN raw_payload IS NULL THEN 0 ELSE 1 END, event_version, aggregate_id,"
+    " aggregate_type, aggregate_version"
+)
 
 
 def _value(status: DeadLetterStatus | None) -> str | None:
@@ -203,6 +210,11 @@ def _dead_letter(row: Any) -> DeadLetter:
         last_failed_at=_time(row[12]),
         resolved_at=None if row[13] is None else _time(row[13]),
         resolved_by=row[14],
+        undecodable=bool(row[15]),
+        event_version=row[16],
+        aggregate_id=None if row[17] is None else _uuid(row[17]),
+        aggregate_type=row[18],
+        aggregate_version=None if row[19] is None else int(row[19]),
     )
 
 
@@ -214,8 +226,13 @@ class SQLDLQRepository(SQLRepository, DLQRepository):
         # One statement records a first failure or updates the letter of an earlier one, so
         # concurrent failures of one event add up on one row.
         self._add_sql = (
-            f"INSERT INTO {table} AS kept ({_DEAD_LETTER}) VALUES ({_params(p, 13)}, NULL, NULL)"
+            f"INSERT INTO {table} AS kept ({_DEAD_LETTER}) VALUES ({_params(p, 13)}, NULL, NULL,"
+            f" {p(14)}, {p(15)}, {p(16)}, {p(17)}, {p(18)})"
             " ON CONFLICT (subscription, event_id) DO UPDATE SET error = excluded.error,"
+            " payload = excluded.payload, raw_payload = excluded.raw_payload,"
+            " event_version = excluded.event_version, aggregate_id = excluded.aggregate_id,"
+            " aggregate_type = excluded.aggregate_type,"
+            " aggregate_version = excluded.aggregate_version,"
             " traceback = excluded.traceback, attempts = kept.attempts + excluded.attempts,"
             " status = excluded.status, last_failed_at = excluded.last_failed_at,"
             f" resolved_at = NULL, resolved_by = NULL RETURNING {_READ_DEAD_LETTER}"
@@ -245,6 +262,7 @@ class SQLDLQRepository(SQLRepository, DLQRepository):
         self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int
     ) -> DeadLetter:
         text, trace = describe_error(error)
+        payload, raw = letter_payload(stored)
         now = utc_now()
         rows = await self._fetch(
             f"record the failure of {subscription!r} on event {stored.event_id}",
@@ -255,13 +273,18 @@ class SQLDLQRepository(SQLRepository, DLQRepository):
             stored.event_type,
             stored.position.commit,
             stored.position.sequence,
-            EventCodec.encode(stored.event),
+            payload,
             text,
             trace,
             attempts,
             DeadLetterStatus.FAILED.value,
             now,
             now,
+            raw,
+            stored.event_version,
+            stored.aggregate_id,
+            stored.aggregate_type,
+            stored.version,
         )
         return _dead_letter(rows[0])
 

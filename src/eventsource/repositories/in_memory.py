@@ -7,7 +7,6 @@ from uuid import UUID
 
 from eventsource._internal.clock import utc_now
 from eventsource._internal.ids import uuid7
-from eventsource.events.serialization import EventCodec
 from eventsource.repositories.interface import (
     Checkpoint,
     CheckpointRepository,
@@ -15,6 +14,7 @@ from eventsource.repositories.interface import (
     DeadLetterStatus,
     DLQRepository,
     describe_error,
+    letter_payload,
 )
 from eventsource.stores.interface import Position, StoredEvent
 
@@ -67,11 +67,21 @@ class InMemoryDLQRepository(DLQRepository):
         self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int
     ) -> DeadLetter:
         text, trace = describe_error(error)
+        encoded, raw = letter_payload(stored)
+        undecodable = raw is not None
+        payload = raw if raw is not None else encoded
+        assert payload is not None
         now = utc_now()
         for letter in self._letters.values():
             if letter.subscription == subscription and letter.event_id == stored.event_id:
                 updated = dataclasses.replace(
                     letter,
+                    payload=payload,
+                    undecodable=undecodable,
+                    event_version=stored.event_version,
+                    aggregate_id=stored.aggregate_id,
+                    aggregate_type=stored.aggregate_type,
+                    aggregate_version=stored.version,
                     error=text,
                     traceback=trace,
                     attempts=letter.attempts + attempts,
@@ -88,13 +98,18 @@ class InMemoryDLQRepository(DLQRepository):
             event_id=stored.event_id,
             event_type=stored.event_type,
             position=stored.position,
-            payload=EventCodec.encode(stored.event),
+            payload=payload,
             error=text,
             traceback=trace,
             attempts=attempts,
             status=DeadLetterStatus.FAILED,
             first_failed_at=now,
             last_failed_at=now,
+            undecodable=undecodable,
+            event_version=stored.event_version,
+            aggregate_id=stored.aggregate_id,
+            aggregate_type=stored.aggregate_type,
+            aggregate_version=stored.version,
         )
         self._letters[letter.id] = letter
         return letter

@@ -10,6 +10,7 @@ from datetime import datetime
 from uuid import UUID
 
 from eventsource._internal.closing import AsyncClosing
+from eventsource.events.serialization import EventCodec
 from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import Position, StoredEvent
 
@@ -47,7 +48,8 @@ class DeadLetter:
     event_type: str
     position: Position
     payload: str
-    """The event as JSON, so it can be read even if its class is gone."""
+    """The event as JSON, so it can be read even if its class is gone; for an `undecodable`
+    event, the stored payload text exactly as the store returned it (maybe not JSON at all)."""
     error: str
     """`ExceptionType: message` of the last failure."""
     traceback: str
@@ -57,6 +59,22 @@ class DeadLetter:
     last_failed_at: datetime
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    undecodable: bool = False
+    """The reader could not decode the stored row (unknown type, corrupt payload, failing
+    upcaster): `payload` is the raw stored text."""
+    event_version: int | None = None
+    """The schema version the event was stored with (None on letters older than it)."""
+    aggregate_id: UUID | None = None
+    aggregate_type: str | None = None
+    aggregate_version: int | None = None
+
+
+def letter_payload(stored: StoredEvent) -> tuple[str | None, str | None]:
+    """(JSON of the decoded event, raw stored text): exactly one is set; the raw text when the
+    stored row cannot be decoded."""
+    if stored.decode_error() is not None:
+        return None, stored.payload
+    return EventCodec.encode(stored.event), None
 
 
 def describe_error(error: BaseException) -> tuple[str, str]:

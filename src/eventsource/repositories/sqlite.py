@@ -66,18 +66,27 @@ class _SQLiteRepository(SQLRepository):
     def _schema(self, prefix: str) -> tuple[str, ...]:
         """The statements creating the table, run when the connection opens."""
 
+    async def _upgrade(self, connection: aiosqlite.Connection) -> None:
+        """Bring a table an older version created up to date (after `_schema` ran)."""
+
     async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
         values = tuple(_value(value) for value in params)
         async with self._lock:
             try:
                 if self._connection is None:
-                    self._connection = await open_connection(
+                    connection = await open_connection(
                         self.path,
                         busy_timeout=self._busy_timeout,
                         synchronous=self._synchronous,
                         ddl=self._ddl,
                         what=f"SQLite {self.TABLE} table",
                     )
+                    try:
+                        await self._upgrade(connection)
+                    except BaseException:
+                        await connection.close()
+                        raise
+                    self._connection = connection
                 async with self._connection.execute(sql, values) as cursor:
                     return list(await cursor.fetchall())
             except sqlite3.Error as exc:
@@ -103,19 +112,63 @@ class SQLiteCheckpointRepository(_SQLiteRepository, SQLCheckpointRepository):
         )
 
 
+_LETTER_COLUMNS_V1 = (
+    "id, subscription, event_id, event_type, position_commit, position_sequence, payload,"
+    " error, traceback, attempts, status, first_failed_at, last_failed_at, resolved_at,"
+    " resolved_by"
+)
+
+
 class SQLiteDLQRepository(_SQLiteRepository, SQLDLQRepository):
     """Dead letters in the table `{prefix}dead_letters` of an SQLite file."""
 
     def _schema(self, prefix: str) -> tuple[str, ...]:
+        return (self._create_table(self.table), self._create_index(prefix))
+
+    @staticmethod
+    def _create_table(table: str) -> str:
         return (
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            f"CREATE TABLE IF NOT EXISTS {table} ("
             " id TEXT PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,"
             " event_type TEXT NOT NULL, position_commit INTEGER NOT NULL,"
-            " position_sequence INTEGER NOT NULL, payload TEXT NOT NULL, error TEXT NOT NULL,"
+            " position_sequence INTEGER NOT NULL, payload TEXT, error TEXT NOT NULL,"
             " traceback TEXT NOT NULL, attempts INTEGER NOT NULL,"
             " status TEXT NOT NULL CHECK (status IN ('failed', 'retrying', 'resolved')),"
             " first_failed_at TEXT NOT NULL, last_failed_at TEXT NOT NULL, resolved_at TEXT,"
-            " resolved_by TEXT, UNIQUE (subscription, event_id))",
-            f"CREATE INDEX IF NOT EXISTS {quote_identifier(prefix + 'dead_letters_status_idx')}"
-            f" ON {self.table} (subscription, status, first_failed_at)",
+            " resolved_by TEXT, raw_payload TEXT, event_version INTEGER, aggregate_id TEXT,"
+            " aggregate_type TEXT, aggregate_version INTEGER,"
+            " CHECK (payload IS NOT NULL OR raw_payload IS NOT NULL),"
+            " UNIQUE (subscription, event_id))"
         )
+
+    def _create_index(self, prefix: str) -> str:
+        return (
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(prefix + 'dead_letters_status_idx')}"
+            f" ON {self.table} (subscription, status, first_failed_at)"
+        )
+
+    async def _upgrade(self, connection: aiosqlite.Connection) -> None:
+        """A table of a version without `raw_payload` (where `payload` was NOT NULL) is
+        rebuilt in one transaction: SQLite cannot drop a NOT NULL constraint in place."""
+        if await self._has_raw_payload(connection):
+            return
+        old = quote_identifier(self.prefix + "dead_letters_before_raw_payload")
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            if not await self._has_raw_payload(connection):  # another process may have done it
+                await connection.execute(f"ALTER TABLE {self.table} RENAME TO {old}")
+                await connection.execute(self._create_table(self.table))
+                await connection.execute(
+                    f"INSERT INTO {self.table} ({_LETTER_COLUMNS_V1})"
+                    f" SELECT {_LETTER_COLUMNS_V1} FROM {old}"
+                )
+                await connection.execute(f"DROP TABLE {old}")
+                await connection.execute(self._create_index(self.prefix))
+            await connection.execute("COMMIT")
+        except BaseException:
+            await connection.execute("ROLLBACK")
+            raise
+
+    async def _has_raw_payload(self, connection: aiosqlite.Connection) -> bool:
+        async with connection.execute(f"PRAGMA table_info({self.table})") as cursor:
+            return any(row[1] == "raw_payload" for row in await cursor.fetchall())

@@ -12,12 +12,13 @@ from uuid import UUID
 from eventsource.events.base import NIL_AGGREGATE_ID, DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventIdConflictError, InvalidEventError, OptimisticLockError
-from eventsource.stores.interface import AppendResult, ExpectedVersion, Position
+from eventsource.stores.interface import AppendResult, ExpectedVersion, Position, StoredEvent
 
 __all__ = [
     "EventRecord",
     "attach_events",
     "check_expected_version",
+    "record_event",
     "replayed_result",
     "validate_expected_version",
 ]
@@ -38,6 +39,22 @@ class EventRecord:
     occurred_at: datetime
     recorded_at: datetime
     payload: str
+
+
+def record_event(codec: EventCodec, record: EventRecord) -> StoredEvent:
+    """The stored event of `record`, decoded by `codec` on first access."""
+    return StoredEvent.from_row(
+        codec,
+        record.position,
+        record.recorded_at,
+        record.event_id,
+        record.event_type,
+        record.event_version,
+        record.aggregate_id,
+        record.aggregate_type,
+        record.aggregate_version,
+        record.payload,
+    )
 
 
 def validate_expected_version(expected_version: int) -> None:

@@ -22,6 +22,7 @@ from eventsource.stores._append import (
     EventRecord,
     attach_events,
     check_expected_version,
+    record_event,
     replayed_result,
     validate_expected_version,
 )
@@ -128,10 +129,7 @@ class InMemoryEventStore(EventStore):
         )
 
     def _decode(self, record: EventRecord) -> StoredEvent:
-        event = self._codec.decode(
-            record.event_type, record.event_version, record.payload, record.position
-        )
-        return StoredEvent(event, record.position, record.recorded_at)
+        return record_event(self._codec, record)
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None

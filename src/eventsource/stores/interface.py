@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 from eventsource._internal import telemetry
 from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
-from eventsource.exceptions import InvalidEventError, InvalidPositionError
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import (
+    EventTypeNotFoundError,
+    InvalidEventError,
+    InvalidPositionError,
+    SerializationError,
+)
 
 __all__ = [
     "AppendResult",
@@ -89,34 +96,241 @@ class Position:
 Position.START = Position(0, 0)
 
 
-@dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event as read from a store: the event plus where the store keeps it."""
+    """An event as read from a store: the event plus where the store keeps it.
 
-    event: DomainEvent
-    position: Position
-    recorded_at: datetime
+    `StoredEvent(event, position, recorded_at)` wraps an event in memory. Stores build theirs
+    with `StoredEvent.from_row`: the row's envelope (ids, type, versions) is readable at once,
+    and `event` decodes the payload on first access (cached). So a reader that skips an event
+    by its type, id or aggregate never decodes it, and an event that cannot be decoded (a type
+    this process does not register, a corrupt payload, a failing upcaster) raises its typed
+    error (`EventTypeNotFoundError`, `SerializationError`, `UpcastingError`) only where `event`
+    is read: a subscription treats that like a failing handler (retries, then a dead letter
+    that keeps the raw `payload`).
+    """
+
+    __slots__ = (
+        "_aggregate_id",
+        "_aggregate_type",
+        "_aggregate_version",
+        "_codec",
+        "_event",
+        "_event_id",
+        "_event_type",
+        "_event_version",
+        "_payload",
+        "_position",
+        "_recorded_at",
+    )
+    __match_args__ = ("event", "position", "recorded_at")
+
+    _aggregate_id: UUID | None
+    _aggregate_type: str | None
+    _aggregate_version: int
+    _codec: EventCodec | None
+    _event: DomainEvent | None
+    _event_id: UUID | None
+    _event_type: str
+    _event_version: int
+    _payload: str | None
+    _position: Position
+    _recorded_at: datetime
+
+    def __init__(self, event: DomainEvent, position: Position, recorded_at: datetime) -> None:
+        self._event = event
+        self._position = position
+        self._recorded_at = recorded_at
+        self._event_id = event.event_id
+        self._event_type = event.event_type
+        self._event_version = event.event_version
+        self._aggregate_id = event.aggregate_id
+        self._aggregate_type = event.aggregate_type
+        self._aggregate_version = event.aggregate_version
+        self._payload = None
+        self._codec = None
+
+    @classmethod
+    def from_row(
+        cls,
+        codec: EventCodec,
+        position: Position,
+        recorded_at: datetime,
+        event_id: UUID | None,
+        event_type: str,
+        event_version: int,
+        aggregate_id: UUID | None,
+        aggregate_type: str | None,
+        aggregate_version: int,
+        payload: str,
+    ) -> StoredEvent:
+        """A stored row whose payload `codec` decodes when `event` is first read.
+
+        A store may leave out the ids and the aggregate type (None) where reading them would
+        slow its feed down: they are then taken from the decoded event, or, for an event that
+        cannot be decoded, from its payload's JSON, and `EventStore.load_envelope` reads them
+        from the store when even that fails.
+        """
+        self = _new(cls)
+        self._event = None
+        self._codec = codec
+        self._position = position
+        self._recorded_at = recorded_at
+        self._event_id = event_id
+        self._event_type = event_type
+        self._event_version = event_version
+        self._aggregate_id = aggregate_id
+        self._aggregate_type = aggregate_type
+        self._aggregate_version = aggregate_version
+        self._payload = payload
+        return self
+
+    @property
+    def event(self) -> DomainEvent:
+        """The decoded event (decoded on first access, then kept).
+
+        Raises `EventTypeNotFoundError`, `SerializationError` or `UpcastingError` (each time it
+        is read) when the stored row cannot be decoded.
+        """
+        event = self._event
+        if event is None:
+            assert self._codec is not None
+            assert self._payload is not None
+            event = self._event = self._codec.decode(
+                self._event_type, self._event_version, self._payload, self._position
+            )
+        return event
+
+    def decode_error(self) -> EventTypeNotFoundError | SerializationError | None:
+        """The error reading `event` raises (the row cannot be decoded), or None."""
+        if self._event is not None:
+            return None
+        try:
+            self.event  # noqa: B018 - decodes and keeps the event
+        except (EventTypeNotFoundError, SerializationError) as exc:
+            return exc
+        return None
+
+    @property
+    def decoded(self) -> bool:
+        """Whether `event` is available without decoding (read before, or built from it)."""
+        return self._event is not None
+
+    @property
+    def position(self) -> Position:
+        return self._position
+
+    @property
+    def recorded_at(self) -> datetime:
+        return self._recorded_at
 
     @property
     def event_id(self) -> UUID:
-        return self.event.event_id
+        event_id = self._event_id
+        if event_id is None:
+            event_id = self._event_id = self._unread("event_id", _as_uuid)
+        return event_id
 
     @property
     def event_type(self) -> str:
-        return self.event.event_type
+        return self._event_type
+
+    @property
+    def event_version(self) -> int:
+        """The schema version the event was stored with (upcasting may read it as newer)."""
+        return self._event_version
 
     @property
     def aggregate_id(self) -> UUID:
-        return self.event.aggregate_id
+        aggregate_id = self._aggregate_id
+        if aggregate_id is None:
+            aggregate_id = self._aggregate_id = self._unread("aggregate_id", _as_uuid)
+        return aggregate_id
 
     @property
     def aggregate_type(self) -> str:
-        return self.event.aggregate_type
+        aggregate_type = self._aggregate_type
+        if aggregate_type is None:
+            aggregate_type = self._aggregate_type = self._unread("aggregate_type", _as_text)
+        return aggregate_type
+
+    @property
+    def envelope_complete(self) -> bool:
+        """Whether the ids and aggregate type are known without decoding the payload."""
+        return None not in (self._event_id, self._aggregate_id, self._aggregate_type)
+
+    def _unread(self, name: str, convert: Callable[[object], _T]) -> _T:
+        """An envelope value the store did not read: from the event, or, when the event cannot
+        be decoded, from the payload's JSON (else the decoding error is raised)."""
+        try:
+            return convert(getattr(self.event, name))
+        except (EventTypeNotFoundError, SerializationError) as exc:
+            try:
+                return convert(json.loads(self._payload or "")[name])
+            except (ValueError, TypeError, KeyError):
+                raise exc from None
+
+    def set_envelope(self, event_id: UUID, aggregate_id: UUID, aggregate_type: str) -> None:
+        """Fill in what the store left out (`EventStore.load_envelope` calls this)."""
+        self._event_id = event_id
+        self._aggregate_id = aggregate_id
+        self._aggregate_type = aggregate_type
 
     @property
     def version(self) -> int:
         """The event's version in its aggregate stream (1 for the first event)."""
-        return self.event.aggregate_version
+        return self._aggregate_version
+
+    @property
+    def payload(self) -> str:
+        """The stored JSON text as the store returned it, decodable or not (for an event
+        built in memory: its JSON encoding)."""
+        payload = self._payload
+        if payload is None:
+            assert self._event is not None
+            return EventCodec.encode(self._event)
+        return payload
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not StoredEvent:
+            return NotImplemented
+        if (self._position, self._recorded_at, self._event_type) != (
+            other._position,
+            other._recorded_at,
+            other._event_type,
+        ):
+            return False
+        try:
+            return self.event == other.event
+        except (SerializationError, EventTypeNotFoundError):
+            return self.payload == other.payload
+
+    def __hash__(self) -> int:
+        return hash((self._position, self._event_type))
+
+    def __repr__(self) -> str:
+        state = "" if self._event is not None else ", undecoded"
+        return (
+            f"StoredEvent({self._event_type} at {self._position}, "
+            f"recorded_at={self._recorded_at.isoformat()}{state})"
+        )
+
+
+_new = object.__new__
+_T = TypeVar("_T")
+
+
+def _as_uuid(value: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return UUID(value)
+
+
+def _as_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +536,11 @@ class EventStore(AsyncClosing, ABC):
 
     @abstractmethod
     async def event_exists(self, event_id: UUID) -> bool: ...
+
+    async def load_envelope(self, stored: StoredEvent) -> None:
+        """Make sure `stored` knows its ids and aggregate type without decoding its payload
+        (a store whose feed leaves them out reads them now). Subscriptions call it before
+        parking an undecodable event; stores that always read them need not override it."""
 
     @abstractmethod
     async def get_event(self, event_id: UUID) -> StoredEvent:

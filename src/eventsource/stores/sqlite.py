@@ -30,6 +30,7 @@ from eventsource.stores._append import (
     EventRecord,
     attach_events,
     check_expected_version,
+    record_event,
     replayed_result,
     validate_expected_version,
 )
@@ -343,10 +344,7 @@ class SQLiteEventStore(EventStore):
     # -- reads -------------------------------------------------------------------------------
 
     def _decode(self, record: EventRecord) -> StoredEvent:
-        event = self._codec.decode(
-            record.event_type, record.event_version, record.payload, record.position
-        )
-        return StoredEvent(event, record.position, record.recorded_at)
+        return record_event(self._codec, record)
 
     @staticmethod
     def _filters(options: ReadOptions) -> tuple[list[str], list[Any]]:

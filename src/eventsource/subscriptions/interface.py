@@ -58,7 +58,8 @@ class SubscriptionState(enum.StrEnum):
     """Too many events failed in a row: waiting before trying the current one again."""
     STOPPED = "stopped"
     FAILED = "failed"
-    """Stopped by an event that could not be handled and had nowhere to go (no DLQ)."""
+    """Stopped by an event that could not be handled and had nowhere to go (no DLQ), or by
+    an undecodable event under `on_undecodable="stop"`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,11 @@ class SubscriptionConfig:
     one the subscription stops in state FAILED and the event stays unprocessed.
     `poll_interval` bounds how long a lost wake-up signal can delay delivery. `circuit_breaker`
     (None to turn it off) stops a run of failures from filling the dead-letter queue.
+    `on_undecodable` says what to do with a stored event that cannot be decoded (a type this
+    process does not register, a corrupt payload, a failing upcaster) and that the handler
+    reads: "dead_letter" treats it like a failing event (retries, then a dead letter keeping
+    the raw row; such events never open the circuit), "stop" stops the subscription in state
+    FAILED at once, the event unprocessed. Events the handler skips are never decoded.
     """
 
     start_from: Literal["beginning", "end"] = "beginning"
@@ -128,6 +134,7 @@ class SubscriptionConfig:
     retry_cap: float = 5.0
     poll_interval: float = 1.0
     circuit_breaker: CircuitBreaker | None = CircuitBreaker()
+    on_undecodable: Literal["dead_letter", "stop"] = "dead_letter"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -138,3 +145,7 @@ class SubscriptionConfig:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
         if self.start_from not in ("beginning", "end"):
             raise ValueError(f"start_from must be 'beginning' or 'end', not {self.start_from!r}")
+        if self.on_undecodable not in ("dead_letter", "stop"):
+            raise ValueError(
+                f"on_undecodable must be 'dead_letter' or 'stop', not {self.on_undecodable!r}"
+            )

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from uuid import UUID
 
 from eventsource._internal import telemetry
 from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
+from eventsource.exceptions import EventTypeNotFoundError, SerializationError
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions.interface import (
     CheckpointStore,
@@ -35,6 +37,14 @@ __all__ = ["Subscription", "SubscriptionHealth"]
 logger = logging.getLogger(__name__)
 
 _LAG_COUNT_LIMIT = 10_000
+
+
+def _known_id(stored: StoredEvent | None) -> UUID | None:
+    """The event's id for a checkpoint, None when even the store's row cannot tell it."""
+    try:
+        return stored.event_id if stored is not None else None
+    except (EventTypeNotFoundError, SerializationError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +242,10 @@ class Subscription:
         span_name = f"project {self.name}"
 
         async def traced(stored: StoredEvent) -> None:
-            attributes = telemetry.event_attributes(stored.event)
+            if stored.decode_error() is None:
+                attributes = telemetry.event_attributes(stored.event)
+            else:  # the handler may skip it; if it reads it, it fails there
+                attributes = {telemetry.EVENT_TYPE: stored.event_type}
             attributes[telemetry.SUBSCRIPTION] = self.name
             attributes[telemetry.POSITION] = str(stored.position)
             with telemetry.Operation(
@@ -370,6 +383,12 @@ class Subscription:
         subscription must stop (the event stays unprocessed)."""
         error: Exception | None = first
         tried = 1
+        decode_error = stored.decode_error()
+        undecodable = decode_error is not None
+        if undecodable:
+            await self._store.load_envelope(stored)  # its ids, for the log and the dead letter
+        if decode_error is not None and self.config.on_undecodable == "stop":
+            return self._stop_at_undecodable(stored, decode_error)
         while True:
             if error is None:
                 self._recovered()
@@ -379,7 +398,8 @@ class Subscription:
                 tried = self.config.max_attempts
                 continue
             self.last_error = f"{type(error).__qualname__}: {error}"
-            self._consecutive_failures += 1
+            if not undecodable:  # poison by itself, never a sign of a systemic failure
+                self._consecutive_failures += 1
             breaker = self.config.circuit_breaker
             if breaker is not None and self._consecutive_failures >= breaker.failures:
                 # So many events in a row failing is the handler's world failing (a database
@@ -400,6 +420,17 @@ class Subscription:
                 error = await self._attempt(stored, first_attempt=1)
                 continue
             return await self._park(stored, error)
+
+    def _stop_at_undecodable(self, stored: StoredEvent, error: Exception) -> bool:
+        """`on_undecodable="stop"`: FAILED at this event, which stays unprocessed."""
+        self.state = SubscriptionState.FAILED
+        self.last_error = (
+            f"cannot decode the stored {stored.event_type!r} event {stored.event_id} at "
+            f"position {stored.position} (on_undecodable='stop'): "
+            f"{type(error).__qualname__}: {error}"
+        )
+        logger.error("subscription %s stopped: %s", self.name, self.last_error)
+        return False
 
     async def _attempt(self, stored: StoredEvent, *, first_attempt: int) -> Exception | None:
         """Tries `first_attempt`..`max_attempts`, with backoff before each: None when one
@@ -465,7 +496,7 @@ class Subscription:
         await self._checkpoints.save(
             self.name,
             position,
-            event_id=last.event_id if last is not None else None,
+            event_id=_known_id(last),
             event_type=last.event_type if last is not None else None,
             processed=self._unsaved,
         )

@@ -41,6 +41,22 @@ def _stored(name: str = "apple") -> StoredEvent:
     return StoredEvent(event, Position(2**40, next(_positions)), datetime.now(UTC))
 
 
+def _undecodable(payload: str) -> StoredEvent:
+    """A stored row of a type `contract_registry` does not know, with `payload` as its text."""
+    return StoredEvent.from_row(
+        EventCodec(contract_registry),
+        Position(2**40, next(_positions)),
+        datetime.now(UTC),
+        uuid4(),
+        "NewerServiceEvent",
+        4,
+        uuid4(),
+        "Cart",
+        7,
+        payload,
+    )
+
+
 def _failing_handler(error: Exception) -> Exception:
     """`error`, raised here (so its traceback names this function) and caught."""
     try:
@@ -106,6 +122,40 @@ class DLQRepositoryContract(ABC):
         assert letter.first_failed_at.tzinfo is not None
         assert (letter.resolved_at, letter.resolved_by) == (None, None)
         assert await dlq.get(letter.id) == letter
+
+    async def test_an_undecodable_event_keeps_its_raw_row(self, dlq: DLQRepository) -> None:
+        """A row the reader could not decode (here: not even JSON, of a type nobody
+        registers) is kept as stored, with its envelope; decoding it again later works from
+        the letter's payload once the type is known."""
+        raw = '{"name": "Zoë", "quantity": not json'
+        stored = _undecodable(raw)
+        decode_error = stored.decode_error()
+        assert decode_error is not None
+        letter = await dlq.add("billing", stored, decode_error, 3)
+        assert letter.undecodable
+        assert letter.payload == raw
+        assert (letter.event_id, letter.event_type, letter.position) == (
+            stored.event_id,
+            "NewerServiceEvent",
+            stored.position,
+        )
+        assert (letter.event_version, letter.aggregate_type, letter.aggregate_version) == (
+            4,
+            "Cart",
+            7,
+        )
+        assert letter.aggregate_id == stored.aggregate_id
+        assert letter.error.startswith("EventTypeNotFoundError: ")
+        assert await dlq.get(letter.id) == letter
+
+        decodable = _stored()
+        kept = await dlq.add("billing", decodable, _failing_handler(ValueError("boom")), 1)
+        assert not kept.undecodable
+        assert (kept.event_version, kept.aggregate_id, kept.aggregate_version) == (
+            1,
+            decodable.aggregate_id,
+            2,
+        )
 
     async def test_a_repeated_failure_updates_the_same_letter(self, dlq: DLQRepository) -> None:
         stored = _stored()

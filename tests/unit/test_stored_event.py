@@ -1,0 +1,106 @@
+"""`StoredEvent`: built from an event, or from a stored row that decodes on first access."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from eventsource import EventRegistry, Position, StoredEvent
+from eventsource.events.serialization import EventCodec
+from eventsource.exceptions import EventTypeNotFoundError, SerializationError
+from eventsource.testing.events import ItemAdded, UnregisteredEvent
+
+NOW = datetime.now(UTC)
+
+
+def _codec() -> EventCodec:
+    registry = EventRegistry()
+    registry.register(ItemAdded)
+    return EventCodec(registry)
+
+
+def _row(payload: str, event_type: str = "ItemAdded", **ids: object) -> StoredEvent:
+    return StoredEvent.from_row(
+        _codec(),
+        Position(0, 1),
+        NOW,
+        ids.get("event_id"),  # type: ignore[arg-type]
+        event_type,
+        1,
+        ids.get("aggregate_id"),  # type: ignore[arg-type]
+        ids.get("aggregate_type"),  # type: ignore[arg-type]
+        1,
+        payload,
+    )
+
+
+def test_built_from_an_event_as_before() -> None:
+    event = ItemAdded(name="x", aggregate_id=uuid4(), aggregate_type="Cart", aggregate_version=3)
+    stored = StoredEvent(event, Position(1, 2), NOW)
+    assert stored.decoded
+    assert stored.envelope_complete
+    assert (stored.event, stored.position, stored.recorded_at) == (event, Position(1, 2), NOW)
+    assert (stored.event_id, stored.aggregate_id, stored.version) == (
+        event.event_id,
+        event.aggregate_id,
+        3,
+    )
+    assert json.loads(stored.payload)["name"] == "x"
+    assert stored == StoredEvent(event, Position(1, 2), NOW)
+    assert len({stored, StoredEvent(event, Position(1, 2), NOW)}) == 1
+    match stored:
+        case StoredEvent(event=ItemAdded(name=name)):
+            assert name == "x"
+
+
+def test_a_row_decodes_once_on_first_access() -> None:
+    event = ItemAdded(name="x", aggregate_id=uuid4(), aggregate_type="Cart")
+    stored = _row(EventCodec.encode(event))
+    assert not stored.decoded
+    assert not stored.envelope_complete
+    assert stored.event_type == "ItemAdded"
+    assert stored.event is stored.event
+    assert stored.decoded
+    assert (stored.event_id, stored.aggregate_id, stored.aggregate_type) == (
+        event.event_id,
+        event.aggregate_id,
+        "Cart",
+    )
+    assert stored.envelope_complete
+    assert "ItemAdded" in repr(stored)
+
+
+def test_ids_of_an_unknown_type_come_from_the_payload() -> None:
+    event = UnregisteredEvent(note="n", aggregate_id=uuid4(), aggregate_type="Cart")
+    stored = _row(EventCodec.encode(event), "UnregisteredEvent")
+    assert (stored.event_id, stored.aggregate_id, stored.aggregate_type) == (
+        event.event_id,
+        event.aggregate_id,
+        "Cart",
+    )
+    assert isinstance(stored.decode_error(), EventTypeNotFoundError)
+    assert not stored.decoded
+    assert "undecoded" in repr(stored)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ['{"name": 1, "event_id": "not a uuid"}', '{"name": 1}', "[1, 2]", "{not json", '"x"'],
+)
+def test_ids_a_corrupt_payload_cannot_tell_raise_the_typed_error(payload: str) -> None:
+    stored = _row(payload)
+    with pytest.raises(SerializationError, match="ItemAdded"):
+        stored.event_id  # noqa: B018
+    with pytest.raises(SerializationError):
+        stored.aggregate_id  # noqa: B018
+    assert stored.payload == payload
+    event_id, aggregate_id = uuid4(), uuid4()
+    stored.set_envelope(event_id, aggregate_id, "Cart")
+    assert (stored.event_id, stored.aggregate_id, stored.aggregate_type) == (
+        event_id,
+        aggregate_id,
+        "Cart",
+    )
