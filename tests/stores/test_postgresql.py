@@ -346,7 +346,9 @@ async def test_missing_tables_are_a_schema_error(postgres_url: str, schema: str)
 
 
 async def test_unreachable_database_is_a_connection_error() -> None:
-    async with PostgreSQLEventStore.from_url("postgresql://postgres@127.0.0.1:1/test") as store:
+    async with PostgreSQLEventStore.from_url(
+        "postgresql://postgres@127.0.0.1:1/test", retry_timeout=0.2
+    ) as store:
         with pytest.raises(StoreConnectionError):
             await store.get_stream_version(uuid4())
 
