@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
@@ -226,15 +227,18 @@ async def _unit_of_work(
     streams: list[UUID],
     committed: list[UUID],
     tag: str,
+    outcomes: Counter[str],
 ) -> int:
-    """One unit of work, retried as a whole after a conflict; returns how often it retried."""
+    """One unit of work, retried as a whole after a conflict; returns how often it retried.
+    `outcomes` counts late transactions that committed and the conflicts by type."""
     for attempt in range(500):
         async with engine.connect() as conn:
             tx = await conn.begin()
             bound = store.using(conn)
             written: list[UUID] = []
+            late = rng.random() < 0.4
             try:
-                if rng.random() < 0.25:  # another write first: the transaction is late
+                if late:  # another write first: the transaction is late
                     await conn.execute(text("SELECT pg_current_xact_id()"))
                 for part in range(rng.randint(1, 3)):
                     stream = rng.choice(streams) if rng.random() < 0.8 else uuid4()
@@ -253,8 +257,10 @@ async def _unit_of_work(
                     return attempt
                 await tx.commit()
                 committed.extend(written)
+                outcomes["late committed"] += late
                 return attempt
-            except (OptimisticLockError, TransientStoreError):
+            except (OptimisticLockError, TransientStoreError) as exc:
+                outcomes[type(exc).__name__] += 1
                 await tx.rollback()
                 await asyncio.sleep(rng.uniform(0, 0.005))
     raise AssertionError(f"unit of work {tag} did not get through")
@@ -273,12 +279,15 @@ async def test_random_units_of_work_keep_the_feed_gap_free_and_in_stream_order(
     committed: list[UUID] = []
     done = asyncio.Event()
     followed: list[tuple[UUID, UUID, int]] = []
+    outcomes: Counter[str] = Counter()
 
     async def writer(n: int) -> int:
         own = random.Random(rng.random())
         retries = 0
         for u in range(6):
-            retries += await _unit_of_work(engine, store, own, streams, committed, f"w{n}u{u}")
+            retries += await _unit_of_work(
+                engine, store, own, streams, committed, f"w{n}u{u}", outcomes
+            )
         return retries
 
     async def reader() -> None:
@@ -311,4 +320,28 @@ async def test_random_units_of_work_keep_the_feed_gap_free_and_in_stream_order(
         for stream, seen in versions.items():
             assert seen == list(range(1, len(seen) + 1)), f"{name}: stream {stream}: {seen}"
     assert len(committed) > 100
-    assert sum(retries) > 0  # conflicts did happen and were retried
+    assert sum(retries) > 0, outcomes  # conflicts did happen and were retried
+    # both sides of the late-writer rule ran: refusals and late transactions that committed
+    assert outcomes["FeedOrderConflictError"] > 0, outcomes
+    assert outcomes["late committed"] > 0, outcomes
+
+
+async def test_repeatable_read_reader_never_passes_a_transaction_its_snapshot_missed(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """W is open when a REPEATABLE READ reader takes its snapshot, V (younger) has committed.
+    W then commits: the reader's snapshot cannot see W's event, so it must not return V's
+    (which sorts after W's) either; a later reader gets both, in order."""
+    async with engine.connect() as writer_conn, engine.connect() as reader_conn:
+        writer_tx = await writer_conn.begin()
+        w = await store.using(writer_conn).append_events(uuid4(), "Cart", _items(1, "w"), 0)
+        v = await store.append_events(uuid4(), "Cart", _items(1, "v"), 0)
+        reader_conn = await reader_conn.execution_options(isolation_level="REPEATABLE READ")
+        async with reader_conn.begin():
+            await reader_conn.execute(text("SELECT 1"))  # the transaction's snapshot
+            await writer_tx.commit()
+            bound = store.using(reader_conn)
+            assert [s async for s in bound.read_all()] == []
+            assert await bound.current_position() == Position.START
+    feed = [s.event_id async for s in store.read_all()]
+    assert feed == [w.events[0].event_id, v.events[0].event_id]
