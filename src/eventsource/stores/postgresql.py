@@ -19,9 +19,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -29,7 +27,6 @@ from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
-from eventsource._internal.retry import backoff_delay
 from eventsource._internal.sql import quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -39,7 +36,6 @@ from eventsource.exceptions import (
     EventStoreError,
     FeedOrderConflictError,
     OptimisticLockError,
-    TransientStoreError,
 )
 from eventsource.migrations import apply_postgresql_migrations
 from eventsource.stores._append import (
@@ -81,8 +77,6 @@ _RECORD_COLUMNS = (
     "aggregate_type, aggregate_version, tenant_id, occurred_at, recorded_at, payload::text"
 )
 _MAX_RACE_ATTEMPTS = 100  # ANY / STREAM_EXISTS read the version again after a lost race
-_TRANSIENT_BASE = 0.01
-_TRANSIENT_CAP = 1.0
 _T = TypeVar("_T")
 
 
@@ -296,22 +290,11 @@ class PostgreSQLEventStore(EventStore):
         return self._connections.checkout(f"PostgreSQL store {self.table}: {what}")
 
     async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
-        """`call()`, again after a `TransientStoreError` until `retry_timeout` seconds have
-        passed (and at most `transient_retries` times when that is set). Only for calls that
-        are safe to repeat and do not run in the caller's transaction."""
-        attempt = 0
-        deadline = time.monotonic() + self.retry_timeout
-        while True:
-            try:
-                return await call()
-            except TransientStoreError:
-                remaining = deadline - time.monotonic()
-                cap = self.transient_retries
-                if remaining <= 0 or (cap is not None and attempt >= cap):
-                    raise
-                attempt += 1
-                delay = backoff_delay(attempt, base=_TRANSIENT_BASE, cap=_TRANSIENT_CAP)
-                await asyncio.sleep(min(delay, remaining))
+        """`call()`, retried after transient errors within the store's budget. Only for calls
+        that are safe to repeat and do not run in the caller's transaction."""
+        return await pg.retry_transient(
+            call, budget=self.retry_timeout, max_retries=self.transient_retries
+        )
 
     async def _own_fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one read-only statement on a connection of the store's own (retried)."""
@@ -341,7 +324,10 @@ class PostgreSQLEventStore(EventStore):
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, and dispose of the engine if
-        `from_url` created it (a shared engine is left open)."""
+        `from_url` created it (a shared engine is left open). A store from `using` owns
+        nothing: closing it leaves its parent's connections alone."""
+        if self._bound is not None:
+            return
         await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
