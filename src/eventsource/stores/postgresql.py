@@ -151,9 +151,9 @@ class PostgreSQLEventStore(EventStore):
         self.prefix = prefix
         self.notify = notify
         self.outbox = outbox
-        self.transient_retries = transient_retries
         self.retry_timeout = retry_timeout
         self.max_connections = max_connections
+        self.transient_retries = transient_retries
         self.channel = f"{schema}.{prefix}events"[:63]
         self._codec = EventCodec(registry)
         self._bound = _bound
