@@ -295,6 +295,17 @@ async def test_conflict_inside_callers_transaction_keeps_it_usable(
     assert await store.get_stream_version(cart) == 2
 
 
+async def test_closing_a_bound_store_leaves_its_parent_usable(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """A store from `using` shares its parent's connections and owns none of them."""
+    async with engine.connect() as conn:
+        bound = store.using(conn)
+        assert [s async for s in bound.read_all()] == []  # the horizon: a shared connection
+        await bound.close()
+    assert await store.get_stream_version(uuid4()) == 0
+
+
 async def test_repository_on_a_session_commits_with_the_session(
     store: PostgreSQLEventStore, engine: AsyncEngine
 ) -> None:
