@@ -15,16 +15,20 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from eventsource import (
+    AggregateRepository,
+    DeclarativeAggregate,
     ExpectedVersion,
     FeedOrderConflictError,
     OptimisticLockError,
     Position,
     ReadOptions,
     TransientStoreError,
+    handles,
 )
 from eventsource.stores._postgresql_feed import WRITER_CLASS, xid8_near
 from eventsource.stores.postgresql import PostgreSQLEventStore
@@ -215,6 +219,48 @@ async def test_late_writer_is_refused_once_a_younger_transaction_committed(
         await tx.rollback()
     feed = [s.event_id async for s in store.read_all(ReadOptions(after=alone.last_position))]
     assert feed == [younger.events[0].event_id]
+
+
+class _Items(BaseModel):
+    count: int = 0
+
+
+class _Cart(DeclarativeAggregate[_Items]):
+    aggregate_type = "Cart"
+
+    def add(self) -> None:
+        self.apply_event(ItemAdded(name="x"))
+
+    @handles(ItemAdded)
+    def _added(self, event: ItemAdded) -> None:
+        self.state.count += 1
+
+
+async def test_execute_in_a_late_transaction_leaves_the_retry_to_its_owner(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """`execute` on a bound store does not retry a FeedOrderConflictError (a retry inside the
+    same transaction cannot succeed); the whole unit of work, run again, gets through."""
+    cart = uuid4()
+    runs = 0
+
+    def add(aggregate: _Cart) -> None:
+        nonlocal runs
+        runs += 1
+        aggregate.add()
+
+    async with engine.connect() as conn:
+        tx = await conn.begin()
+        await conn.execute(text("SELECT pg_current_xact_id()"))  # another write first
+        await store.append_events(uuid4(), "Cart", _items(1, "younger"), 0)
+        carts = AggregateRepository(store.using(conn), _Cart)
+        with pytest.raises(FeedOrderConflictError):
+            await carts.execute(cart, add, create=True)
+        await tx.rollback()
+    assert runs == 1
+    async with engine.begin() as conn:
+        await AggregateRepository(store.using(conn), _Cart).execute(cart, add, create=True)
+    assert await store.get_stream_version(cart) == 1
 
 
 # -- the property: random units of work -------------------------------------------------------
