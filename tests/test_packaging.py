@@ -60,6 +60,7 @@ PUBLIC_API = {
     "EventSubscriber",
     "EventTypeNotFoundError",
     "ExpectedVersion",
+    "FeedOrderConflictError",
     "InMemoryBroker",
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",

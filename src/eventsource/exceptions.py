@@ -17,6 +17,7 @@ __all__ = [
     "EventSourceError",
     "EventStoreError",
     "EventTypeNotFoundError",
+    "FeedOrderConflictError",
     "InvalidEventError",
     "InvalidPositionError",
     "LockError",
@@ -56,6 +57,27 @@ class TransientStoreError(EventStoreError):
 
 class StoreConnectionError(TransientStoreError):
     """The connection to the storage was lost or could not be opened."""
+
+
+class FeedOrderConflictError(TransientStoreError):
+    """An append inside the caller's transaction was refused to keep the global feed in order.
+
+    The transaction got its id before this append (it wrote something else first, or an
+    earlier attempt in it failed) and a younger transaction has already committed events (or
+    is appending the same way): events written now could reach readers after their stream's
+    later versions, or behind readers that moved on. Nothing of the append was written. The
+    transaction keeps its id, so retrying inside it cannot succeed: roll it back and retry
+    the whole unit of work. Appending before the transaction's other writes avoids it.
+    """
+
+    def __init__(self, aggregate_id: UUID, reason: str) -> None:
+        self.aggregate_id = aggregate_id
+        self.reason = reason
+        super().__init__(
+            f"append to stream {aggregate_id} refused: {reason}, so the global feed could "
+            "deliver it out of order; nothing was written. Roll back and retry the whole "
+            "transaction (append before the transaction's other writes to avoid this)"
+        )
 
 
 class StoreSchemaError(EventStoreError):

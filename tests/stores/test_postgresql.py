@@ -221,7 +221,7 @@ async def test_terminated_backend_mid_append_leaves_no_half_batch(
             while True:
                 pid = await admin.fetchval(
                     "SELECT pid FROM pg_stat_activity WHERE state = 'active'"
-                    " AND query LIKE 'WITH appended AS%' AND query LIKE $1",
+                    " AND query LIKE 'WITH writer AS%' AND query LIKE $1",
                     f"%{schema}%",
                 )
                 if pid is not None:
@@ -295,6 +295,17 @@ async def test_conflict_inside_callers_transaction_keeps_it_usable(
     assert await store.get_stream_version(cart) == 2
 
 
+async def test_closing_a_bound_store_leaves_its_parent_usable(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """A store from `using` shares its parent's connections and owns none of them."""
+    async with engine.connect() as conn:
+        bound = store.using(conn)
+        assert [s async for s in bound.read_all()] == []  # the horizon: a shared connection
+        await bound.close()
+    assert await store.get_stream_version(uuid4()) == 0
+
+
 async def test_repository_on_a_session_commits_with_the_session(
     store: PostgreSQLEventStore, engine: AsyncEngine
 ) -> None:
@@ -346,7 +357,9 @@ async def test_missing_tables_are_a_schema_error(postgres_url: str, schema: str)
 
 
 async def test_unreachable_database_is_a_connection_error() -> None:
-    async with PostgreSQLEventStore.from_url("postgresql://postgres@127.0.0.1:1/test") as store:
+    async with PostgreSQLEventStore.from_url(
+        "postgresql://postgres@127.0.0.1:1/test", retry_timeout=0.2
+    ) as store:
         with pytest.raises(StoreConnectionError):
             await store.get_stream_version(uuid4())
 
@@ -372,30 +385,6 @@ async def test_listen_wakes_on_every_committed_append(
         async with asyncio.timeout(5):
             await signal.wait()
         assert signal.received == 1
-
-
-async def test_horizon_lag_shows_what_an_open_transaction_holds_back(
-    store: PostgreSQLEventStore, postgres_url: str
-) -> None:
-    before = await store.append_events(uuid4(), "Cart", _items(1, "before"), 0)
-    blocker = await asyncpg.connect(postgres_url)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.fetchval("SELECT pg_current_xact_id()")  # holds a transaction id open
-        held = await store.append_events(uuid4(), "Cart", _items(3, "held"), 0)
-        lag = await store.horizon_lag()
-        assert lag.pending_events == 3
-        assert lag.readable == before.last_position
-        assert lag.oldest_transaction_age is not None
-        assert await store.current_position() == before.last_position
-        assert [s async for s in store.read_all(ReadOptions(after=before.last_position))] == []
-        await tx.rollback()
-    finally:
-        await blocker.close()
-    lag = await store.horizon_lag()
-    assert lag.pending_events == 0
-    assert lag.readable == held.last_position
 
 
 # -- connections -----------------------------------------------------------------------------

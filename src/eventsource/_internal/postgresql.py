@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from eventsource._internal.retry import backoff_delay
 from eventsource.exceptions import (
     EventSourceError,
     EventStoreError,
@@ -32,8 +34,13 @@ __all__ = [
     "is_connection_error",
     "is_database_error",
     "map_error",
+    "retry_transient",
     "unique_violation",
 ]
+
+_T = TypeVar("_T")
+_RETRY_BASE = 0.01  # seconds before the first retry (at most; full jitter), doubled each time
+_RETRY_CAP = 1.0
 
 _TRANSIENT = {"40001": "serialization failure", "40P01": "deadlock detected"}
 _SCHEMA = {"42P01", "3F000", "42703"}  # undefined table, undefined schema, undefined column
@@ -256,3 +263,25 @@ async def fetch_in(
         if is_database_error(exc):
             raise map_error(exc, what) from exc
         raise
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[_T]], *, budget: float, max_retries: int | None = None
+) -> _T:
+    """`call()`, called again after a `TransientStoreError` (a lost connection, a
+    serialization failure, a deadlock) with exponential backoff and full jitter, until
+    `budget` seconds have passed since the first call (and at most `max_retries` times when
+    that is set); then the last error propagates. Only for calls that are safe to repeat."""
+    attempt = 0
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            return await call()
+        except TransientStoreError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (max_retries is not None and attempt >= max_retries):
+                raise
+            attempt += 1
+            await asyncio.sleep(
+                min(backoff_delay(attempt, base=_RETRY_BASE, cap=_RETRY_CAP), remaining)
+            )

@@ -8,8 +8,8 @@ Database URLs (event store, snapshots, checkpoints, dead letters, outbox, inbox)
 - `sqlite:///relative.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:` (also
   `sqlite+aiosqlite://`), options `prefix`, `outbox`, `busy_timeout`, `synchronous`;
 - `postgresql://user:password@host:port/db` (also `postgres://`, `postgresql+asyncpg://`),
-  options `schema`, `prefix`, `outbox`, `notify`, `max_connections`, `transient_retries`; other
-  query parameters (`ssl=require`, ...) go to the driver.
+  options `schema`, `prefix`, `outbox`, `notify`, `max_connections`, `transient_retries`,
+  `retry_timeout`; other query parameters (`ssl=require`, ...) go to the driver.
 
 Bus URLs: `memory://`, `redis://host:port/db` (`rediss://`), `amqp://user:password@host/vhost`
 (`amqps://`), `kafka://host:port,host2:port`. Their query parameters are the fields of the bus's

@@ -41,6 +41,7 @@ _DATABASE_OPTIONS: dict[Backend, dict[str, Any]] = {
         "notify": bool,
         "max_connections": int,
         "transient_retries": int,
+        "retry_timeout": float,
     },
 }
 
@@ -64,16 +65,24 @@ class DatabaseURL:
     outbox: bool = False
     notify: bool = True
     max_connections: int = 10
-    transient_retries: int = 3
+    transient_retries: int | None = None
+    retry_timeout: float = 5.0
     busy_timeout: float = 10.0
     synchronous: str | None = None
 
     def __post_init__(self) -> None:
         if not self.schema:
             raise ValueError("schema must not be empty")
-        if self.max_connections < 1 or self.transient_retries < 0 or self.busy_timeout < 0:
+        retries = self.transient_retries
+        if (
+            self.max_connections < 1
+            or (retries is not None and retries < 0)
+            or not self.retry_timeout >= 0
+            or self.busy_timeout < 0
+        ):
             raise ValueError(
-                "need max_connections >= 1, transient_retries >= 0 and busy_timeout >= 0"
+                "need max_connections >= 1, transient_retries >= 0, retry_timeout >= 0 "
+                "and busy_timeout >= 0"
             )
         if self.synchronous is not None:
             object.__setattr__(self, "synchronous", synchronous_mode(self.synchronous))
@@ -211,6 +220,7 @@ def _event_store(
         "notify": database.notify,
         "outbox": database.outbox,
         "transient_retries": database.transient_retries,
+        "retry_timeout": database.retry_timeout,
         "max_connections": database.max_connections,
     }
     if engine is None:

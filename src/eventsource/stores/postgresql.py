@@ -8,23 +8,25 @@
   expected version, by the existence of that version. A statement is atomic on its own, so a
   lost connection never leaves half a batch. Appends are idempotent by event id.
 * The global feed is ordered by ``(transaction_id, position)`` and only read below the oldest
-  transaction still in progress (``pg_snapshot_xmin(pg_current_snapshot())``), so a reader that
-  resumes from its last position never skips an event whose transaction committed late.
+  transaction still writing to the events table (the horizon, `_postgresql_feed`), so a reader
+  that resumes from its last position never skips an event whose transaction committed late,
+  and transactions that write no events never hold it back. An append never lands behind its
+  stream's previous version in that order (`FeedOrderConflictError` otherwise).
+* Reads and the store's own appends are retried after transient errors (a lost connection, a
+  serialization failure, a deadlock) for up to `retry_timeout` seconds; a caller's transaction
+  is never retried (it is gone: the error is raised).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
-from eventsource._internal.retry import backoff_delay
 from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -32,8 +34,8 @@ from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import (
     EventNotFoundError,
     EventStoreError,
+    FeedOrderConflictError,
     OptimisticLockError,
-    TransientStoreError,
 )
 from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.stores._append import (
@@ -43,6 +45,13 @@ from eventsource.stores._append import (
     record_event,
     replayed_result,
     validate_expected_version,
+)
+from eventsource.stores._postgresql_feed import (
+    LATE_CLASS,
+    WRITER_CLASS,
+    FeedSql,
+    HorizonLag,
+    lock_key,
 )
 from eventsource.stores.interface import (
     AppendResult,
@@ -71,26 +80,8 @@ _RECORD_COLUMNS = (
     "transaction_id, position, event_id, event_type, event_version, aggregate_id, "
     "aggregate_type, aggregate_version, tenant_id, occurred_at, recorded_at, payload::text"
 )
-_HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
 _MAX_RACE_ATTEMPTS = 100  # ANY / STREAM_EXISTS read the version again after a lost race
-_TRANSIENT_BASE = 0.01
-_TRANSIENT_CAP = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class HorizonLag:
-    """How far the readable end of the global feed trails what is committed.
-
-    `read_all` only returns events of transactions older than the oldest one still open (that
-    is what makes it gap-free), so a long-running write transaction anywhere in the cluster
-    holds the feed back. `pending_events` are committed but not yet readable.
-    """
-
-    readable: Position | None
-    """The last readable position (None when nothing is readable yet)."""
-    pending_events: int
-    oldest_transaction_age: timedelta | None
-    """Age of the oldest open transaction that holds an id (None when there is none)."""
+_T = TypeVar("_T")
 
 
 def _record(row: Sequence[Any]) -> EventRecord:
@@ -121,9 +112,10 @@ class PostgreSQLEventStore(EventStore):
     raw into SQL. With `notify=True` each append signals the channel `store.channel`
     (LISTEN/NOTIFY) for subscriptions. With `outbox=True` each append also queues its events
     in the outbox table of the same schema, in the same statement (see `OutboxRelay`).
-    `transient_retries` bounds how often an append on the
-    store's own connection is retried after a lost connection, serialization failure or
-    deadlock; retrying is safe because appends are idempotent by event id. The store's own
+    Reads and appends on the store's own connections are retried after a lost connection,
+    serialization failure or deadlock for up to `retry_timeout` seconds (backoff with jitter;
+    0 turns retries off); `transient_retries`, when given, also caps the number of retries.
+    Retrying is safe: reads change nothing and appends are idempotent by event id. The store's own
     statements run on at most `max_connections` connections that it keeps checked out of the
     engine's pool (so size the pool for them plus your sessions).
     """
@@ -139,10 +131,12 @@ class PostgreSQLEventStore(EventStore):
         prefix: str = "",
         notify: bool = True,
         outbox: bool = False,
-        transient_retries: int = 3,
+        transient_retries: int | None = None,
+        retry_timeout: float = 5.0,
         max_connections: int = 10,
         _bound: AsyncConnection | AsyncSession | None = None,
         _owns_engine: bool = False,
+        _connections: pg.ConnectionCache | None = None,
     ) -> None:
         require("asyncpg", extra="postgresql", feature="PostgreSQLEventStore")
         self.engine: AsyncEngine = pg.engine_of(engine)
@@ -152,21 +146,28 @@ class PostgreSQLEventStore(EventStore):
                 f"(postgresql+asyncpg://), not {self.engine.dialect.name}+"
                 f"{self.engine.dialect.driver}"
             )
-        if transient_retries < 0:
-            raise ValueError(f"transient_retries must be >= 0, got {transient_retries}")
+        if transient_retries is not None and transient_retries < 0:
+            raise ValueError(f"transient_retries must be >= 0 or None, got {transient_retries}")
+        if not retry_timeout >= 0:
+            raise ValueError(f"retry_timeout must be >= 0 seconds, got {retry_timeout}")
         check_names(schema, prefix)
         self.registry = registry
         self.schema = schema
         self.prefix = prefix
         self.notify = notify
         self.outbox = outbox
+        self.retry_timeout = retry_timeout
+        self.max_connections = max_connections
         self.transient_retries = transient_retries
         self.channel = notify_channel(schema, prefix)
         self._codec = EventCodec(registry)
         self._bound = _bound
         self._owns_engine = _owns_engine
-        self._connections = pg.ConnectionCache(self.engine, max_connections)
+        # A bound store shares its parent's connections (for the horizon and late checks).
+        self._connections = _connections or pg.ConnectionCache(self.engine, max_connections)
         self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'events')}"
+        self._feed_key = lock_key(f"{schema}\x00{prefix}events")
+        self._feed = FeedSql(self.table, self._feed_key)
         self._constraint_event_id = prefix + "events_event_id_key"
         self._build_sql()
 
@@ -180,7 +181,8 @@ class PostgreSQLEventStore(EventStore):
         prefix: str = "",
         notify: bool = True,
         outbox: bool = False,
-        transient_retries: int = 3,
+        transient_retries: int | None = None,
+        retry_timeout: float = 5.0,
         max_connections: int = 10,
         **engine_kwargs: Any,
     ) -> Self:
@@ -197,6 +199,7 @@ class PostgreSQLEventStore(EventStore):
             notify=notify,
             outbox=outbox,
             transient_retries=transient_retries,
+            retry_timeout=retry_timeout,
             max_connections=max_connections,
             _owns_engine=True,
         )
@@ -207,6 +210,9 @@ class PostgreSQLEventStore(EventStore):
         Appends run in a savepoint of that transaction, so a conflict raises
         `OptimisticLockError` and leaves the caller's transaction usable. Nothing is visible
         to others until the caller commits. The returned store does not own the connection.
+        Nothing in the caller's transaction is retried: a lost connection or a
+        `FeedOrderConflictError` means retrying the whole transaction. The feed's horizon and
+        the late-writer check run on the parent store's own connections.
         """
         return type(self)(
             self.engine,
@@ -216,7 +222,10 @@ class PostgreSQLEventStore(EventStore):
             notify=self.notify,
             outbox=self.outbox,
             transient_retries=0,
+            retry_timeout=self.retry_timeout,
+            max_connections=self.max_connections,
             _bound=connection,
+            _connections=self._connections,
         )
 
     def _build_sql(self) -> None:
@@ -228,17 +237,24 @@ class PostgreSQLEventStore(EventStore):
             if self.outbox
             else ""
         )
+        # The writer lock (a CTE the row source is joined with) is taken before the first row,
+        # hence before the transaction gets its id. The version guard also refuses to append
+        # after a version written by a younger transaction (only possible in a caller's
+        # transaction that already has an id: then `_conflict` raises FeedOrderConflictError).
         self._append_sql = (
-            f"WITH appended AS ("
+            f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
+            f" $13::int) IS NULL AS locked),"
+            f" appended AS ("
             f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
             f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload)"
             f" SELECT e.event_id, e.event_type, e.event_version, $1, $2, $10 + e.ord,"
             f" e.tenant_id, e.occurred_at, e.payload::jsonb"
-            f" FROM unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::timestamptz[],"
-            f" $8::text[]) WITH ORDINALITY"
+            f" FROM writer, unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[],"
+            f" $7::timestamptz[], $8::text[]) WITH ORDINALITY"
             f" AS e(event_id, event_type, event_version, tenant_id, occurred_at, payload, ord)"
             f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
-            f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint)"
+            f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint"
+            f" AND (transaction_id <= pg_current_xact_id_if_assigned()) IS NOT FALSE)"
             f" ORDER BY e.ord"
             f" RETURNING transaction_id, position{outboxed})"
             f"{self._outbox_cte()}"
@@ -253,14 +269,13 @@ class PostgreSQLEventStore(EventStore):
             f"SELECT event_id, aggregate_id, aggregate_type FROM {t} WHERE position = $1"
         )
         self._current_sql = (
-            f"SELECT transaction_id, position FROM {t} WHERE transaction_id < {_HORIZON}"
+            f"SELECT transaction_id, position FROM {t} WHERE transaction_id < $1::xid8"
             " ORDER BY transaction_id DESC, position DESC LIMIT 1"
         )
-        self._horizon_sql = (
-            f"WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
-            f" SELECT (SELECT count(*) FROM {t}, h WHERE transaction_id >= h.xmin),"
-            " (SELECT now() - min(xact_start) FROM pg_stat_activity"
-            "  WHERE backend_xid IS NOT NULL)"
+        self._pending_sql = f"SELECT count(*) FROM {t} WHERE transaction_id >= $1::xid8"
+        self._order_sql = (
+            f"SELECT transaction_id > pg_current_xact_id_if_assigned() FROM {t}"
+            " WHERE aggregate_id = $1 AND aggregate_version = $2::bigint"
         )
 
     def _outbox_cte(self) -> str:
@@ -282,11 +297,27 @@ class PostgreSQLEventStore(EventStore):
         """One of the store's own asyncpg connections, in autocommit mode; errors typed."""
         return self._connections.checkout(f"PostgreSQL store {self.table}: {what}")
 
-    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
-        """Run one statement (own pool or the bound transaction) and return its rows."""
-        if self._bound is None:
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call()`, retried after transient errors within the store's budget. Only for calls
+        that are safe to repeat and do not run in the caller's transaction."""
+        return await pg.retry_transient(
+            call, budget=self.retry_timeout, max_retries=self.transient_retries
+        )
+
+    async def _own_fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """Run one read-only statement on a connection of the store's own (retried)."""
+
+        async def once() -> list[Sequence[Any]]:
             async with self._driver(what) as conn:
                 return list(await conn.fetch(sql, *args))
+
+        return await self._retrying(once)
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """Run one read-only statement (own connection, retried, or the bound transaction)
+        and return its rows."""
+        if self._bound is None:
+            return await self._own_fetch(what, sql, *args)
         return await pg.fetch_in(self._bound, f"PostgreSQL store {self.table}: {what}", sql, *args)
 
     async def create_schema(self) -> list[int]:
@@ -301,7 +332,10 @@ class PostgreSQLEventStore(EventStore):
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, and dispose of the engine if
-        `from_url` created it (a shared engine is left open)."""
+        `from_url` created it (a shared engine is left open). A store from `using` owns
+        nothing: closing it leaves its parent's connections alone."""
+        if self._bound is not None:
+            return
         await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
@@ -320,17 +354,11 @@ class PostgreSQLEventStore(EventStore):
             current = await self.get_stream_version(aggregate_id)
             check_expected_version(aggregate_id, expected_version, current)
             return AppendResult(aggregate_id, current, (), ())
-        attempt = 0
-        while True:
-            try:
-                return await self._append(aggregate_id, aggregate_type, events, expected_version)
-            except TransientStoreError:
-                if self._bound is not None or attempt >= self.transient_retries:
-                    raise
-                attempt += 1
-                await asyncio.sleep(
-                    backoff_delay(attempt, base=_TRANSIENT_BASE, cap=_TRANSIENT_CAP)
-                )
+        if self._bound is not None:  # the caller's transaction: its owner retries it
+            return await self._append(aggregate_id, aggregate_type, events, expected_version)
+        return await self._retrying(
+            lambda: self._append(aggregate_id, aggregate_type, events, expected_version)
+        )
 
     async def _append(
         self,
@@ -341,6 +369,8 @@ class PostgreSQLEventStore(EventStore):
     ) -> AppendResult:
         what = f"append to stream {aggregate_id}"
         encode = self._codec.encode
+        if self._bound is not None:
+            await self._enter_feed(aggregate_id)
         for _ in range(_MAX_RACE_ATTEMPTS):
             if expected_version >= 0:
                 base = expected_version
@@ -350,7 +380,7 @@ class PostgreSQLEventStore(EventStore):
                 base = await self.get_stream_version(aggregate_id)
             if base == 0 and expected_version == ExpectedVersion.STREAM_EXISTS:
                 result = await self._conflict(
-                    aggregate_id, aggregate_type, events, expected_version
+                    aggregate_id, aggregate_type, events, expected_version, base
                 )
                 if result is None:
                     continue
@@ -368,6 +398,8 @@ class PostgreSQLEventStore(EventStore):
                 base,
                 base,
                 self.channel,
+                WRITER_CLASS,
+                self._feed_key,
             )
             try:
                 rows = await self._insert(what, args)
@@ -380,12 +412,53 @@ class PostgreSQLEventStore(EventStore):
                     events=tuple(attached),
                     positions=tuple(Position(int(r[0]), r[1]) for r in rows),
                 )
-            result = await self._conflict(aggregate_id, aggregate_type, events, expected_version)
+            result = await self._conflict(
+                aggregate_id, aggregate_type, events, expected_version, base
+            )
             if result is not None:
                 return result
         current = await self.get_stream_version(aggregate_id)
         shown = ExpectedVersion(expected_version).name if expected_version < 0 else expected_version
         raise OptimisticLockError(aggregate_id, shown, current)
+
+    async def _enter_feed(self, aggregate_id: UUID) -> None:
+        """Before appending in the caller's transaction: take the writer lock, and when the
+        transaction got its id before holding it (late), refuse if a reader may already have
+        passed that id (see `_postgresql_feed`)."""
+        rows = await self._fetch(
+            "take the feed's writer lock",
+            self._feed.enter,
+            WRITER_CLASS,
+            LATE_CLASS,
+            self._feed_key,
+        )
+        xid, pid, late = rows[0][0], rows[0][1], rows[0][2]
+        if not late:
+            return
+        # On a connection of our own: a snapshot taken now, after the locks, whatever the
+        # isolation level of the caller's transaction.
+        younger, other_late = (
+            await self._own_fetch(
+                "check a late writer",
+                self._feed.late_check,
+                LATE_CLASS,
+                self._feed_key,
+                int(xid),
+                int(pid),
+            )
+        )[0]
+        if younger:
+            raise FeedOrderConflictError(
+                aggregate_id,
+                f"the transaction got its id ({int(xid)}) before it appended, and a younger "
+                "transaction has committed events since",
+            )
+        if other_late:
+            raise FeedOrderConflictError(
+                aggregate_id,
+                f"the transaction got its id ({int(xid)}) before it appended, while another "
+                "such transaction is appending",
+            )
 
     async def _insert(self, what: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
         if self._bound is None:
@@ -413,11 +486,13 @@ class PostgreSQLEventStore(EventStore):
         aggregate_type: str,
         events: list[DomainEvent],
         expected_version: int,
+        base: int,
     ) -> AppendResult | None:
         """After an insert that stored nothing: the original result of an idempotent retry,
-        or `OptimisticLockError`, or None when the expectation holds now and the insert
-        should be tried again (ANY / STREAM_EXISTS lost a race, or the stream reached the
-        expected version between the caller's read and the insert)."""
+        or `OptimisticLockError`, or `FeedOrderConflictError` (the caller's transaction is
+        older than the one that wrote version `base`), or None when the expectation holds now
+        and the insert should be tried again (ANY / STREAM_EXISTS lost a race, or the stream
+        reached the expected version between the caller's read and the insert)."""
         rows = await self._fetch(
             "look up event ids", self._records_sql, [e.event_id for e in events]
         )
@@ -425,6 +500,13 @@ class PostgreSQLEventStore(EventStore):
             return replayed_result(events, aggregate_id, aggregate_type, [_record(r) for r in rows])
         current = await self.get_stream_version(aggregate_id)
         check_expected_version(aggregate_id, expected_version, current)
+        if self._bound is not None and base > 0 and current == base:
+            newer = await self._fetch("check the feed order", self._order_sql, aggregate_id, base)
+            if newer and newer[0][0]:
+                raise FeedOrderConflictError(
+                    aggregate_id,
+                    f"version {base} was written by a younger transaction than this one",
+                )
         return None
 
     # -- reads -------------------------------------------------------------------------------
@@ -527,7 +609,10 @@ class PostgreSQLEventStore(EventStore):
         options = options or ReadOptions()
         args: list[Any] = []
         clauses = self._filters(options, args)
-        clauses.append(f"transaction_id < {_HORIZON}")
+        # One horizon per call, computed before the first page and reused by the others: the
+        # pages are later statements, so they see everything committed below it.
+        args.append((await self._horizon())[0])
+        clauses.append(f"transaction_id < ${len(args)}::xid8")
         op, order = (">", "ASC") if options.forward else ("<", "DESC")
         n = len(args)
         head = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
@@ -589,18 +674,37 @@ class PostgreSQLEventStore(EventStore):
         A reader starting after it misses nothing: events of transactions still open when it
         was taken come later in the feed order.
         """
-        rows = await self._fetch("read the current position", self._current_sql)
+        horizon = (await self._horizon())[0]
+        return await self._readable(horizon)
+
+    async def _readable(self, horizon: int) -> Position:
+        rows = await self._fetch("read the current position", self._current_sql, horizon)
         return Position(int(rows[0][0]), rows[0][1]) if rows else Position.START
 
+    async def _horizon(self) -> tuple[int, int | None, timedelta | None]:
+        """The feed's horizon (rows of transactions below it are all committed or gone), the
+        pid of the writing transaction that holds it, and that transaction's age."""
+        rows = await self._own_fetch(
+            "compute the feed's horizon", self._feed.horizon, WRITER_CLASS, self._feed_key
+        )
+        horizon, pid, age = int(rows[0][0]), rows[0][1], rows[0][2]
+        if self._bound is not None:
+            cap = await self._fetch("read the transaction's snapshot", self._feed.snapshot_cap)
+            if cap[0][0] is not None and int(cap[0][0]) < horizon:
+                return int(cap[0][0]), None, None
+        return horizon, pid, age
+
     async def horizon_lag(self) -> HorizonLag:
-        """How far the readable end of the feed trails the committed events (see `HorizonLag`)."""
-        readable = await self.current_position()
-        rows = await self._fetch("measure the horizon lag", self._horizon_sql)
-        pending, age = rows[0]
+        """How far the readable end of the feed trails the committed events, and which
+        transaction holds it back (see `HorizonLag`)."""
+        horizon, pid, age = await self._horizon()
+        readable = await self._readable(horizon)
+        rows = await self._fetch("count the events behind the horizon", self._pending_sql, horizon)
         return HorizonLag(
             readable=readable if readable != Position.START else None,
-            pending_events=int(pending),
+            pending_events=int(rows[0][0]),
             oldest_transaction_age=age,
+            blocking_pid=pid,
         )
 
     @contextlib.asynccontextmanager
