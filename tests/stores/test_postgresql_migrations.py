@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from eventsource.exceptions import StoreSchemaError
-from eventsource.migrations import ALLOW_NEWER_SCHEMA_ENV, load_migrations
+from eventsource.migrations import load_migrations
 from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
 from eventsource.stores.postgresql import PostgreSQLEventStore
 from eventsource.testing.events import contract_registry
@@ -42,16 +42,13 @@ async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgreSQLEvent
         yield store
 
 
-async def test_unknown_migration_is_refused(
-    store: PostgreSQLEventStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(ALLOW_NEWER_SCHEMA_ENV, raising=False)
+async def test_unknown_migration_is_refused(store: PostgreSQLEventStore, postgres_url: str) -> None:
     with pytest.raises(StoreSchemaError) as caught:
         await store.create_schema()
     message = str(caught.value)
     assert f"{FUTURE:04d}_from_the_future" in message
     assert "Upgrade eventsource-async" in message
-    assert ALLOW_NEWER_SCHEMA_ENV in message
+    assert "allow_newer=True" in message
     # Every component runs the same migrations, so each refuses the same way.
     async with PostgreSQLSnapshotStore.from_url(
         postgres_url, schema=store.schema, prefix="app_"
@@ -60,12 +57,9 @@ async def test_unknown_migration_is_refused(
             await snapshots.create_schema()
 
 
-async def test_allowed_newer_schema_warns_and_continues(
-    store: PostgreSQLEventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ALLOW_NEWER_SCHEMA_ENV, "1")
+async def test_allowed_newer_schema_warns_and_continues(store: PostgreSQLEventStore) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert await store.create_schema() == []
+        assert await store.create_schema(allow_newer=True) == []
     (warning,) = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert f"{FUTURE:04d}_from_the_future" in str(warning.message)

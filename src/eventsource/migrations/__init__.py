@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from eventsource._internal.sql import check_postgresql_names, quote_identifier
 from eventsource.exceptions import StoreSchemaError
 
 __all__ = [
-    "ALLOW_NEWER_SCHEMA_ENV",
     "Migration",
     "apply_postgresql_migrations",
     "check_names",
@@ -64,9 +62,6 @@ def load_migrations(backend: str) -> list[Migration]:
 
 
 _log = logging.getLogger(__name__)
-
-ALLOW_NEWER_SCHEMA_ENV = "EVENTSOURCE_ALLOW_NEWER_SCHEMA"
-"""Set to 1 to only warn (not fail) when the database holds migrations this release lacks."""
 
 _HISTORY = "migrations"
 """The table (prefix + this) recording which migrations were applied."""
@@ -110,7 +105,7 @@ def lock_key(schema: str, prefix: str) -> int:
 
 
 async def apply_postgresql_migrations(
-    connection: Any, *, schema: str, prefix: str, allow_newer: bool | None = None
+    connection: Any, *, schema: str, prefix: str, allow_newer: bool = False
 ) -> list[int]:
     """Apply the PostgreSQL migrations not applied yet, on an asyncpg connection.
 
@@ -120,8 +115,8 @@ async def apply_postgresql_migrations(
     raises `StoreSchemaError`. Returns the versions this call applied.
 
     A recorded migration this release does not ship means a newer release migrated the
-    database: `StoreSchemaError`, unless `allow_newer` (default: the environment variable
-    `EVENTSOURCE_ALLOW_NEWER_SCHEMA` set to 1, for rolling deploys) turns it into a warning.
+    database: `StoreSchemaError`, unless `allow_newer` (for the old processes of a rolling
+    deploy) turns it into a logged `RuntimeWarning`.
     """
     check_names(schema, prefix)
     history = f"{quote_identifier(schema)}.{quote_identifier(prefix + _HISTORY)}"
@@ -166,7 +161,7 @@ async def apply_postgresql_migrations(
 
 
 def _newer_schema(
-    unknown: list[str], shipped: list[Migration], schema: str, prefix: str, allow: bool | None
+    unknown: list[str], shipped: list[Migration], schema: str, prefix: str, allow: bool
 ) -> None:
     """Refuse (or, when allowed, loudly warn about) a database migrated by a newer release."""
     latest = f"{shipped[-1].version:04d}_{shipped[-1].name}" if shipped else "none"
@@ -176,13 +171,11 @@ def _newer_schema(
         f"ships migrations up to {latest} only and may misread or corrupt the newer tables. "
         "Upgrade eventsource-async to the release that applied them"
     )
-    if allow is None:
-        allow = os.environ.get(ALLOW_NEWER_SCHEMA_ENV, "").strip().lower() in {"1", "true", "yes"}
     if not allow:
         raise StoreSchemaError(
             f"{message}; during a rolling deploy, where old and new releases run side by "
-            f"side, set {ALLOW_NEWER_SCHEMA_ENV}=1 on the old ones to only warn"
+            "side, pass create_schema(allow_newer=True) on the old ones to only warn"
         )
-    text = f"{message} ({ALLOW_NEWER_SCHEMA_ENV} is set: continuing)"
+    text = f"{message} (allow_newer is set: continuing)"
     _log.warning(text)
     warnings.warn(text, RuntimeWarning, stacklevel=3)

@@ -66,10 +66,12 @@ class _PostgreSQLRepository(SQLRepository):
         async with self._driver(what) as conn:
             return list(await conn.fetch(sql, *params))
 
-    async def create_schema(self) -> list[int]:
+    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
         """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
         async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+            return await apply_postgresql_migrations(
+                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
+            )
 
     async def close(self) -> None:
         await self._connections.close()

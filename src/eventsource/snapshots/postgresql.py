@@ -76,10 +76,12 @@ class PostgreSQLSnapshotStore(SnapshotStore):
     def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._connections.checkout(f"PostgreSQL snapshots {self.table}: {what}")
 
-    async def create_schema(self) -> list[int]:
+    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
         """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
         async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+            return await apply_postgresql_migrations(
+                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
+            )
 
     async def save(self, snapshot: Snapshot) -> None:
         async with self._driver(f"save the snapshot of {snapshot.aggregate_id}") as conn:

@@ -320,15 +320,19 @@ class PostgreSQLEventStore(EventStore):
             return await self._own_fetch(what, sql, *args)
         return await pg.fetch_in(self._bound, f"PostgreSQL store {self.table}: {what}", sql, *args)
 
-    async def create_schema(self) -> list[int]:
+    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
         """Create or upgrade the tables: apply every migration not applied yet.
 
         Safe to run concurrently from several processes (an advisory lock serializes them) and
         idempotent. Returns the versions applied by this call. A migration file that changed
-        after it was applied raises `StoreSchemaError` (migrations are append-only).
+        after it was applied raises `StoreSchemaError` (migrations are append-only), and so does
+        a database migrated by a newer release, unless `allow_newer` (for the old processes of a
+        rolling deploy) turns that into a logged `RuntimeWarning`.
         """
         async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(conn, schema=self.schema, prefix=self.prefix)
+            return await apply_postgresql_migrations(
+                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
+            )
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, and dispose of the engine if
