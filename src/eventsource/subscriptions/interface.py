@@ -56,6 +56,9 @@ class SubscriptionState(enum.StrEnum):
     PAUSED = "paused"
     CIRCUIT_OPEN = "circuit_open"
     """Too many events failed in a row: waiting before trying the current one again."""
+    RECONNECTING = "reconnecting"
+    """The database or broker failed (connection lost, restarting): retrying with backoff
+    until it is back, then going on from where it was (`last_error` says what failed)."""
     STOPPED = "stopped"
     FAILED = "failed"
     """Stopped by an event that could not be handled and had nowhere to go (no DLQ)."""
@@ -112,7 +115,10 @@ class SubscriptionConfig:
     the whole feed, "end" takes only new events). Filters are pushed down to the store's read.
     A failing event is tried `max_attempts` times with exponential backoff and full jitter
     (from `retry_base` up to `retry_cap` seconds), then handed to the dead-letter sink; without
-    one the subscription stops in state FAILED and the event stays unprocessed.
+    one the subscription stops in state FAILED and the event stays unprocessed. Infrastructure
+    failures (a lost connection, a database restarting: of the store, the checkpoints, the
+    dead-letter sink, the leases, or inside the handler) are not the event's: the subscription
+    turns RECONNECTING and retries with the same backoff until they pass, never giving up.
     `poll_interval` bounds how long a lost wake-up signal can delay delivery. `circuit_breaker`
     (None to turn it off) stops a run of failures from filling the dead-letter queue.
     """

@@ -20,6 +20,7 @@ from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
+from eventsource.subscriptions._faults import is_infrastructure_error
 from eventsource.subscriptions.interface import (
     CheckpointStore,
     DeadLetterSink,
@@ -33,6 +34,7 @@ from eventsource.subscriptions.interface import (
 __all__ = ["Subscription", "SubscriptionHealth"]
 
 logger = logging.getLogger(__name__)
+
 
 _LAG_COUNT_LIMIT = 10_000
 
@@ -106,6 +108,8 @@ class Subscription:
         self._last_delivered: StoredEvent | None = None
         self._saved_at = time.monotonic()
         self._saved_position: Position | None = None
+        self._outages = 0
+        self._resuming = False
         self._options = ReadOptions(
             limit=config.batch_size,
             batch_size=config.batch_size,
@@ -247,19 +251,13 @@ class Subscription:
     async def _run(self) -> None:
         try:
             while not self._stopping:
-                lease = None
-                if self._leases is not None:
-                    lease = await self._acquire_lease()
-                    if lease is None:
-                        return  # stopped while waiting
                 try:
-                    await self._start_position()
-                    if not await self._deliver_while_held(lease):
+                    if not await self._run_leased():
                         return
-                finally:
-                    if lease is not None:
-                        await self._save()
-                        await lease.release()
+                except Exception as exc:
+                    if not is_infrastructure_error(exc):
+                        raise
+                    await self._wait_out_outage(exc)
         except Exception as exc:
             self.state = SubscriptionState.FAILED
             self.last_error = f"{type(exc).__qualname__}: {exc}"
@@ -274,15 +272,58 @@ class Subscription:
             except Exception:
                 logger.exception("subscription %s could not save its checkpoint", self.name)
 
+    async def _run_leased(self) -> bool:
+        """Under the lease (if leases are used), from the checkpoint: until stopped (True),
+        the lease is lost (True: stand by again), or an event cannot be placed (False)."""
+        lease = None
+        if self._leases is not None:
+            lease = await self._acquire_lease()
+            if lease is None:
+                return True  # stopped while waiting
+        try:
+            await self._start_position()
+            return await self._deliver_while_held(lease)
+        finally:
+            if lease is not None:
+                try:
+                    await self._save()
+                except Exception as exc:  # kept in memory: saved when it goes on
+                    logger.warning("subscription %s: checkpoint not saved: %s", self.name, exc)
+                await lease.release()
+
+    async def _wait_out_outage(self, exc: Exception) -> None:
+        """The database or network failed: back off (exponential, capped, jittered), then
+        `_run` goes on from where the subscription was. Never gives up."""
+        self._outages += 1
+        self.last_error = f"{type(exc).__qualname__}: {exc}"
+        if self.state is not SubscriptionState.RECONNECTING:
+            logger.warning(
+                "subscription %s: %s; retrying until it is back", self.name, self.last_error
+            )
+        self.state = SubscriptionState.RECONNECTING
+        self._resuming = True
+        pause = backoff_delay(
+            min(self._outages, 32), base=self.config.retry_base, cap=self.config.retry_cap
+        )
+        await self._sleep_until_woken(pause, stop_only=True)
+
     async def _start_position(self) -> None:
-        """From the checkpoint (read after taking the lease: the last holder moved it)."""
+        """From the checkpoint (read after taking the lease: the last holder moved it); after
+        an outage, from the checkpoint or from what was processed here, whichever is further
+        (a `DatabaseProjection` may have committed an event whose reply was lost)."""
         checkpoint = await self._checkpoints.get(self.name)
+        processed_here = self.position if self._resuming else None
         if checkpoint is not None:
             self.position = self._saved_position = checkpoint.position
-        elif self.config.start_from == "end":
+        elif self.config.start_from == "end" and processed_here is None:
             self.position = await self._store.current_position()
-        self._unsaved = 0
-        self.state = SubscriptionState.CATCHING_UP
+        if processed_here is not None and (self.position is None or processed_here > self.position):
+            self.position = processed_here  # processed before the outage, not saved yet
+        else:
+            self._unsaved = 0
+        self._resuming = False
+        if self.state is not SubscriptionState.RECONNECTING:  # that lasts until a batch is done
+            self.state = SubscriptionState.CATCHING_UP
 
     async def _acquire_lease(self) -> Lease | None:
         assert self._leases is not None
@@ -309,6 +350,9 @@ class Subscription:
                 return True
             if not await self._read_and_deliver():
                 return False
+            if self._outages:  # a whole batch went through: the outage is over
+                logger.info("subscription %s: back after %d retries", self.name, self._outages)
+                self._outages = 0
         return True
 
     async def _read_and_deliver(self) -> bool:
@@ -374,6 +418,8 @@ class Subscription:
             if error is None:
                 self._recovered()
                 return True
+            if is_infrastructure_error(error):
+                raise error  # the database, not the event: `_run` backs off, delivers it again
             if tried < self.config.max_attempts:
                 error = await self._attempt(stored, first_attempt=tried + 1)
                 tried = self.config.max_attempts
@@ -447,6 +493,9 @@ class Subscription:
     async def _advance(self, position: Position) -> None:
         self.position = position
         self.last_progress_at = utc_now()
+        await self._notify_progress()
+
+    async def _notify_progress(self) -> None:
         assert self._progress is not None
         async with self._progress:
             self._progress.notify_all()
@@ -478,7 +527,8 @@ class Subscription:
     ) -> None:
         """Sleep up to `seconds` (the poll interval) or until woken; with `stop_only`, only
         `stop()` cuts it short (append signals do not)."""
-        deadline = asyncio.get_running_loop().time() + (seconds or self.config.poll_interval)
+        wait = self.config.poll_interval if seconds is None else seconds
+        deadline = asyncio.get_running_loop().time() + wait
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
