@@ -177,3 +177,68 @@ async def test_a_database_projection_outlives_its_connections_being_killed(
     assert sum(kills) > 10
     assert await dead_letters.count(status=None) == 0
     assert (total, applied) == (sum(range(EVENTS)), EVENTS)  # each effect exactly once
+
+
+async def test_health_reports_an_unreachable_database_without_raising() -> None:
+    """The database is down from the start: the subscription waits in RECONNECTING (it does
+    not fail), and health says so, with the store's error, instead of raising."""
+    from eventsource import PostgreSQLEventStore
+    from eventsource.repositories import InMemoryCheckpointRepository
+
+    # port 1 on loopback: nothing listens there, every connection is refused
+    store = PostgreSQLEventStore.from_url("postgresql://postgres@127.0.0.1:1/test")
+    try:
+        async with SubscriptionManager(
+            store, InMemoryCheckpointRepository(), config=CONFIG
+        ) as manager:
+            subscription = manager.subscribe(_ignore, name="projector")
+            await reaches(subscription, SubscriptionState.RECONNECTING)
+            health = await manager.health()
+            (one,) = health.subscriptions
+            alone = await subscription.health()
+    finally:
+        await store.close()
+    assert (one.state, one.events_behind) == (SubscriptionState.RECONNECTING, None)
+    assert one.store_error is not None
+    assert "StoreConnectionError" in one.store_error
+    assert one.last_error is not None
+    assert health.healthy
+    assert not health.ready
+    assert (alone.events_behind, alone.store_error is not None) == (None, True)
+
+
+async def _ignore(stored: StoredEvent) -> None:
+    pass
+
+
+async def test_health_reads_no_event(postgres_url: str, schema: str) -> None:
+    """Lag comes from positions: an event this process cannot decode (its type is not in the
+    registry) does not make health raise, and health does not read the backlog."""
+    from eventsource import DomainEvent, EventRegistry, PostgreSQLEventStore
+    from eventsource.repositories import InMemoryCheckpointRepository
+
+    elsewhere = EventRegistry()
+
+    class Unknown(DomainEvent, registry=elsewhere):
+        n: int
+
+    writer = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=elsewhere)
+    await writer.create_schema()
+    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry)
+    try:
+        appended = await writer.append_events(uuid4(), "Thing", [Unknown(n=1), Unknown(n=2)], 0)
+        async with asyncio.timeout(10):  # readable once older writers elsewhere have ended
+            while await store.current_position() != appended.last_position:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        manager = SubscriptionManager(store, InMemoryCheckpointRepository(), config=CONFIG)
+        manager.subscribe(_ignore, name="never-started")
+        health = await manager.health()
+    finally:
+        await store.close()
+        await writer.close()
+    (one,) = health.subscriptions
+    assert (one.state, one.events_behind, one.store_error) == (
+        SubscriptionState.STARTING,
+        2,
+        None,
+    )

@@ -328,7 +328,20 @@ class SubscriptionManager:
         return True
 
     async def health(self) -> ManagerHealth:
-        return ManagerHealth(tuple([await s.health() for s in self._subscriptions.values()]))
+        """Every subscription's state and lag, for liveness and readiness probes.
+
+        Cheap and safe to call often: one `current_position()` call on the store, shared by
+        all subscriptions (no event is read), and it never raises: when the store cannot be
+        reached, each subscription reports `events_behind=None` and the error in
+        `store_error`, and the manager is not ready."""
+        try:
+            head = await self.event_store.current_position()
+            error = None
+        except Exception as exc:
+            head, error = None, f"{type(exc).__qualname__}: {exc}"
+        return ManagerHealth(
+            tuple(s.health_at(head, store_error=error) for s in self._subscriptions.values())
+        )
 
     async def run_until_shutdown(
         self, signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM)

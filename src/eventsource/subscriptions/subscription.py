@@ -36,24 +36,29 @@ __all__ = ["Subscription", "SubscriptionHealth"]
 logger = logging.getLogger(__name__)
 
 
-_LAG_COUNT_LIMIT = 10_000
-
-
 @dataclass(frozen=True, slots=True)
 class SubscriptionHealth:
     name: str
     state: SubscriptionState
     position: Position | None
     """The last position processed (None: nothing yet)."""
-    events_behind: int
-    """Events of interest after `position` (counted up to 10,000)."""
+    events_behind: int | None
+    """About how many events of the feed lie after `position`, from the positions alone (no
+    event is read): exact on a store whose feed has no holes, an upper bound after rolled-back
+    appends on PostgreSQL and for a filtered subscription that is still catching up (it counts
+    events of every type; a caught-up filtered subscription reports 0). None when the store
+    could not be asked (`store_error`)."""
     processed: int
     dead_lettered: int
     last_error: str | None
     last_progress_at: datetime | None
+    store_error: str | None = None
+    """Why the feed's end could not be read for this report (the store is unreachable)."""
 
     @property
     def healthy(self) -> bool:
+        """Not stopped for good. A subscription RECONNECTING to a database that is down is
+        healthy (it recovers by itself, restarting the process would not help) but not ready."""
         return self.state is not SubscriptionState.FAILED
 
     @property
@@ -189,17 +194,28 @@ class Subscription:
             await progress.wait_for(lambda: self.position is not None and self.position >= position)
 
     async def health(self) -> SubscriptionHealth:
-        behind = 0
-        if self.state is not SubscriptionState.STOPPED:
-            options = ReadOptions(
-                after=self.position,
-                limit=_LAG_COUNT_LIMIT,
-                batch_size=1000,
-                event_types=self.config.event_types,
-                aggregate_type=self.config.aggregate_type,
-                tenant_id=self.config.tenant_id,
-            )
-            behind = sum([1 async for _ in self._store.read_all(options)])
+        """State, position and lag; one `current_position()` call, never raises (a store
+        error shows as `store_error` with `events_behind` None)."""
+        try:
+            head = await self._store.current_position()
+        except Exception as exc:
+            return self.health_at(None, store_error=f"{type(exc).__qualname__}: {exc}")
+        return self.health_at(head)
+
+    def health_at(
+        self, head: Position | None, *, store_error: str | None = None
+    ) -> SubscriptionHealth:
+        """`health()` against the feed's end `head`, read once by the caller for several
+        subscriptions (None, with `store_error`, when it could not be read)."""
+        behind: int | None = None
+        if head is not None:
+            position = self.position
+            if self.state is SubscriptionState.STOPPED or (
+                position is not None and position >= head
+            ):
+                behind = 0
+            else:
+                behind = max(0, head.sequence - (position.sequence if position else 0))
         return SubscriptionHealth(
             self.name,
             self.state,
@@ -209,6 +225,7 @@ class Subscription:
             self.dead_lettered,
             self.last_error,
             self.last_progress_at,
+            store_error,
         )
 
     async def handle(self, stored: StoredEvent) -> None:
