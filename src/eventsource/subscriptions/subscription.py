@@ -341,6 +341,8 @@ class Subscription:
         self._resuming = False
         if self.state is not SubscriptionState.RECONNECTING:  # that lasts until a batch is done
             self.state = SubscriptionState.CATCHING_UP
+        if self.position is not None:
+            await self._notify_progress()  # waiters for a position reached before a restart
 
     async def _acquire_lease(self) -> Lease | None:
         assert self._leases is not None
