@@ -478,3 +478,39 @@ def test_database_errors_map_to_typed_errors() -> None:
     lost_state = asyncpg.exceptions.InternalClientError("cannot switch to state 12")
     assert type(map_error(lost_state, "w")) is StoreConnectionError
     assert type(map_error(pg_errors.UndefinedTableError("x"), "w")) is StoreSchemaError
+
+
+async def _listening_backends(admin: asyncpg.Connection, channel: str) -> list[int]:
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'LISTEN%' AND strpos(query, $1) > 0",
+        channel,
+    )
+    return [row["pid"] for row in rows]
+
+
+async def test_listen_comes_back_after_its_session_is_terminated(
+    store: PostgreSQLEventStore, postgres_url: str, schema: str
+) -> None:
+    """The listening session dies: the signal fires once the LISTEN is back (appends made
+    meanwhile were never notified), and later appends are signalled again. Without the
+    re-LISTEN both waits run into their timeout."""
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        async with (
+            PostgreSQLEventStore.from_url(postgres_url, schema=schema) as writer,
+            store.listen() as signal,
+        ):
+            (first,) = await _listening_backends(admin, store.channel)
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+            await writer.append_events(uuid4(), "Cart", _items(1, "n"), 0)
+            async with asyncio.timeout(10):
+                await signal.wait()  # listening again, and told to read
+            (second,) = await _listening_backends(admin, store.channel)
+            assert second != first
+            await writer.append_events(uuid4(), "Cart", _items(1, "m"), 0)
+            async with asyncio.timeout(10):
+                await signal.wait()  # a NOTIFY on the new session
+        assert await _listening_backends(admin, store.channel) == []  # given back unlistened
+    finally:
+        await admin.close()
