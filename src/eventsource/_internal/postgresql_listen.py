@@ -156,11 +156,9 @@ class _Session:
         if raw is not None:
             with contextlib.suppress(Exception):
                 raw.remove_termination_listener(self._terminated)
+                raw.terminate()  # at once: a half-open connection would not answer a goodbye
         if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await _throw_away(connection)
 
     async def close(self) -> None:
         """UNLISTEN and give the connection back (thrown away when that fails)."""
@@ -170,9 +168,19 @@ class _Session:
             return
         try:
             raw.remove_termination_listener(self._terminated)
-            await raw.remove_listener(self._channel, self._notify)
-        except Exception:
+            async with asyncio.timeout(self._timeout):
+                await raw.remove_listener(self._channel, self._notify)
+        except Exception:  # broken, or still listening: never reuse it
             with contextlib.suppress(Exception):
-                await connection.invalidate()  # broken, or still listening: never reuse it
+                raw.terminate()
+            await _throw_away(connection)
+            return
         with contextlib.suppress(Exception):
             await connection.close()
+
+
+async def _throw_away(connection: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()
