@@ -14,19 +14,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import cast
+from uuid import UUID
 
 from eventsource._internal import telemetry
 from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
+from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions._faults import is_infrastructure_error
 from eventsource.subscriptions.interface import (
+    AggregateParkedError,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
     Lease,
     LeaseProvider,
+    ListingDeadLetterSink,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -34,6 +39,9 @@ from eventsource.subscriptions.interface import (
 __all__ = ["Subscription", "SubscriptionHealth"]
 
 logger = logging.getLogger(__name__)
+
+_PARKED_LIMIT = 10_000
+"""Dead letters read to find the parked aggregates (the oldest first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,14 @@ class Subscription:
         self._saved_position: Position | None = None
         self._outages = 0
         self._resuming = False
+        self._parked: set[UUID] | None = None
+        """Aggregates behind a dead letter (`park_aggregate`; None when off or not loaded)."""
+        self._park_lock = asyncio.Lock()
+        if config.park_aggregate and not callable(getattr(dead_letters, "list", None)):
+            raise ValueError(
+                f"subscription {name!r}: park_aggregate needs a dead-letter repository "
+                "(a DLQRepository) to park events in"
+            )
         self._options = ReadOptions(
             limit=config.batch_size,
             batch_size=config.batch_size,
@@ -339,6 +355,8 @@ class Subscription:
         else:
             self._unsaved = 0
         self._resuming = False
+        if self.config.park_aggregate:
+            self._parked = await self._load_parked()
         if self.state is not SubscriptionState.RECONNECTING:  # that lasts until a batch is done
             self.state = SubscriptionState.CATCHING_UP
         if self.position is not None:
@@ -379,6 +397,7 @@ class Subscription:
         head = await self._store.current_position() if self._filtered else None
         handler = self._deliver = self._delivery()
         only = self._only
+        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
         every_event = self.config.checkpoint.kind == "event"
         read = 0
         # Delivered as decoded, never held as a decoded batch: events die young, so the
@@ -389,7 +408,9 @@ class Subscription:
             async for stored in feed:
                 read += 1
                 # Events `only` refuses (another partition's) count as processed, unhandled.
-                if only is None or only(stored):
+                if (only is None or only(stored)) and not (
+                    parked and await self._parked_behind(stored)
+                ):
                     try:
                         await handler(stored)  # the fast path; failures take the retry path
                     except Exception as exc:
@@ -498,6 +519,8 @@ class Subscription:
             return False
         await self._dead_letters.add(self.name, stored, error, self.config.max_attempts)
         self.dead_lettered += 1
+        if self._parked is not None:
+            self._parked.add(stored.aggregate_id)
         logger.warning(
             "subscription %s dead-lettered %s %s at %s after %d attempts: %s",
             self.name,
@@ -507,6 +530,60 @@ class Subscription:
             self.config.max_attempts,
             self.last_error,
         )
+        return True
+
+    # -- parking per aggregate (`park_aggregate`) -------------------------------------------
+
+    def _listing_sink(self) -> ListingDeadLetterSink:
+        return cast(ListingDeadLetterSink, self._dead_letters)
+
+    async def _load_parked(self) -> set[UUID]:
+        """The aggregates of this subscription's waiting dead letters (kept across restarts
+        by the dead-letter repository itself)."""
+        parked: set[UUID] = set()
+        sink = self._listing_sink()
+        for status in (DeadLetterStatus.FAILED, DeadLetterStatus.RETRYING):
+            for letter in await sink.list(self.name, status=status, limit=_PARKED_LIMIT):
+                parked.add((await self._store.get_event(letter.event_id)).aggregate_id)
+        return parked
+
+    async def _parked_behind(self, stored: StoredEvent) -> bool:
+        """Park `stored` untried when its aggregate is parked; True when it was."""
+        parked = self._parked
+        if parked is None or stored.aggregate_id not in parked:
+            return False
+        async with self._park_lock:  # a release in progress decides first
+            if stored.aggregate_id not in parked:
+                return False
+            error = AggregateParkedError(stored.aggregate_id)
+            await self._listing_sink().add(self.name, stored, error, 0)
+        self.dead_lettered += 1
+        return True
+
+    async def release_parked(self, aggregate_id: UUID) -> bool:
+        """Deliver the events parked behind `aggregate_id`'s dead letter, in feed order, each
+        resolved (by "retry") once handled; then the aggregate flows again and True is
+        returned. False when one fails again: it and the rest stay parked."""
+        parked = self._parked
+        if parked is None or aggregate_id not in parked:
+            return True
+        sink = self._listing_sink()
+        async with self._park_lock:
+            waiting = []
+            for letter in await sink.list(self.name, limit=_PARKED_LIMIT):
+                stored = await self._store.get_event(letter.event_id)
+                if stored.aggregate_id == aggregate_id:
+                    waiting.append((stored.position, letter.id, stored))
+            for _, letter_id, stored in sorted(waiting, key=lambda w: w[0]):
+                if not await sink.mark_retrying(letter_id):
+                    return False  # being retried elsewhere
+                try:
+                    await self.handle(stored)
+                except Exception as exc:
+                    await sink.add(self.name, stored, exc, 1)
+                    return False
+                await sink.resolve(letter_id, resolved_by="retry")
+            parked.discard(aggregate_id)
         return True
 
     async def _advance(self, position: Position) -> None:
