@@ -354,9 +354,9 @@ class Subscription:
             self.position = processed_here  # processed before the outage, not saved yet
         else:
             self._unsaved = 0
-        self._resuming = False
         if self.config.park_aggregate:
             self._parked = await self._load_parked()
+        self._resuming = False
         if self.state is not SubscriptionState.RECONNECTING:  # that lasts until a batch is done
             self.state = SubscriptionState.CATCHING_UP
         if self.position is not None:
