@@ -467,3 +467,117 @@ def test_database_errors_map_to_typed_errors() -> None:
     lost_state = asyncpg.exceptions.InternalClientError("cannot switch to state 12")
     assert type(map_error(lost_state, "w")) is StoreConnectionError
     assert type(map_error(pg_errors.UndefinedTableError("x"), "w")) is StoreSchemaError
+
+
+async def _listening_backends(admin: asyncpg.Connection, channel: str) -> list[int]:
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'LISTEN%' AND strpos(query, $1) > 0",
+        channel,
+    )
+    return [row["pid"] for row in rows]
+
+
+async def test_listen_comes_back_after_its_session_is_terminated(
+    store: PostgreSQLEventStore, postgres_url: str, schema: str
+) -> None:
+    """The listening session dies: the signal fires once the LISTEN is back (appends made
+    meanwhile were never notified), and later appends are signalled again. Without the
+    re-LISTEN both waits run into their timeout."""
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        async with (
+            PostgreSQLEventStore.from_url(postgres_url, schema=schema) as writer,
+            store.listen() as signal,
+        ):
+            (first,) = await _listening_backends(admin, store.channel)
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+            await writer.append_events(uuid4(), "Cart", _items(1, "n"), 0)
+            async with asyncio.timeout(10):
+                await signal.wait()  # listening again, and told to read
+            (second,) = await _listening_backends(admin, store.channel)
+            assert second != first
+            await writer.append_events(uuid4(), "Cart", _items(1, "m"), 0)
+            async with asyncio.timeout(10):
+                await signal.wait()  # a NOTIFY on the new session
+        assert await _listening_backends(admin, store.channel) == []  # given back unlistened
+    finally:
+        await admin.close()
+
+
+class _FreezingProxy:
+    """A TCP proxy to PostgreSQL whose open connections can be frozen: bytes stop flowing
+    both ways while the sockets stay open, as on a half-open connection that never reports.
+    New connections flow normally."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._frozen: list[asyncio.Event] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> _FreezingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        """Cut every connection (the frozen ones too), so nothing waits on them."""
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    def freeze(self) -> None:
+        for frozen in self._frozen:
+            frozen.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frozen = asyncio.Event()
+        self._frozen.append(frozen)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if frozen.is_set():
+                    continue  # swallowed: nobody learns that the link is dead
+                sink.write(data)
+                await sink.drain()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except OSError:
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+async def test_listen_replaces_a_half_open_session(postgres_url: str) -> None:
+    """A listening connection that stops answering without closing is found dead by the
+    periodic check (its termination listener never fires) and replaced: the reader is woken.
+    """
+    from sqlalchemy.engine import make_url
+
+    from eventsource._internal.postgresql_listen import listening
+
+    url = make_url(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
+    woken = asyncio.Event()
+    try:
+        async with _FreezingProxy(url.port or 5432) as proxy:
+            engine = create_async_engine(url.set(host="127.0.0.1", port=proxy.port))
+            async with listening(
+                engine,
+                f"es_half_open_{uuid4().hex[:8]}",
+                lambda *_: woken.set(),
+                "half-open test",
+                check_interval=0.2,
+                timeout=0.5,
+            ):
+                proxy.freeze()
+                async with asyncio.timeout(10):
+                    await woken.wait()
+    finally:
+        await engine.dispose()

@@ -441,8 +441,8 @@ async def test_circuit_breaker_stops_a_systemic_failure_from_filling_the_dlq(
     seen: list[int] = []
 
     async def fragile(stored: StoredEvent) -> None:
-        if down:
-            raise ConnectionError("read-model database is down")
+        if down:  # not an infrastructure error, which would be retried without a dead letter
+            raise RuntimeError("the read model refuses every write")
         assert isinstance(stored.event, Added)
         seen.append(stored.event.n)
 
@@ -464,7 +464,7 @@ async def test_circuit_breaker_stops_a_systemic_failure_from_filling_the_dlq(
         assert subscription.state is SubscriptionState.LIVE
     assert seen == [1, 2, 3, 4, 5]  # 0 is in the dead-letter queue, nothing else
     (letter,) = await dead_letters.list()
-    assert "ConnectionError" in letter.error
+    assert "RuntimeError" in letter.error
     with pytest.raises(ValueError, match="failures"):
         CircuitBreaker(failures=0)
 
@@ -640,3 +640,21 @@ async def test_a_stopped_manager_starts_again_from_its_checkpoints(store: EventS
     async with manager:
         await subscription.wait_for(await append(store, 3), timeout=10)
     assert recorder.seen == [1, 2, 3]
+
+
+async def test_wait_for_a_position_reached_before_a_restart_returns(store: EventStore) -> None:
+    """After a restart, the checkpoint already at the target and nothing new appended:
+    `wait_for` returns once the checkpoint is loaded, not at the next poll or its timeout."""
+    checkpoints = InMemoryCheckpointRepository()
+    first = SubscriptionManager(store, checkpoints, config=FAST)
+    subscription = first.subscribe(Recorder())
+    async with first:
+        last = await append(store, 1, 2)
+        await subscription.wait_for(last, timeout=10)
+    second = SubscriptionManager(
+        store, checkpoints, config=dataclass_replace(FAST, poll_interval=30)
+    )
+    again = second.subscribe(Recorder())
+    async with second:
+        await again.wait_for(last, timeout=10)
+        assert again.position == last

@@ -10,6 +10,7 @@ from datetime import datetime
 from uuid import UUID
 
 from eventsource._internal.closing import AsyncClosing
+from eventsource._internal.text import storable_text
 from eventsource.events.serialization import EventCodec
 from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import Position, StoredEvent
@@ -78,10 +79,11 @@ def letter_payload(stored: StoredEvent) -> tuple[str | None, str | None]:
 
 
 def describe_error(error: BaseException) -> tuple[str, str]:
-    """(`Type: message`, formatted traceback) of an exception, as a dead letter keeps them."""
+    """(`Type: message`, formatted traceback) of an exception, as a dead letter keeps them:
+    storable by every backend (NUL and lone surrogates replaced, see `storable_text`)."""
     text = f"{type(error).__qualname__}: {error}"
     trace = "".join(traceback_module.format_exception(type(error), error, error.__traceback__))
-    return text, trace
+    return storable_text(text), storable_text(trace)
 
 
 class CheckpointRepository(AsyncClosing, ABC):

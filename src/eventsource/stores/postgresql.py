@@ -27,6 +27,7 @@ from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
+from eventsource._internal.postgresql_listen import listening
 from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -715,30 +716,15 @@ class PostgreSQLEventStore(EventStore):
     async def listen(self) -> AsyncIterator[AppendSignal]:
         """Receive a signal for every committed append (needs `notify=True` on the writers).
 
-        Holds one pooled connection for the duration of the block.
+        Holds one pooled connection for the duration of the block. A listening session that
+        dies (terminated, server restart, half-open connection) is detected and replaced,
+        and the signal fires once after each reconnection (see `_internal/postgresql_listen`).
         """
         signal = AppendSignal()
-        try:
-            connection = await self.engine.connect()
-        except Exception as exc:
-            raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
-        try:
-            raw: Any = (await connection.get_raw_connection()).driver_connection
-            await raw.add_listener(self.channel, signal.notify)
-        except BaseException as exc:  # cancelled too: the connection must go back
-            await connection.invalidate()
-            await connection.close()
-            if not isinstance(exc, Exception):
-                raise
-            raise pg.map_error(exc, f"PostgreSQL store {self.table}: listen") from exc
-        try:
+        async with listening(
+            self.engine, self.channel, signal.notify, f"PostgreSQL store {self.table}: listen"
+        ):
             yield signal
-        finally:
-            try:
-                await raw.remove_listener(self.channel, signal.notify)
-            except Exception:
-                await connection.invalidate()  # broken, or still listening: never reuse it
-            await connection.close()
 
 
 class _UniqueViolation(Exception):

@@ -2,6 +2,7 @@
 dead letters, pause/resume, health and read-your-writes waits."""
 
 from eventsource.subscriptions.interface import (
+    AggregateParkedError,
     CheckpointStore,
     CheckpointStrategy,
     CircuitBreaker,
@@ -14,6 +15,7 @@ from eventsource.subscriptions.manager import ManagerHealth, RebuildProgress, Su
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
 
 __all__ = [
+    "AggregateParkedError",
     "CheckpointStore",
     "CheckpointStrategy",
     "CircuitBreaker",

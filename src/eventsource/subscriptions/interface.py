@@ -7,16 +7,18 @@ above this one), so subscriptions name only the few methods they call, as Protoc
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, Protocol
 from uuid import UUID
 
-from eventsource.protocols import CheckpointStore, DeadLetterSink
+from eventsource.exceptions import EventSourceError
+from eventsource.protocols import CheckpointStore, DeadLetterSink, DeadLetterStatus
 from eventsource.stores.interface import StoredEvent
 
 __all__ = [
+    "AggregateParkedError",
     "CheckpointStore",
     "CheckpointStrategy",
     "CircuitBreaker",
@@ -29,6 +31,40 @@ __all__ = [
 ]
 
 EventCallback = Callable[[StoredEvent], Awaitable[None]]
+
+
+class AggregateParkedError(EventSourceError):
+    """The error a dead letter records for an event parked, not tried, because an earlier
+    event of its aggregate is in the dead-letter queue (`SubscriptionConfig.park_aggregate`).
+    """
+
+    def __init__(self, aggregate_id: UUID) -> None:
+        self.aggregate_id = aggregate_id
+        super().__init__(
+            f"not delivered: an earlier event of aggregate {aggregate_id} is in the dead-letter "
+            "queue; retry that dead letter (manager.retry_dead_letter) to deliver this one after "
+            "it, in order"
+        )
+
+
+class ListingDeadLetterSink(DeadLetterSink, Protocol):
+    """A dead-letter sink that can also list its letters (every `DLQRepository`)."""
+
+    async def list(
+        self,
+        subscription: str | None = None,
+        *,
+        status: DeadLetterStatus | None = DeadLetterStatus.FAILED,
+        limit: int = 100,
+    ) -> Sequence[_ListedLetter]: ...
+
+
+class _ListedLetter(Protocol):
+    @property
+    def id(self) -> UUID: ...
+
+    @property
+    def event_id(self) -> UUID: ...
 
 
 class Lease(Protocol):
@@ -56,6 +92,9 @@ class SubscriptionState(enum.StrEnum):
     PAUSED = "paused"
     CIRCUIT_OPEN = "circuit_open"
     """Too many events failed in a row: waiting before trying the current one again."""
+    RECONNECTING = "reconnecting"
+    """The database or broker failed (connection lost, restarting): retrying with backoff
+    until it is back, then going on from where it was (`last_error` says what failed)."""
     STOPPED = "stopped"
     FAILED = "failed"
     """Stopped by an event that could not be handled and had nowhere to go (no DLQ), or by
@@ -113,7 +152,10 @@ class SubscriptionConfig:
     the whole feed, "end" takes only new events). Filters are pushed down to the store's read.
     A failing event is tried `max_attempts` times with exponential backoff and full jitter
     (from `retry_base` up to `retry_cap` seconds), then handed to the dead-letter sink; without
-    one the subscription stops in state FAILED and the event stays unprocessed.
+    one the subscription stops in state FAILED and the event stays unprocessed. Infrastructure
+    failures (a lost connection, a database restarting: of the store, the checkpoints, the
+    dead-letter sink, the leases, or inside the handler) are not the event's: the subscription
+    turns RECONNECTING and retries with the same backoff until they pass, never giving up.
     `poll_interval` bounds how long a lost wake-up signal can delay delivery. `circuit_breaker`
     (None to turn it off) stops a run of failures from filling the dead-letter queue.
     `on_undecodable` says what to do with a stored event that cannot be decoded (a type this
@@ -121,6 +163,13 @@ class SubscriptionConfig:
     reads: "dead_letter" treats it like a failing event (retries, then a dead letter keeping
     the raw row; such events never open the circuit), "stop" stops the subscription in state
     FAILED at once, the event unprocessed. Events the handler skips are never decoded.
+
+    With `park_aggregate`, a dead-lettered event parks its aggregate: the aggregate's later
+    events go to the dead-letter queue too, untried (`AggregateParkedError`), while other
+    aggregates flow on, until retrying the first one succeeds and releases them in order. Off
+    by default: one bad event then holds back nothing, which suits read models that tolerate
+    a missing event; turn it on when a read model must never apply an aggregate's event
+    without the ones before it. It needs a dead-letter repository.
     """
 
     start_from: Literal["beginning", "end"] = "beginning"
@@ -135,6 +184,7 @@ class SubscriptionConfig:
     poll_interval: float = 1.0
     circuit_breaker: CircuitBreaker | None = CircuitBreaker()
     on_undecodable: Literal["dead_letter", "stop"] = "dead_letter"
+    park_aggregate: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

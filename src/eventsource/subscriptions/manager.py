@@ -302,6 +302,8 @@ class SubscriptionManager:
 
         On success the dead letter is resolved (by "retry") and True returned; on failure it
         goes back to FAILED with the new error and one more attempt, and False is returned.
+        With `SubscriptionConfig.park_aggregate`, the events of its aggregate parked behind it
+        are then delivered and resolved in order (False if one of them fails again).
         Raises `LookupError` for an unknown dead letter or subscription, and `ValueError` when
         the dead letter is not FAILED (resolved, or being retried elsewhere).
         """
@@ -325,10 +327,24 @@ class SubscriptionManager:
             await self.dead_letters.add(letter.subscription, stored, exc, 1)
             return False
         await self.dead_letters.resolve(dead_letter_id, resolved_by="retry")
-        return True
+        # with `park_aggregate`: the aggregate's events parked behind it follow, in order
+        return await subscription.release_parked(stored.aggregate_id)
 
     async def health(self) -> ManagerHealth:
-        return ManagerHealth(tuple([await s.health() for s in self._subscriptions.values()]))
+        """Every subscription's state and lag, for liveness and readiness probes.
+
+        Cheap and safe to call often: one `current_position()` call on the store, shared by
+        all subscriptions (no event is read), and it never raises: when the store cannot be
+        reached, each subscription reports `events_behind=None` and the error in
+        `store_error`, and the manager is not ready."""
+        try:
+            head = await self.event_store.current_position()
+            error = None
+        except Exception as exc:
+            head, error = None, f"{type(exc).__qualname__}: {exc}"
+        return ManagerHealth(
+            tuple(s.health_at(head, store_error=error) for s in self._subscriptions.values())
+        )
 
     async def run_until_shutdown(
         self, signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM)

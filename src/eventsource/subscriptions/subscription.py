@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import cast
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -21,13 +22,17 @@ from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.exceptions import EventTypeNotFoundError, SerializationError
+from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
+from eventsource.subscriptions._faults import is_infrastructure_error
 from eventsource.subscriptions.interface import (
+    AggregateParkedError,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
     Lease,
     LeaseProvider,
+    ListingDeadLetterSink,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -36,7 +41,8 @@ __all__ = ["Subscription", "SubscriptionHealth"]
 
 logger = logging.getLogger(__name__)
 
-_LAG_COUNT_LIMIT = 10_000
+_PARKED_LIMIT = 10_000
+"""Dead letters read to find the parked aggregates (the oldest first)."""
 
 
 def _known_id(stored: StoredEvent | None) -> UUID | None:
@@ -53,15 +59,23 @@ class SubscriptionHealth:
     state: SubscriptionState
     position: Position | None
     """The last position processed (None: nothing yet)."""
-    events_behind: int
-    """Events of interest after `position` (counted up to 10,000)."""
+    events_behind: int | None
+    """About how many events of the feed lie after `position`, from the positions alone (no
+    event is read): exact on a store whose feed has no holes, an upper bound after rolled-back
+    appends on PostgreSQL and for a filtered subscription that is still catching up (it counts
+    events of every type; a caught-up filtered subscription reports 0). None when the store
+    could not be asked (`store_error`)."""
     processed: int
     dead_lettered: int
     last_error: str | None
     last_progress_at: datetime | None
+    store_error: str | None = None
+    """Why the feed's end could not be read for this report (the store is unreachable)."""
 
     @property
     def healthy(self) -> bool:
+        """Not stopped for good. A subscription RECONNECTING to a database that is down is
+        healthy (it recovers by itself, restarting the process would not help) but not ready."""
         return self.state is not SubscriptionState.FAILED
 
     @property
@@ -116,6 +130,16 @@ class Subscription:
         self._last_delivered: StoredEvent | None = None
         self._saved_at = time.monotonic()
         self._saved_position: Position | None = None
+        self._outages = 0
+        self._resuming = False
+        self._parked: set[UUID] | None = None
+        """Aggregates behind a dead letter (`park_aggregate`; None when off or not loaded)."""
+        self._park_lock = asyncio.Lock()
+        if config.park_aggregate and not callable(getattr(dead_letters, "list", None)):
+            raise ValueError(
+                f"subscription {name!r}: park_aggregate needs a dead-letter repository "
+                "(a DLQRepository) to park events in"
+            )
         self._options = ReadOptions(
             limit=config.batch_size,
             batch_size=config.batch_size,
@@ -195,17 +219,28 @@ class Subscription:
             await progress.wait_for(lambda: self.position is not None and self.position >= position)
 
     async def health(self) -> SubscriptionHealth:
-        behind = 0
-        if self.state is not SubscriptionState.STOPPED:
-            options = ReadOptions(
-                after=self.position,
-                limit=_LAG_COUNT_LIMIT,
-                batch_size=1000,
-                event_types=self.config.event_types,
-                aggregate_type=self.config.aggregate_type,
-                tenant_id=self.config.tenant_id,
-            )
-            behind = sum([1 async for _ in self._store.read_all(options)])
+        """State, position and lag; one `current_position()` call, never raises (a store
+        error shows as `store_error` with `events_behind` None)."""
+        try:
+            head = await self._store.current_position()
+        except Exception as exc:
+            return self.health_at(None, store_error=f"{type(exc).__qualname__}: {exc}")
+        return self.health_at(head)
+
+    def health_at(
+        self, head: Position | None, *, store_error: str | None = None
+    ) -> SubscriptionHealth:
+        """`health()` against the feed's end `head`, read once by the caller for several
+        subscriptions (None, with `store_error`, when it could not be read)."""
+        behind: int | None = None
+        if head is not None:
+            position = self.position
+            if self.state is SubscriptionState.STOPPED or (
+                position is not None and position >= head
+            ):
+                behind = 0
+            else:
+                behind = max(0, head.sequence - (position.sequence if position else 0))
         return SubscriptionHealth(
             self.name,
             self.state,
@@ -215,6 +250,7 @@ class Subscription:
             self.dead_lettered,
             self.last_error,
             self.last_progress_at,
+            store_error,
         )
 
     async def handle(self, stored: StoredEvent) -> None:
@@ -260,19 +296,13 @@ class Subscription:
     async def _run(self) -> None:
         try:
             while not self._stopping:
-                lease = None
-                if self._leases is not None:
-                    lease = await self._acquire_lease()
-                    if lease is None:
-                        return  # stopped while waiting
                 try:
-                    await self._start_position()
-                    if not await self._deliver_while_held(lease):
+                    if not await self._run_leased():
                         return
-                finally:
-                    if lease is not None:
-                        await self._save()
-                        await lease.release()
+                except Exception as exc:
+                    if not is_infrastructure_error(exc):
+                        raise
+                    await self._wait_out_outage(exc)
         except Exception as exc:
             self.state = SubscriptionState.FAILED
             self.last_error = f"{type(exc).__qualname__}: {exc}"
@@ -287,15 +317,62 @@ class Subscription:
             except Exception:
                 logger.exception("subscription %s could not save its checkpoint", self.name)
 
+    async def _run_leased(self) -> bool:
+        """Under the lease (if leases are used), from the checkpoint: until stopped (True),
+        the lease is lost (True: stand by again), or an event cannot be placed (False)."""
+        lease = None
+        if self._leases is not None:
+            lease = await self._acquire_lease()
+            if lease is None:
+                return True  # stopped while waiting
+        try:
+            await self._start_position()
+            return await self._deliver_while_held(lease)
+        finally:
+            if lease is not None:
+                try:
+                    await self._save()
+                except Exception as exc:  # kept in memory: saved when it goes on
+                    logger.warning("subscription %s: checkpoint not saved: %s", self.name, exc)
+                await lease.release()
+
+    async def _wait_out_outage(self, exc: Exception) -> None:
+        """The database or network failed: back off (exponential, capped, jittered), then
+        `_run` goes on from where the subscription was. Never gives up."""
+        self._outages += 1
+        self.last_error = f"{type(exc).__qualname__}: {exc}"
+        if self.state is not SubscriptionState.RECONNECTING:
+            logger.warning(
+                "subscription %s: %s; retrying until it is back", self.name, self.last_error
+            )
+        self.state = SubscriptionState.RECONNECTING
+        self._resuming = True
+        pause = backoff_delay(
+            min(self._outages, 32), base=self.config.retry_base, cap=self.config.retry_cap
+        )
+        await self._sleep_until_woken(pause, stop_only=True)
+
     async def _start_position(self) -> None:
-        """From the checkpoint (read after taking the lease: the last holder moved it)."""
+        """From the checkpoint (read after taking the lease: the last holder moved it); after
+        an outage, from the checkpoint or from what was processed here, whichever is further
+        (a `DatabaseProjection` may have committed an event whose reply was lost)."""
         checkpoint = await self._checkpoints.get(self.name)
+        processed_here = self.position if self._resuming else None
         if checkpoint is not None:
             self.position = self._saved_position = checkpoint.position
-        elif self.config.start_from == "end":
+        elif self.config.start_from == "end" and processed_here is None:
             self.position = await self._store.current_position()
-        self._unsaved = 0
-        self.state = SubscriptionState.CATCHING_UP
+        if processed_here is not None and (self.position is None or processed_here > self.position):
+            self.position = processed_here  # processed before the outage, not saved yet
+        else:
+            self._unsaved = 0
+        if self.config.park_aggregate:
+            self._parked = await self._load_parked()
+        self._resuming = False
+        if self.state is not SubscriptionState.RECONNECTING:  # that lasts until a batch is done
+            self.state = SubscriptionState.CATCHING_UP
+        if self.position is not None:
+            await self._notify_progress()  # waiters for a position reached before a restart
 
     async def _acquire_lease(self) -> Lease | None:
         assert self._leases is not None
@@ -322,6 +399,9 @@ class Subscription:
                 return True
             if not await self._read_and_deliver():
                 return False
+            if self._outages:  # a whole batch went through: the outage is over
+                logger.info("subscription %s: back after %d retries", self.name, self._outages)
+                self._outages = 0
         return True
 
     async def _read_and_deliver(self) -> bool:
@@ -329,6 +409,7 @@ class Subscription:
         head = await self._store.current_position() if self._filtered else None
         handler = self._deliver = self._delivery()
         only = self._only
+        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
         every_event = self.config.checkpoint.kind == "event"
         read = 0
         # Delivered as decoded, never held as a decoded batch: events die young, so the
@@ -339,7 +420,9 @@ class Subscription:
             async for stored in feed:
                 read += 1
                 # Events `only` refuses (another partition's) count as processed, unhandled.
-                if only is None or only(stored):
+                if (only is None or only(stored)) and not (
+                    parked and await self._parked_behind(stored)
+                ):
                     try:
                         await handler(stored)  # the fast path; failures take the retry path
                     except Exception as exc:
@@ -393,6 +476,8 @@ class Subscription:
             if error is None:
                 self._recovered()
                 return True
+            if is_infrastructure_error(error):
+                raise error  # the database, not the event: `_run` backs off, delivers it again
             if tried < self.config.max_attempts:
                 error = await self._attempt(stored, first_attempt=tried + 1)
                 tried = self.config.max_attempts
@@ -464,6 +549,8 @@ class Subscription:
             return False
         await self._dead_letters.add(self.name, stored, error, self.config.max_attempts)
         self.dead_lettered += 1
+        if self._parked is not None:
+            self._parked.add(stored.aggregate_id)
         logger.warning(
             "subscription %s dead-lettered %s %s at %s after %d attempts: %s",
             self.name,
@@ -475,9 +562,66 @@ class Subscription:
         )
         return True
 
+    # -- parking per aggregate (`park_aggregate`) -------------------------------------------
+
+    def _listing_sink(self) -> ListingDeadLetterSink:
+        return cast(ListingDeadLetterSink, self._dead_letters)
+
+    async def _load_parked(self) -> set[UUID]:
+        """The aggregates of this subscription's waiting dead letters (kept across restarts
+        by the dead-letter repository itself)."""
+        parked: set[UUID] = set()
+        sink = self._listing_sink()
+        for status in (DeadLetterStatus.FAILED, DeadLetterStatus.RETRYING):
+            for letter in await sink.list(self.name, status=status, limit=_PARKED_LIMIT):
+                parked.add((await self._store.get_event(letter.event_id)).aggregate_id)
+        return parked
+
+    async def _parked_behind(self, stored: StoredEvent) -> bool:
+        """Park `stored` untried when its aggregate is parked; True when it was."""
+        parked = self._parked
+        if parked is None or stored.aggregate_id not in parked:
+            return False
+        async with self._park_lock:  # a release in progress decides first
+            if stored.aggregate_id not in parked:
+                return False
+            error = AggregateParkedError(stored.aggregate_id)
+            await self._listing_sink().add(self.name, stored, error, 0)
+        self.dead_lettered += 1
+        return True
+
+    async def release_parked(self, aggregate_id: UUID) -> bool:
+        """Deliver the events parked behind `aggregate_id`'s dead letter, in feed order, each
+        resolved (by "retry") once handled; then the aggregate flows again and True is
+        returned. False when one fails again: it and the rest stay parked."""
+        parked = self._parked
+        if parked is None or aggregate_id not in parked:
+            return True
+        sink = self._listing_sink()
+        async with self._park_lock:
+            waiting = []
+            for letter in await sink.list(self.name, limit=_PARKED_LIMIT):
+                stored = await self._store.get_event(letter.event_id)
+                if stored.aggregate_id == aggregate_id:
+                    waiting.append((stored.position, letter.id, stored))
+            for _, letter_id, stored in sorted(waiting, key=lambda w: w[0]):
+                if not await sink.mark_retrying(letter_id):
+                    return False  # being retried elsewhere
+                try:
+                    await self.handle(stored)
+                except Exception as exc:
+                    await sink.add(self.name, stored, exc, 1)
+                    return False
+                await sink.resolve(letter_id, resolved_by="retry")
+            parked.discard(aggregate_id)
+        return True
+
     async def _advance(self, position: Position) -> None:
         self.position = position
         self.last_progress_at = utc_now()
+        await self._notify_progress()
+
+    async def _notify_progress(self) -> None:
         assert self._progress is not None
         async with self._progress:
             self._progress.notify_all()
@@ -509,7 +653,8 @@ class Subscription:
     ) -> None:
         """Sleep up to `seconds` (the poll interval) or until woken; with `stop_only`, only
         `stop()` cuts it short (append signals do not)."""
-        deadline = asyncio.get_running_loop().time() + (seconds or self.config.poll_interval)
+        wait = self.config.poll_interval if seconds is None else seconds
+        deadline = asyncio.get_running_loop().time() + wait
         try:
             async with asyncio.timeout_at(deadline):
                 while True:

@@ -310,3 +310,17 @@ class DLQRepositoryContract(ABC):
         kept = await dlq.get(letter.id)
         assert kept is not None
         assert kept.resolved_by == f"worker {outcomes.index(True)}"
+
+    async def test_an_error_text_with_nul_and_lone_surrogates_is_kept_storable(
+        self, dlq: DLQRepository
+    ) -> None:
+        # PostgreSQL text refuses NUL, UTF-8 refuses lone surrogates: the letter must still
+        # be parked, with those characters replaced by U+FFFD and the rest kept.
+        stored = _stored()
+        error = _failing_handler(ValueError("bad byte \x00 here, half a pair \udc80 there"))
+        letter = await dlq.add("billing", stored, error, 1)
+        expected = "ValueError: bad byte \ufffd here, half a pair \ufffd there"
+        assert letter.error == expected
+        assert expected.partition(": ")[2] in letter.traceback
+        assert "\x00" not in letter.traceback
+        assert await dlq.get(letter.id) == letter
