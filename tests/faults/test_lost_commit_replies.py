@@ -84,7 +84,10 @@ async def test_database_projection_applies_each_event_once_when_commit_replies_a
     assert proxy.dropped >= EVENTS // 5 - 1  # the fault did happen, many times
     assert await dead_letters.count() == 0
     check_exactly_once_in_order(count, applied, stored)
-    assert ledger.already_applied == proxy.dropped
+    # Each event whose reply was lost is recognised as applied: by the subscription, which
+    # resumes from the committed checkpoint after the outage, or by the projection's in-doubt
+    # check (`already_applied`) when it retries the event itself.
+    assert ledger.already_applied <= proxy.dropped
 
 
 async def test_inbox_in_the_handlers_transaction_applies_each_event_once(

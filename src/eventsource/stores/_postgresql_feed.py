@@ -75,12 +75,13 @@ class FeedSql:
     def __init__(self, table: str, key: int) -> None:
         self.key = key
         holders = _holders("$1::int", "$2::int", "s.xmax")
-        # H, and the transaction holding it back (pid, age) when one does.
+        # H, and the transaction holding it back (pid, age) when one does. A snapshot's xmax
+        # is one past the last *completed* id, so a running writer's id may be at or above
+        # it: H is capped by xmax, and that writer is still the one to report.
         self.horizon = (
             "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS xmax),"
-            f" blocker AS (SELECT h.* FROM s, LATERAL ({holders}) h WHERE h.xid < s.xmax"
-            " ORDER BY h.xid LIMIT 1)"
-            " SELECT COALESCE((SELECT xid FROM blocker), (SELECT xmax FROM s)),"
+            f" blocker AS (SELECT h.* FROM s, LATERAL ({holders}) h ORDER BY h.xid LIMIT 1)"
+            " SELECT LEAST((SELECT xid FROM blocker), (SELECT xmax FROM s)),"
             " (SELECT pid FROM blocker), (SELECT now() - xact_start FROM blocker)"
         )
         # In the caller's transaction: is it late (has an id but did not hold the writer key
