@@ -70,13 +70,15 @@ class FeedOrderConflictError(TransientStoreError):
     the whole unit of work. Appending before the transaction's other writes avoids it.
     """
 
-    def __init__(self, aggregate_id: UUID, reason: str) -> None:
+    def __init__(self, aggregate_id: UUID | None, reason: str) -> None:
         self.aggregate_id = aggregate_id
+        """The stream of the refused append (None from `take_writer_lock()`)."""
         self.reason = reason
+        what = "the feed's writer lock" if aggregate_id is None else f"stream {aggregate_id}"
         super().__init__(
-            f"append to stream {aggregate_id} refused: {reason}, so the global feed could "
-            "deliver it out of order; nothing was written. Roll back and retry the whole "
-            "transaction (append before the transaction's other writes to avoid this)"
+            f"append to {what} refused: {reason}, so the global feed could deliver it out of "
+            "order; nothing was written. Roll back and retry the whole transaction (append, or "
+            "call take_writer_lock(), before the transaction's other writes to avoid this)"
         )
 
 

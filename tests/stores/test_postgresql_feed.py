@@ -221,6 +221,36 @@ async def test_late_writer_is_refused_once_a_younger_transaction_committed(
     assert feed == [younger.events[0].event_id]
 
 
+async def test_taking_the_writer_lock_first_makes_later_appends_punctual(
+    store: PostgreSQLEventStore, engine: AsyncEngine
+) -> None:
+    """A unit of work that writes another row before appending is late, and refused once a
+    younger transaction committed events; with `take_writer_lock()` first it never is, and
+    it holds the feed (a reader waits for it instead of passing it)."""
+    async with engine.connect() as conn:
+        tx = await conn.begin()
+        bound = store.using(conn)
+        await bound.take_writer_lock()
+        await conn.execute(text("SELECT pg_current_xact_id()"))  # the unit of work's own row
+        younger = await store.append_events(uuid4(), "Cart", _items(1, "younger"), 0)
+        assert [s.event_id async for s in store.read_all()] == []  # held behind this writer
+        punctual = await bound.append_events(uuid4(), "Cart", _items(1, "punctual"), 0)
+        await tx.commit()
+    feed = [s.event_id async for s in store.read_all()]
+    assert feed == [punctual.events[0].event_id, younger.events[0].event_id]
+
+    async with engine.connect() as conn:  # called too late, it refuses at once
+        tx = await conn.begin()
+        await conn.execute(text("SELECT pg_current_xact_id()"))
+        await store.append_events(uuid4(), "Cart", _items(1, "another"), 0)
+        with pytest.raises(FeedOrderConflictError, match="writer lock") as caught:
+            await store.using(conn).take_writer_lock()
+        assert caught.value.aggregate_id is None
+        await tx.rollback()
+    with pytest.raises(ValueError, match="using"):
+        await store.take_writer_lock()
+
+
 class _Items(BaseModel):
     count: int = 0
 

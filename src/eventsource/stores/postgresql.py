@@ -426,7 +426,23 @@ class PostgreSQLEventStore(EventStore):
         shown = ExpectedVersion(expected_version).name if expected_version < 0 else expected_version
         raise OptimisticLockError(aggregate_id, shown, current)
 
-    async def _enter_feed(self, aggregate_id: UUID) -> None:
+    async def take_writer_lock(self) -> None:
+        """Enter the feed as a writer now, in your transaction (a store from `using`).
+
+        Call it first thing in a unit of work that writes other rows before it appends: the
+        transaction then holds the feed's writer lock from before it got its id, so its appends
+        are never *late* and never refused with `FeedOrderConflictError` for that reason (see
+        docs/postgresql.md, "Every stream in version order"). Idempotent within a transaction;
+        called after the transaction wrote something, it runs the late-writer check at once.
+        """
+        if self._bound is None:
+            raise ValueError(
+                "take_writer_lock() is for your transaction: "
+                "await store.using(connection).take_writer_lock()"
+            )
+        await self._enter_feed(None)
+
+    async def _enter_feed(self, aggregate_id: UUID | None) -> None:
         """Before appending in the caller's transaction: take the writer lock, and when the
         transaction got its id before holding it (late), refuse if a reader may already have
         passed that id (see `_postgresql_feed`)."""
