@@ -195,7 +195,9 @@ async def test_health_reports_an_unreachable_database_without_raising() -> None:
     from eventsource.repositories import InMemoryCheckpointRepository
 
     # port 1 on loopback: nothing listens there, every connection is refused
-    store = PostgreSQLEventStore.from_url("postgresql://postgres@127.0.0.1:1/test")
+    store = PostgreSQLEventStore.from_url(
+        "postgresql://postgres@127.0.0.1:1/test", retry_timeout=0.2
+    )
     try:
         async with SubscriptionManager(
             store, InMemoryCheckpointRepository(), config=CONFIG
@@ -251,3 +253,39 @@ async def test_health_reads_no_event(postgres_url: str, schema: str) -> None:
         2,
         None,
     )
+
+
+async def test_health_names_a_writer_that_holds_the_feed_too_long(
+    postgres_url: str, schema: str
+) -> None:
+    """A transaction that appended and stays open holds every reader back: past the
+    manager's `horizon_threshold`, health is unhealthy and names its backend."""
+    from sqlalchemy import text
+
+    from eventsource import PostgreSQLEventStore
+    from eventsource.repositories import InMemoryCheckpointRepository
+
+    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry)
+    await store.create_schema()
+    manager = SubscriptionManager(
+        store, InMemoryCheckpointRepository(), config=CONFIG, horizon_threshold=0.2
+    )
+    manager.subscribe(_ignore, name="projector")
+    try:
+        assert (await manager.health()).healthy
+        async with store.engine.connect() as conn:
+            transaction = await conn.begin()
+            await store.using(conn).append_events(uuid4(), "Thing", [Added(n=1)], 0)
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await asyncio.sleep(0.3)
+            held = await manager.health()
+            await transaction.commit()
+        released = await manager.health()
+    finally:
+        await store.close()
+    assert not held.healthy
+    assert held.feed_blocked_by == pid
+    assert held.feed_stuck_for is not None
+    assert held.feed_stuck_for.total_seconds() > 0.2
+    assert released.healthy
+    assert released.feed_stuck_for is None

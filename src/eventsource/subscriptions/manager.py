@@ -9,8 +9,9 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, runtime_checkable
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -50,14 +51,35 @@ class RebuildProgress:
     done: bool
 
 
+class _HorizonLag(Protocol):
+    @property
+    def blocking_pid(self) -> int | None: ...
+
+    @property
+    def oldest_transaction_age(self) -> timedelta | None: ...
+
+
+@runtime_checkable
+class _HorizonReporter(Protocol):
+    """A store whose feed an open writing transaction can hold back (PostgreSQL)."""
+
+    async def horizon_lag(self) -> _HorizonLag: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ManagerHealth:
     subscriptions: tuple[SubscriptionHealth, ...]
+    feed_stuck_for: timedelta | None = None
+    """How long one writing transaction has held the store's feed back, when that is longer
+    than the manager's `horizon_threshold` (PostgreSQL); None otherwise."""
+    feed_blocked_by: int | None = None
+    """The backend pid of that transaction (`pg_stat_activity.pid`)."""
 
     @property
     def healthy(self) -> bool:
-        """No subscription has failed (liveness)."""
-        return all(s.healthy for s in self.subscriptions)
+        """No subscription has failed and no writer holds the feed back past the threshold
+        (every subscription would wait for it, whatever it does itself)."""
+        return self.feed_stuck_for is None and all(s.healthy for s in self.subscriptions)
 
     @property
     def ready(self) -> bool:
@@ -92,9 +114,15 @@ class SubscriptionManager:
         config: SubscriptionConfig | None = None,
         leases: LeaseProvider | None = None,
         metrics_interval: float = 15.0,
+        horizon_threshold: timedelta | float = 60.0,
     ) -> None:
         if metrics_interval <= 0:
             raise ValueError(f"metrics_interval must be positive, got {metrics_interval}")
+        if not isinstance(horizon_threshold, timedelta):
+            horizon_threshold = timedelta(seconds=horizon_threshold)
+        if horizon_threshold <= timedelta(0):
+            raise ValueError(f"horizon_threshold must be positive, got {horizon_threshold}")
+        self.horizon_threshold = horizon_threshold
         self.event_store = event_store
         self.metrics_interval = metrics_interval
         self.leases = leases
@@ -336,14 +364,28 @@ class SubscriptionManager:
         Cheap and safe to call often: one `current_position()` call on the store, shared by
         all subscriptions (no event is read), and it never raises: when the store cannot be
         reached, each subscription reports `events_behind=None` and the error in
-        `store_error`, and the manager is not ready."""
+        `store_error`, and the manager is not ready. On PostgreSQL it also asks who holds the
+        feed back: a writing transaction older than `horizon_threshold` makes it unhealthy
+        (`feed_stuck_for`, `feed_blocked_by`)."""
         try:
             head = await self.event_store.current_position()
             error = None
         except Exception as exc:
             head, error = None, f"{type(exc).__qualname__}: {exc}"
+        stuck_for = blocked_by = None
+        if error is None and isinstance(self.event_store, _HorizonReporter):
+            try:
+                lag = await self.event_store.horizon_lag()
+            except Exception:  # reported through store_error at the next call, if it lasts
+                logger.warning("cannot read the feed's horizon lag", exc_info=True)
+            else:
+                age = lag.oldest_transaction_age
+                if age is not None and age > self.horizon_threshold:
+                    stuck_for, blocked_by = age, lag.blocking_pid
         return ManagerHealth(
-            tuple(s.health_at(head, store_error=error) for s in self._subscriptions.values())
+            tuple(s.health_at(head, store_error=error) for s in self._subscriptions.values()),
+            feed_stuck_for=stuck_for,
+            feed_blocked_by=blocked_by,
         )
 
     async def run_until_shutdown(
