@@ -93,3 +93,27 @@ async def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     store = SQLiteEventStore(tmp_path / "missing-dir" / "x.db")
     with pytest.raises(EventStoreError, match="cannot open"):
         await store.connect()
+
+
+async def test_a_file_locked_past_the_busy_timeout_is_a_transient_error(tmp_path: Path) -> None:
+    """Another process holding the write lock longer than `busy_timeout` is a transient
+    fault (subscriptions back off and retry it), not a broken store."""
+    import sqlite3
+    from uuid import uuid4
+
+    from eventsource.exceptions import TransientStoreError
+    from eventsource.testing.events import ItemAdded, contract_registry
+
+    path = tmp_path / "locked.db"
+    async with SQLiteEventStore(path, registry=contract_registry, busy_timeout=0.1) as store:
+        await store.append_events(uuid4(), "Cart", [ItemAdded(name="first")], 0)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(TransientStoreError, match="locked"):
+                await store.append_events(uuid4(), "Cart", [ItemAdded(name="blocked")], 0)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        stored = await store.append_events(uuid4(), "Cart", [ItemAdded(name="later")], 0)
+        assert stored.new_version == 1

@@ -18,14 +18,24 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from eventsource.exceptions import EventStoreError
+from eventsource.exceptions import EventStoreError, TransientStoreError
 
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["SYNCHRONOUS_MODES", "open_connection", "synchronous_mode"]
+__all__ = ["SYNCHRONOUS_MODES", "open_connection", "store_error", "synchronous_mode"]
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def store_error(message: str, exc: sqlite3.Error) -> EventStoreError:
+    """The library's error for a failed SQLite statement: `TransientStoreError` when another
+    connection held the file's lock past the busy timeout (trying again later can succeed;
+    subscriptions back off and retry it), `EventStoreError` otherwise."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return TransientStoreError(f"{message} (the file stayed locked by another writer)")
+    return EventStoreError(message)
 
 
 def synchronous_mode(value: str) -> str:

@@ -28,10 +28,9 @@ from uuid import UUID, uuid4
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, synchronous_mode
+from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
-from eventsource.exceptions import EventStoreError
 from eventsource.outbox.interface import (
     InboxRepository,
     OutboxBatch,
@@ -120,7 +119,7 @@ class _SQLiteTable:
                 return results
             except sqlite3.Error as exc:
                 where = f"SQLite {self.table} in {self.path!r}"
-                raise EventStoreError(f"{where}: {what}: {exc}") from exc
+                raise store_error(f"{where}: {what}: {exc}", exc) from exc
 
     async def close(self) -> None:
         async with self._lock:

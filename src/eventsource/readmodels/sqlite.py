@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, synchronous_mode
-from eventsource.exceptions import EventStoreError
+from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
 from eventsource.readmodels._sql import Dialect, SQLReadModelRepository
 from eventsource.readmodels.interface import TModel
 
@@ -93,7 +92,7 @@ class SQLiteReadModelRepository(SQLReadModelRepository[TModel]):
                 yield self._connection
             except sqlite3.Error as exc:
                 where = f"SQLite read models {self.table!r} in {self.path!r}"
-                raise EventStoreError(f"{where}: {what}: {exc}") from exc
+                raise store_error(f"{where}: {what}: {exc}", exc) from exc
 
     async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
         async with (

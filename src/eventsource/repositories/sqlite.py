@@ -13,8 +13,7 @@ from uuid import UUID
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, synchronous_mode
-from eventsource.exceptions import EventStoreError
+from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
 from eventsource.repositories._sql import (
     SQLCheckpointRepository,
     SQLDLQRepository,
@@ -91,7 +90,7 @@ class _SQLiteRepository(SQLRepository):
                     return list(await cursor.fetchall())
             except sqlite3.Error as exc:
                 where = f"SQLite {self.table} in {self.path!r}"
-                raise EventStoreError(f"{where}: {what}: {exc}") from exc
+                raise store_error(f"{where}: {what}: {exc}", exc) from exc
 
     async def close(self) -> None:
         async with self._lock:

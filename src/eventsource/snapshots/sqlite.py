@@ -11,8 +11,7 @@ from uuid import UUID
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, synchronous_mode
-from eventsource.exceptions import EventStoreError
+from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class SQLiteSnapshotStore(SnapshotStore):
                         return list(await cursor.fetchall())
                     return int(cursor.rowcount)
             except sqlite3.Error as exc:
-                raise EventStoreError(f"SQLite snapshots {self.path!r}: {what}: {exc}") from exc
+                raise store_error(f"SQLite snapshots {self.path!r}: {what}: {exc}", exc) from exc
 
     async def save(self, snapshot: Snapshot) -> None:
         await self._execute(

@@ -21,11 +21,11 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, synchronous_mode
+from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
-from eventsource.exceptions import EventNotFoundError, EventStoreError, OptimisticLockError
+from eventsource.exceptions import EventNotFoundError, OptimisticLockError
 from eventsource.stores._append import (
     EventRecord,
     attach_events,
@@ -239,7 +239,7 @@ class SQLiteEventStore(EventStore):
             try:
                 await writer.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise EventStoreError(f"SQLite store {self.path!r}: cannot append: {exc}") from exc
+                raise store_error(f"SQLite store {self.path!r}: cannot append: {exc}", exc) from exc
             try:
                 result = await self._append_in_transaction(
                     writer, aggregate_id, aggregate_type, events, expected_version
@@ -248,8 +248,8 @@ class SQLiteEventStore(EventStore):
             except BaseException as exc:
                 await writer.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise EventStoreError(
-                        f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}"
+                    raise store_error(
+                        f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
                     ) from exc
                 raise
         if result.positions and not result.already_stored:
@@ -399,7 +399,7 @@ class SQLiteEventStore(EventStore):
                 async with reader.execute(sql, params) as cursor:
                     rows = list(await cursor.fetchall())
             except sqlite3.Error as exc:
-                raise EventStoreError(f"SQLite store {self.path!r}: read failed: {exc}") from exc
+                raise store_error(f"SQLite store {self.path!r}: read failed: {exc}", exc) from exc
             for row in rows:
                 yield self._decode(_record(row))
             if len(rows) < page:
