@@ -1,5 +1,5 @@
 """Hostile names and poison rows, end to end on PostgreSQL: a schema and prefix that are
-legal but hostile (quotes, a semicolon, SQL, non-ASCII, a NUL-free but long name) carry a
+legal but hostile (quotes, a semicolon, SQL, non-ASCII) carry a
 whole pipeline; poison rows in the feed (an unknown type, a payload of the wrong shape, a
 handler failing with NUL and lone surrogates in its message) are parked with their raw rows
 while every other event is projected once; names PostgreSQL would cut are refused up front.
