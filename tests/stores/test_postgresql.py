@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -35,25 +34,6 @@ from eventsource.testing import EventStoreContract
 from eventsource.testing.events import CartCheckedOut, ItemAdded, contract_registry
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture
-async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgreSQLEventStore]:
-    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=contract_registry)
-    await store.create_schema()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 class TestPostgreSQLEventStore(EventStoreContract):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -17,7 +16,7 @@ import asyncpg
 import pytest
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventsource import (
     AggregateRepository,
@@ -32,30 +31,9 @@ from eventsource import (
 )
 from eventsource.stores._postgresql_feed import WRITER_CLASS, xid8_near
 from eventsource.stores.postgresql import PostgreSQLEventStore
-from eventsource.testing.events import ItemAdded, contract_registry
+from eventsource.testing.events import ItemAdded
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture
-async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgreSQLEventStore]:
-    store = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=contract_registry)
-    await store.create_schema()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(
-        postgres_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=20
-    )
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def _items(count: int, tag: str) -> list[ItemAdded]:

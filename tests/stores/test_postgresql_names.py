@@ -15,7 +15,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventsource.exceptions import ConfigurationError
 from eventsource.migrations import derived_names
@@ -37,15 +37,6 @@ class Row(BaseModel):
 
 
 LONGEST = max(len(name) for name in derived_names())
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
