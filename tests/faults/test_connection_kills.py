@@ -23,6 +23,7 @@ from eventsource.subscriptions import SubscriptionManager
 from tests.faults._kill import BackendKiller
 from tests.faults._model import (
     FAST,
+    RETRY_TIMEOUT,
     Acked,
     Deposited,
     Ledger,
@@ -33,7 +34,6 @@ from tests.faults._model import (
     read_model,
     read_model_ddl,
     registry,
-    store_retry_options,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgresql]
@@ -74,7 +74,7 @@ async def test_killed_connections_lose_and_repeat_nothing(postgres_url: str, sch
         schema=schema,
         registry=registry,
         connect_args=connect_args,
-        **store_retry_options(),
+        retry_timeout=RETRY_TIMEOUT,
     )
     await store.create_schema()
     admin = await asyncpg.connect(postgres_url)

@@ -28,6 +28,7 @@ from eventsource.subscriptions import SubscriptionManager
 from tests.faults._cluster import ThrowawayCluster
 from tests.faults._model import (
     FAST,
+    RETRY_TIMEOUT,
     Account,
     Acked,
     Deposited,
@@ -39,7 +40,6 @@ from tests.faults._model import (
     read_model,
     read_model_ddl,
     registry,
-    store_retry_options,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgresql]
@@ -91,7 +91,7 @@ async def test_restarted_server_loses_and_repeats_nothing(
 
     url = cluster.url(cluster_database)
     store = PostgreSQLEventStore.from_url(
-        url, schema=SCHEMA, registry=registry, **store_retry_options()
+        url, schema=SCHEMA, registry=registry, retry_timeout=RETRY_TIMEOUT
     )
     await store.create_schema()
     admin = await asyncpg.connect(url)
