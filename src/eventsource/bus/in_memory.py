@@ -121,7 +121,7 @@ class InMemoryEventBus(EventBus):
     ) -> None:
         super().__init__(config or InMemoryEventBusConfig(), registry)
         self.broker = broker or InMemoryBroker()
-        self._group = self.broker.group(self.config.consumer_group)
+        self._group = self.broker.group(self.config.broker_group)
         self._task: asyncio.Task[None] | None = None
         self._in_flight: _Delivery | None = None
         self._stopping = False

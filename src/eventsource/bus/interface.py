@@ -10,6 +10,10 @@ Every bus has the same model, whatever the broker:
   dead-letter destination, with the error, and the group moves on. A message whose payload
   cannot be read goes there at once. Nothing is dropped.
 - A consumer that dies without acknowledging leaves its messages to be redelivered.
+- A consumer with a `tenant_id` handles only that tenant's events, in a group of its own per
+  tenant (`EventBusConfig.broker_group`): that group receives every event and acknowledges
+  other tenants' unread, so consumers of different tenants configured with one group name
+  never take each other's messages, and retries and dead letters stay per tenant.
 
 What each broker adds or lacks (ordering scope, duplicates) is in docs/buses.md, and every
 backend passes `eventsource.testing.EventBusContract`.
@@ -36,7 +40,7 @@ from eventsource.bus import _wire
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
-from eventsource.exceptions import EventSourceError
+from eventsource.exceptions import ConfigurationError, EventSourceError
 from eventsource.protocols import EventHandler, SyncEventHandler
 
 __all__ = [
@@ -54,6 +58,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_TENANT_GROUP_MARK = ".tenant-"
+"""What joins `consumer_group` and the tenant id in a tenant consumer's `broker_group`."""
 
 EventHandlerFunc = Callable[[DomainEvent], Awaitable[None] | None]
 """A plain function (sync or async) taking the event."""
@@ -98,15 +105,32 @@ class EventBusConfig:
     retry_delay: float = 1.0
     retry_delay_max: float = 60.0
     tenant_id: UUID | None = None
-    """Handle only this tenant's events (others are acknowledged unread)."""
+    """Handle only this tenant's events. The consumer then joins `broker_group`, the group
+    of `consumer_group` for this tenant, which receives every event and acknowledges other
+    tenants' unread: consumers of different tenants never compete for a message."""
 
     def __post_init__(self) -> None:
         if not self.consumer_group:
             raise ValueError("consumer_group must not be empty")
+        if _TENANT_GROUP_MARK in self.consumer_group:
+            raise ConfigurationError(
+                f"consumer_group {self.consumer_group!r} contains {_TENANT_GROUP_MARK!r}, which "
+                "names per-tenant groups; choose another name, and set tenant_id for a "
+                "consumer of one tenant"
+            )
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if self.retry_delay < 0 or self.retry_delay_max < self.retry_delay:
             raise ValueError("retry delays must satisfy 0 <= retry_delay <= retry_delay_max")
+
+    @property
+    def broker_group(self) -> str:
+        """The consumer group this consumer joins on the broker, after which the group's
+        queues, retries and dead letters are named: `consumer_group`, or with `tenant_id`
+        set, `{consumer_group}.tenant-{tenant_id}` (one group per tenant)."""
+        if self.tenant_id is None:
+            return self.consumer_group
+        return f"{self.consumer_group}{_TENANT_GROUP_MARK}{self.tenant_id}"
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before delivery attempt `attempt` (2, 3, ...)."""
@@ -137,6 +161,7 @@ class BusDeadLetter:
     """A message a consumer group gave up on: kept whole, with why, so it can be replayed."""
 
     consumer_group: str
+    """The group's `broker_group` (with its tenant, for a tenant's consumer)."""
     event_type: str
     event_id: UUID | None
     error: str
@@ -344,13 +369,13 @@ class EventBus(AsyncClosing, ABC):
         return {
             **headers,
             _wire.ERROR: outcome.reason,
-            _wire.GROUP: self.config.consumer_group,
+            _wire.GROUP: self.config.broker_group,
             _wire.ATTEMPT: str(attempts),
         }
 
     def _retry_headers(self, headers: Mapping[str, str], attempt: int) -> dict[str, str]:
         """The headers of a message sent back for delivery attempt `attempt`."""
-        return {**headers, _wire.GROUP: self.config.consumer_group, _wire.ATTEMPT: str(attempt)}
+        return {**headers, _wire.GROUP: self.config.broker_group, _wire.ATTEMPT: str(attempt)}
 
     def _read_dead_letter(
         self, headers: Mapping[str, str], body: bytes, at: datetime
@@ -363,7 +388,7 @@ class EventBus(AsyncClosing, ABC):
             event = None
         event_id = headers.get(_wire.EVENT_ID)
         return BusDeadLetter(
-            consumer_group=headers.get(_wire.GROUP, self.config.consumer_group),
+            consumer_group=headers.get(_wire.GROUP, self.config.broker_group),
             event_type=_wire.event_type_of(headers),
             event_id=UUID(event_id) if event_id else None,
             error=headers.get(_wire.ERROR, ""),

@@ -1,6 +1,7 @@
 """`KafkaEventBus`: the bus on Apache Kafka, or a broker speaking its protocol, via aiokafka.
 
-Names, for the events topic `T` (`KafkaEventBusConfig.topic`) and consumer group `G`:
+Names, for the events topic `T` (`KafkaEventBusConfig.topic`) and consumer group `G`
+(`config.broker_group`: a tenant consumer's group is per tenant):
 
 - `T`: every publish. The key is the aggregate id, so one aggregate's events share a partition
   and keep their order, whichever consumer of a group owns it. A batch is sent whole, then its
@@ -117,8 +118,8 @@ class KafkaEventBusConfig(EventBusConfig):
 
     @property
     def group_id(self) -> str:
-        """The Kafka consumer group of `consumer_group` on this topic."""
-        return f"{self.topic}.{self.consumer_group}"
+        """The Kafka consumer group of `broker_group` on this topic."""
+        return f"{self.topic}.{self.broker_group}"
 
     @property
     def retry_topic(self) -> str:
@@ -163,7 +164,7 @@ class KafkaEventBus(EventBus):
         config = self.config
         return {
             "bootstrap_servers": config.bootstrap_servers,
-            "client_id": f"eventsource-{config.consumer_group}-{config.consumer_name}",
+            "client_id": f"eventsource-{config.broker_group}-{config.consumer_name}",
             "request_timeout_ms": int(config.request_timeout * 1000),
             **config.client_options,
         }

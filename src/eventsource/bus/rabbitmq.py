@@ -2,8 +2,9 @@
 
 Events go to a durable topic exchange as persistent messages with the routing key
 `{aggregate_type}.{event_type}`, every publish confirmed by the broker. A consumer group is a
-durable queue `{exchange}.{group}` bound for the types its consumers handle (`#.{EventType}`,
-or `#` for a wildcard handler), so other types never reach it; its consumers compete on it.
+durable queue `{exchange}.{group}` (`group` is `config.broker_group`, per tenant for a tenant
+consumer) bound for the types its consumers handle (`#.{EventType}`, or `#` for a wildcard
+handler), so other types never reach it; its consumers compete on it.
 
 A failed message is published, confirmed, to a retry queue of its own group, whose messages
 expire after the delay and are dead-lettered by RabbitMQ back into that group's queue only;
@@ -93,7 +94,7 @@ class _Link:
     def __init__(self, config: RabbitMQEventBusConfig, role: str, *, confirms: bool) -> None:
         self._config = config
         self._confirms = confirms
-        self.name = f"eventsource {role} {config.consumer_group} {config.consumer_name}"
+        self.name = f"eventsource {role} {config.broker_group} {config.consumer_name}"
         self._lock = asyncio.Lock()
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -167,7 +168,7 @@ class RabbitMQEventBus(EventBus):
         self, config: RabbitMQEventBusConfig, *, registry: EventRegistry | None = None
     ) -> None:
         super().__init__(config, registry)
-        self.queue = f"{config.exchange}.{config.consumer_group}"
+        self.queue = f"{config.exchange}.{config.broker_group}"
         self.dead_letter_queue = f"{self.queue}.dlq"
         delays = {_millis(config.delay_before(n)) for n in range(2, config.max_attempts + 1)}
         self._retry_queues = {ms: f"{self.queue}.retry.{ms}" for ms in sorted(delays)}

@@ -4,7 +4,8 @@ Keys under `stream_prefix`: `{prefix}:events`, the stream every publish appends 
 `body` plus one field per header; a batch is one pipelined round trip), on which each consumer
 group is a Redis consumer group; `{prefix}:delayed:{group}`, a sorted set where a failed
 message waits for its retry delay before it moves to `{prefix}:retry:{group}`, a stream only
-that group reads; `{prefix}:dlq:{group}`, the group's dead letters.
+that group reads; `{prefix}:dlq:{group}`, the group's dead letters. `{group}` is
+`config.broker_group` (a tenant consumer's group is per tenant).
 
 A group seen for the first time starts at the end of the stream; an existing group resumes
 where it stopped. An entry stays in the group's pending list until its consumer settles it:
@@ -132,7 +133,7 @@ class RedisEventBusStats(BusStats):
 
 
 class RedisEventBus(EventBus):
-    """One consumer of `config.consumer_group` on Redis Streams; see the module docs."""
+    """One consumer of `config.broker_group` on Redis Streams; see the module docs."""
 
     config: RedisEventBusConfig
     stats: RedisEventBusStats
@@ -145,7 +146,7 @@ class RedisEventBus(EventBus):
         self._r: ModuleType = require("redis.asyncio", extra="redis", feature="RedisEventBus")
         retry = require("redis.asyncio.retry", extra="redis", feature="RedisEventBus")
         backoff = require("redis.backoff", extra="redis", feature="RedisEventBus")
-        group, prefix = config.consumer_group, config.stream_prefix
+        group, prefix = config.broker_group, config.stream_prefix
         self.client_name = re.sub(
             r"[^!-~]", "_", config.client_name or f"eventsource:{group}:{config.consumer_name}"
         )
@@ -223,7 +224,7 @@ class RedisEventBus(EventBus):
     async def start_consuming(self) -> None:
         if self.consuming:
             return
-        what = f"join group {self.config.consumer_group!r} on {self._events_key}"
+        what = f"join group {self.config.broker_group!r} on {self._events_key}"
         await self._retrying(self._create_groups, what, EventBusError)
         self._stopping = self._aborting = False
         for held in self._held.values():
@@ -234,7 +235,7 @@ class RedisEventBus(EventBus):
         self._keeper = asyncio.create_task(self._keep_held(), name=f"{name}:keepalive")
 
     async def _create_groups(self) -> None:
-        group, me = self.config.consumer_group, self.config.consumer_name
+        group, me = self.config.broker_group, self.config.consumer_name
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xgroup_create(self._events_key, group, "$", mkstream=True)
             pipe.xgroup_create(self._retry_key, group, "0", mkstream=True)
@@ -295,7 +296,7 @@ class RedisEventBus(EventBus):
     async def _read(self, from_id: str, wait: float) -> list[tuple[str, list[_Entry]]]:
         streams = {self._events_key: from_id, self._retry_key: from_id}
         response: Any = await self._redis.xreadgroup(
-            self.config.consumer_group,
+            self.config.broker_group,
             self.config.consumer_name,
             streams,  # type: ignore[arg-type]
             count=self.config.batch_size,
@@ -316,7 +317,7 @@ class RedisEventBus(EventBus):
         for key in (self._events_key, self._retry_key):
             cursor, entries, *deleted = await self._redis.xautoclaim(
                 key,
-                self.config.consumer_group,
+                self.config.broker_group,
                 self.config.consumer_name,
                 int(self.config.claim_idle * 1000),
                 self._cursors[key],
@@ -340,7 +341,7 @@ class RedisEventBus(EventBus):
 
     async def _keep_held(self) -> None:
         """Reset the idle time of held entries, so that only a dead consumer's are taken."""
-        group, me = self.config.consumer_group, self.config.consumer_name
+        group, me = self.config.broker_group, self.config.consumer_name
         while True:
             await asyncio.sleep(self.config.claim_idle / 3)
             for key, held in self._held.items():
@@ -372,7 +373,7 @@ class RedisEventBus(EventBus):
         elif outcome.verdict is Verdict.RETRY:
             delay = self.config.delay_before(attempt + 1)
             message = _pack_retry(self._retry_headers(headers, attempt + 1), body)
-            args = [self.config.consumer_group, entry_id, int(delay * 1000), message, int(retry)]
+            args = [self.config.broker_group, entry_id, int(delay * 1000), message, int(retry)]
             await self._retrying(
                 lambda: self._schedule_retry(keys=[key, self._delayed_key], args=args),
                 f"schedule the retry of {where}",
@@ -390,12 +391,12 @@ class RedisEventBus(EventBus):
 
         async def settle() -> None:
             if key == self._events_key and dead_letter is None:
-                await self._redis.xack(key, self.config.consumer_group, entry_id)
+                await self._redis.xack(key, self.config.broker_group, entry_id)
                 return
             async with self._redis.pipeline(transaction=True) as pipe:
                 if dead_letter is not None:
                     pipe.xadd(self._dlq_key, dead_letter, maxlen=self.config.dlq_max_length)
-                pipe.xack(key, self.config.consumer_group, entry_id)
+                pipe.xack(key, self.config.broker_group, entry_id)
                 if key == self._retry_key:
                     pipe.xdel(key, entry_id)
                 await pipe.execute()
@@ -416,7 +417,7 @@ class RedisEventBus(EventBus):
         with contextlib.suppress(self._r.RedisError):
             await self._forget(
                 keys=[self._events_key, self._retry_key],
-                args=[self.config.consumer_group, self.config.consumer_name],
+                args=[self.config.broker_group, self.config.consumer_name],
             )
 
     async def abort(self) -> None:

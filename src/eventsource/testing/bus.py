@@ -31,6 +31,7 @@ import pytest
 
 from eventsource.bus.interface import EventBus
 from eventsource.events.base import DomainEvent
+from eventsource.exceptions import ConfigurationError
 from eventsource.testing.events import CartCheckedOut, ItemAdded, ItemRemoved, UnregisteredEvent
 
 __all__ = ["EventBusContract", "Recorder"]
@@ -349,6 +350,69 @@ class EventBusContract(ABC):
         await eventually(lambda: recorder.events == [event], self.timeout, "the redelivery")
         assert survivor.stats.recovered >= 1
         await asyncio.wait_for(publishing, self.timeout)
+
+    # -- tenants -------------------------------------------------------------------------
+
+    async def test_tenants_sharing_a_group_name_each_handle_all_their_own_events(
+        self, make_bus: MakeBus
+    ) -> None:
+        """Consumers of two tenants configured with one group name (acme with two competing
+        consumers), and one without a tenant: none acknowledges another's messages unread.
+        Each tenant's consumers handle every event of their tenant exactly once, through
+        retries and a dead letter, and never see the other tenant's; the consumer without a
+        tenant handles all of them."""
+        acme, globex = uuid4(), uuid4()
+        events = {
+            tenant: [
+                ItemAdded(name=f"item-{n}", tenant_id=tenant).attached(uuid4(), "Cart", 1)
+                for n in range(12)
+            ]
+            for tenant in (acme, globex)
+        }
+        interleaved = [e for pair in zip(events[acme], events[globex], strict=True) for e in pair]
+        flaky = {e.event_id for e in events[acme][::4]}
+        poison = events[globex][5]
+        recorders = {
+            acme: Recorder(fail_times=2, fail_for=flaky),
+            globex: Recorder(fail_times=10**6, fail_for={poison.event_id}),
+        }
+        buses = {}
+        for tenant in (acme, acme, globex):
+            bus = await make_bus("shared", tenant_id=tenant, max_attempts=3)
+            bus.subscribe(ItemAdded, recorders[tenant])
+            await bus.start_consuming()
+            buses[tenant] = bus
+        everyone = Recorder()
+        untenanted = await make_bus("shared", max_attempts=3)
+        untenanted.subscribe(ItemAdded, everyone)
+        await untenanted.start_consuming()
+        publisher = await make_bus("publisher")
+        for start in range(0, len(interleaved), 6):
+            await publisher.publish(interleaved[start : start + 6])
+        await eventually(partial(_has, recorders[acme], 12), self.timeout, "acme's 12 events")
+        await eventually(partial(_has, recorders[globex], 11), self.timeout, "globex's 11")
+        await eventually(partial(_has, everyone, 24), self.timeout, "all 24 events")
+        await eventually(
+            lambda: buses[globex].stats.dead_lettered == 1, self.timeout, "globex's dead letter"
+        )
+        ids = {tenant: [e.event_id for e in events[tenant]] for tenant in events}
+        assert sorted(recorders[acme].ids) == sorted(ids[acme])
+        assert sorted(recorders[globex].ids) == sorted(set(ids[globex]) - {poison.event_id})
+        assert set(recorders[acme].attempts) == set(ids[acme]), "acme saw another's event"
+        assert set(recorders[globex].attempts) == set(ids[globex]), "globex saw another's"
+        assert {recorders[acme].attempts[i] for i in flaky} == {3}
+        assert recorders[globex].attempts[poison.event_id] == 3
+        assert sorted(everyone.ids) == sorted(e.event_id for e in interleaved)
+        assert await buses[acme].dead_letters() == []
+        assert await untenanted.dead_letters() == []
+        (letter,) = await buses[globex].dead_letters()
+        assert (letter.event, letter.attempts) == (poison, 3)
+        assert letter.consumer_group == buses[globex].config.broker_group
+
+    async def test_a_group_name_holding_the_tenant_mark_is_refused(self, make_bus: MakeBus) -> None:
+        """`.tenant-` names per-tenant groups: a configured name holding it could join one."""
+        with pytest.raises(ConfigurationError, match="set tenant_id"):
+            await make_bus(f"shared.tenant-{uuid4()}")
 
     async def test_no_event_is_lost_when_connections_drop(self, make_bus: MakeBus) -> None:
         consumer = await make_bus()
