@@ -1,7 +1,7 @@
 """Per-tenant subscriptions on every event store: every path that creates or recreates one
-(subscribe, partitions, rebuild, replace, a restart after a fault, dead-letter retries)
-delivers its own tenant's events only, with two tenants' events written interleaved, and
-tenants sharing a projection keep their own checkpoints."""
+(subscribe, partitions, rebuild, replace, a restart after a fault, dead-letter retries and the
+release of parked events) delivers its own tenant's events only, with two tenants' events
+written interleaved, and tenants sharing a projection keep their own checkpoints."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from eventsource.repositories import (
     InMemoryDLQRepository,
 )
 from eventsource.subscriptions import (
+    NotAdmittedError,
     Subscription,
     SubscriptionConfig,
     SubscriptionManager,
@@ -267,6 +268,79 @@ async def test_dead_letter_retries_deliver_the_tenants_events_only(store: EventS
             await manager.stop()
     assert sorted(ledgers[a].seen, key=lambda s: s[1]) == booked(a, 0)
     assert sorted(ledgers[b].seen, key=lambda s: s[1]) == booked(b, 100)
+
+
+async def test_a_retry_refuses_an_event_the_filter_does_not_admit(store: EventStore) -> None:
+    """Dead letters the subscription's filter would never have read (written under its name
+    by older code, by hand, or before its filter changed) are refused and left as they are."""
+    a, b = uuid4(), uuid4()
+    await write(store, {a: 0, b: 100})
+    dead_letters = InMemoryDLQRepository()
+    ledger = Ledger()
+    config = replace(FAST, tenant_id=b, aggregate_type="Account")
+    async with SubscriptionManager(
+        store, InMemoryCheckpointRepository(), dead_letters, config=FAST
+    ) as m:
+        subscription = m.subscribe(ledger, config=config)
+        await caught_up(store, subscription)
+        others = await of_tenant(store, a, 4)
+        noted = [s async for s in store.read_all(ReadOptions(event_types=["Noted"]))]
+        noted_b = next(s for s in noted if s.event.tenant_id == b)
+        foreign = await store.append_events(
+            uuid4(), "Invoice", [Booked(n=999, tenant_id=b)], ExpectedVersion.NO_STREAM
+        )
+        invoice = await of_tenant(store, b, 999)
+        assert foreign.last_position == invoice.position
+        refused = {
+            "tenant": (others, f"belongs to tenant {a}"),
+            "type": (noted_b, "'Noted' is not among"),
+            "aggregate type": (invoice, "'Invoice' is not"),
+        }
+        for stored, reason in refused.values():
+            letter = await dead_letters.add(subscription.name, stored, ValueError("old"), 1)
+            letter_id = letter.id
+            with pytest.raises(NotAdmittedError, match=reason) as caught:
+                await m.retry_dead_letter(letter_id)
+            assert (caught.value.dead_letter_id, caught.value.event_id) == (
+                letter_id,
+                stored.event_id,
+            )
+            kept = await dead_letters.get(letter_id)
+            assert kept is not None
+            assert (kept.status, kept.attempts) == (DeadLetterStatus.FAILED, 1)
+        with pytest.raises(NotAdmittedError):
+            await subscription.handle(others)
+    assert ledger.seen == booked(b, 100)
+
+
+async def test_released_parked_events_are_the_tenants_only(store: EventStore) -> None:
+    a, b = uuid4(), uuid4()
+    await write(store, {a: 0, b: 100})
+    dead_letters = InMemoryDLQRepository()
+    ledger = Ledger(poison={200})
+    config = replace(FAST, tenant_id=b, park_aggregate=True)
+    account = uuid4()
+    async with SubscriptionManager(
+        store, InMemoryCheckpointRepository(), dead_letters, config=FAST
+    ) as m:
+        subscription = m.subscribe(ledger, config=config)
+        await store.append_events(account, "Account", [Booked(n=200, tenant_id=b)], 0)
+        # another tenant's event in the same stream (a plain store lets anyone append)
+        await store.append_events(account, "Account", [Booked(n=201, tenant_id=a)], 1)
+        await store.append_events(account, "Account", [Booked(n=202, tenant_id=b)], 2)
+        await caught_up(store, subscription)
+        first, parked = await dead_letters.list(subscription.name)
+        # a letter of A's event under B's subscription (by hand, or older code)
+        intruder = await of_tenant(store, a, 201)
+        await dead_letters.add(subscription.name, intruder, ValueError("old"), 1)
+        ledger.poison = frozenset()
+        # the first is delivered; the release stops at A's event, leaving it and the rest
+        assert await m.retry_dead_letter(first.id) is False
+        waiting = await dead_letters.list(subscription.name)
+        assert {w.event_id for w in waiting} == {intruder.event_id, parked.event_id}
+    assert ledger.seen == [*booked(b, 100), (b, 200)]
+    assert all(tenant == b for tenant, _ in ledger.seen)
+    assert parked.error.startswith("AggregateParkedError")
 
 
 async def test_a_database_projection_runs_under_its_own_name_only() -> None:

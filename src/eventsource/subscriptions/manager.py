@@ -25,6 +25,7 @@ from eventsource.subscriptions.interface import (
     DeadLetterSink,
     EventCallback,
     LeaseProvider,
+    NotAdmittedError,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -371,8 +372,11 @@ class SubscriptionManager:
         goes back to FAILED with the new error and one more attempt, and False is returned.
         With `SubscriptionConfig.park_aggregate`, the events of its aggregate parked behind it
         are then delivered and resolved in order (False if one of them fails again).
-        Raises `LookupError` for an unknown dead letter or subscription, and `ValueError` when
-        the dead letter is not FAILED (resolved, or being retried elsewhere).
+        Raises `LookupError` for an unknown dead letter or subscription, `ValueError` when
+        the dead letter is not FAILED (resolved, or being retried elsewhere), and
+        `NotAdmittedError` when its event is one the subscription's filter does not admit
+        (another tenant's, type or aggregate type): the event is not handed to the handler and
+        the dead letter stays as it was.
         """
         if self.dead_letters is None:
             raise ValueError("this manager has no dead-letter repository")
@@ -385,9 +389,14 @@ class SubscriptionManager:
                 f"dead letter {dead_letter_id} belongs to subscription {letter.subscription!r}, "
                 "which this manager does not run"
             )
+        stored = await self.event_store.get_event(letter.event_id)
+        reason = await subscription.refusal(stored)
+        if reason is not None:
+            raise NotAdmittedError(
+                subscription.name, stored.event_id, reason, dead_letter_id=dead_letter_id
+            )
         if not await self.dead_letters.mark_retrying(dead_letter_id):
             raise ValueError(f"dead letter {dead_letter_id} is not waiting for a retry")
-        stored = await self.event_store.get_event(letter.event_id)
         try:
             await subscription.handle(stored)
         except Exception as exc:
