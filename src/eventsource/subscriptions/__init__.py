@@ -8,6 +8,7 @@ from eventsource.subscriptions.interface import (
     CircuitBreaker,
     DeadLetterSink,
     EventCallback,
+    NotAdmittedError,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DeadLetterSink",
     "EventCallback",
     "ManagerHealth",
+    "NotAdmittedError",
     "RebuildProgress",
     "Subscription",
     "SubscriptionConfig",

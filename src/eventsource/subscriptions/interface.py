@@ -26,6 +26,7 @@ __all__ = [
     "EventCallback",
     "Lease",
     "LeaseProvider",
+    "NotAdmittedError",
     "SubscriptionConfig",
     "SubscriptionState",
 ]
@@ -44,6 +45,36 @@ class AggregateParkedError(EventSourceError):
             f"not delivered: an earlier event of aggregate {aggregate_id} is in the dead-letter "
             "queue; retry that dead letter (manager.retry_dead_letter) to deliver this one after "
             "it, in order"
+        )
+
+
+class NotAdmittedError(EventSourceError):
+    """An event was to be handed to a subscription whose filter does not admit it (another
+    tenant's, another event or aggregate type, another partition's): typically a dead-letter
+    retry. The event is not handed to the handler and the dead letter is left as it was."""
+
+    def __init__(
+        self,
+        subscription: str,
+        event_id: UUID,
+        reason: str,
+        *,
+        dead_letter_id: UUID | None = None,
+    ) -> None:
+        self.subscription = subscription
+        self.event_id = event_id
+        self.reason = reason
+        self.dead_letter_id = dead_letter_id
+        where = f"dead letter {dead_letter_id}: " if dead_letter_id is not None else ""
+        super().__init__(
+            f"{where}event {event_id} is not for subscription {subscription!r}: {reason}. "
+            "It was not handed to the handler"
+            + (
+                " and the dead letter is left as it was; resolve it by hand "
+                "(dead_letters.resolve(id, resolved_by=...)) once dealt with"
+                if dead_letter_id is not None
+                else ""
+            )
         )
 
 

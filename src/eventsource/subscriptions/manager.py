@@ -15,6 +15,7 @@ from typing import Protocol, Self, runtime_checkable
 from uuid import UUID
 
 from eventsource._internal import telemetry
+from eventsource.exceptions import ConfigurationError
 from eventsource.projections.base import Projection
 from eventsource.projections.database import DatabaseProjection
 from eventsource.protocols import DeadLetterStatus
@@ -24,6 +25,7 @@ from eventsource.subscriptions.interface import (
     DeadLetterSink,
     EventCallback,
     LeaseProvider,
+    NotAdmittedError,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -37,6 +39,15 @@ from eventsource.subscriptions.subscription import Subscription, SubscriptionHea
 __all__ = ["ManagerHealth", "RebuildProgress", "SubscriptionManager"]
 
 logger = logging.getLogger(__name__)
+
+
+def tenant_key(name: str, tenant_id: UUID | None) -> str:
+    """The name a subscription runs under (its checkpoint, dead letters and lease): `name`
+    itself without a tenant or when it names its tenant already, else `name@<tenant id>`,
+    so per-tenant subscriptions of one projection never share a checkpoint."""
+    if tenant_id is None or str(tenant_id) in name:
+        return name
+    return f"{name}@{tenant_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +142,9 @@ class SubscriptionManager:
         self.config = config or SubscriptionConfig()
         self._subscriptions: dict[str, Subscription] = {}
         self._handlers: dict[str, Projection | EventCallback] = {}
+        self._requested: dict[str, SubscriptionConfig] = {}
+        """The config each subscription was given (before a projection's interest became
+        its event types): what `replace` subscribes the new version with."""
         self._listener: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._dead_letter_sizes: dict[str, int] = {}
@@ -143,12 +157,24 @@ class SubscriptionManager:
         name: str | None = None,
         config: SubscriptionConfig | None = None,
     ) -> Subscription:
-        """Add a subscription (started at once when the manager runs already)."""
-        name, callback, config = self._callback(handler, name, config)
+        """Add a subscription (started at once when the manager runs already).
+
+        With `config.tenant_id`, the subscription runs under `name@<tenant id>` (unless the
+        name contains the tenant id already): its checkpoint, dead letters and lease are then
+        the tenant's own. Returns the subscription; its `name` is that key."""
+        requested = config or self.config
+        name, callback, config = self._callback(handler, name, requested)
         checkpoints: CheckpointStore = self.checkpoints
         if isinstance(handler, DatabaseProjection):
             # its checkpoint moves inside each event's transaction: read and save it there
             checkpoints = handler.checkpoint_store
+            if name != handler.name:
+                raise ConfigurationError(
+                    f"DatabaseProjection {handler.name!r} keeps its checkpoint under its own "
+                    f"name, but would run as {name!r}: give each tenant's projection a name "
+                    f"that contains its tenant id (projection.name = f'{handler.name}@{{tenant}}'"
+                    ") and subscribe it without another name"
+                )
         if name in self._subscriptions:
             raise ValueError(f"a subscription named {name!r} exists already")
         subscription = Subscription(
@@ -162,6 +188,7 @@ class SubscriptionManager:
         )
         self._subscriptions[name] = subscription
         self._handlers[name] = handler
+        self._requested[name] = requested
         if self._started:
             subscription.start()
         return subscription
@@ -172,17 +199,17 @@ class SubscriptionManager:
         name: str | None,
         config: SubscriptionConfig | None,
     ) -> tuple[str, EventCallback, SubscriptionConfig]:
-        """The subscription's name, callback and config (a projection's interest becomes the
-        event-type filter unless the config sets one)."""
+        """The subscription's key (`tenant_key`), callback and config (a projection's
+        interest becomes the event-type filter unless the config sets one)."""
         config = config or self.config
         if isinstance(handler, Projection):
             interest = handler.interested_in()
             if config.event_types is None and interest is not None:
                 config = dataclasses.replace(config, event_types=interest)
-            return name or handler.name, handler.handle, config
+            return tenant_key(name or handler.name, config.tenant_id), handler.handle, config
         if not name:
             raise ValueError("a subscription of a plain handler needs a name")
-        return name, handler, config
+        return tenant_key(name, config.tenant_id), handler, config
 
     def subscribe_partitioned(
         self,
@@ -196,7 +223,8 @@ class SubscriptionManager:
     ) -> list[Subscription]:
         """Split one subscription into `partitions` by aggregate id (see `partitions.py`).
 
-        Each partition is a subscription named `<name>.p<i>of<n>` with its own checkpoint.
+        Each partition is a subscription named `<name>.p<i>of<n>` with its own checkpoint
+        (`<name>@<tenant id>.p<i>of<n>` with `config.tenant_id`, as in `subscribe`).
         With `leases`, this process runs at most `per_process` partitions (default: all) and
         takes more only when they have been free for `takeover_after` seconds; without
         leases, all partitions run here, concurrently. The partition count is part of the
@@ -208,7 +236,8 @@ class SubscriptionManager:
             raise ValueError(
                 "a DatabaseProjection keeps one checkpoint under its name: run it unpartitioned"
             )
-        name, callback, config = self._callback(handler, name, config)
+        requested = config or self.config
+        name, callback, config = self._callback(handler, name, requested)
         leases: LeaseProvider | None = None
         if self.leases is not None:
             leases = PartitionBudget(self.leases, per_process or partitions, takeover_after)
@@ -229,6 +258,7 @@ class SubscriptionManager:
             )
             self._subscriptions[part] = subscription
             self._handlers[part] = callback
+            self._requested[part] = requested
             created.append(subscription)
             if self._started:
                 subscription.start()
@@ -279,20 +309,30 @@ class SubscriptionManager:
         old_name: str,
         projection: Projection,
         *,
+        config: SubscriptionConfig | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the catch-up
     ) -> Subscription:
         """Blue-green: run `projection` (a new version, under a new name, usually writing to
         new tables) beside the subscription `old_name` until it has caught up with the feed,
         then stop and remove the old one. Switch your readers to the new read model when this
-        returns; until then they keep reading the old, complete one."""
-        if projection.name == old_name:
+        returns; until then they keep reading the old, complete one.
+
+        The new version is subscribed with `config`, by default the config the old one was
+        given: the same tenant, filters and settings (a projection's `interested_in()` still
+        picks its event types when that config sets none). `old_name` is the old
+        subscription's name (`name@<tenant id>` for a tenant's, see `subscribe`)."""
+        requested = config or self._requested.get(old_name, self.config)
+        if tenant_key(projection.name, requested.tenant_id) == old_name:
             raise ValueError("the new projection needs another name than the one it replaces")
-        new = self.subscribe(projection)
+        if old_name not in self._subscriptions:
+            raise LookupError(f"no subscription {old_name!r} runs in this manager to replace")
+        new = self.subscribe(projection, config=requested)
         target = await self.event_store.current_position()
         if target != Position.START:
             await new.wait_for(target, timeout)
         old = self._subscriptions.pop(old_name)
         self._handlers.pop(old_name, None)
+        self._requested.pop(old_name, None)
         await old.stop()
         return new
 
@@ -332,8 +372,11 @@ class SubscriptionManager:
         goes back to FAILED with the new error and one more attempt, and False is returned.
         With `SubscriptionConfig.park_aggregate`, the events of its aggregate parked behind it
         are then delivered and resolved in order (False if one of them fails again).
-        Raises `LookupError` for an unknown dead letter or subscription, and `ValueError` when
-        the dead letter is not FAILED (resolved, or being retried elsewhere).
+        Raises `LookupError` for an unknown dead letter or subscription, `ValueError` when
+        the dead letter is not FAILED (resolved, or being retried elsewhere), and
+        `NotAdmittedError` when its event is one the subscription's filter does not admit
+        (another tenant's, type or aggregate type): the event is not handed to the handler and
+        the dead letter stays as it was.
         """
         if self.dead_letters is None:
             raise ValueError("this manager has no dead-letter repository")
@@ -346,9 +389,14 @@ class SubscriptionManager:
                 f"dead letter {dead_letter_id} belongs to subscription {letter.subscription!r}, "
                 "which this manager does not run"
             )
+        stored = await self.event_store.get_event(letter.event_id)
+        reason = await subscription.refusal(stored)
+        if reason is not None:
+            raise NotAdmittedError(
+                subscription.name, stored.event_id, reason, dead_letter_id=dead_letter_id
+            )
         if not await self.dead_letters.mark_retrying(dead_letter_id):
             raise ValueError(f"dead letter {dead_letter_id} is not waiting for a retry")
-        stored = await self.event_store.get_event(letter.event_id)
         try:
             await subscription.handle(stored)
         except Exception as exc:

@@ -33,6 +33,7 @@ from eventsource.subscriptions.interface import (
     Lease,
     LeaseProvider,
     ListingDeadLetterSink,
+    NotAdmittedError,
     SubscriptionConfig,
     SubscriptionState,
 )
@@ -254,8 +255,42 @@ class Subscription:
         )
 
     async def handle(self, stored: StoredEvent) -> None:
-        """Run the handler once on `stored`, outside the loop (dead-letter retries)."""
+        """Run the handler once on `stored`, outside the loop (dead-letter retries); raises
+        `NotAdmittedError`, the handler untouched, for an event the filter does not admit."""
+        reason = await self.refusal(stored)
+        if reason is not None:
+            raise NotAdmittedError(self.name, stored.event_id, reason)
         await self._delivery()(stored)
+
+    async def refusal(self, stored: StoredEvent) -> str | None:
+        """Why this subscription's filter (tenant, event types, aggregate type, partition)
+        does not admit `stored`; None when it does. An event whose tenant cannot be read (it
+        cannot be decoded) is refused by a subscription of one tenant."""
+        config = self.config
+        if config.event_types is not None and stored.event_type not in config.event_types:
+            return f"its type {stored.event_type!r} is not among the subscription's event types"
+        if not stored.envelope_complete:
+            await self._store.load_envelope(stored)
+        if config.aggregate_type is not None and stored.aggregate_type != config.aggregate_type:
+            return (
+                f"its aggregate type {stored.aggregate_type!r} is not the subscription's "
+                f"{config.aggregate_type!r}"
+            )
+        if config.tenant_id is not None:
+            error = stored.decode_error()
+            if error is not None:
+                return (
+                    f"its tenant cannot be read ({type(error).__qualname__}: {error}), and the "
+                    f"subscription reads tenant {config.tenant_id} only"
+                )
+            if stored.event.tenant_id != config.tenant_id:
+                return (
+                    f"it belongs to tenant {stored.event.tenant_id}, and the subscription "
+                    f"reads tenant {config.tenant_id} only"
+                )
+        if self._only is not None and not self._only(stored):
+            return "it belongs to another partition"
+        return None
 
     def lag_seconds(self) -> float | None:
         """How far behind the feed this subscription is, in time: 0 when caught up, else the
@@ -605,6 +640,16 @@ class Subscription:
                 if stored.aggregate_id == aggregate_id:
                     waiting.append((stored.position, letter.id, stored))
             for _, letter_id, stored in sorted(waiting, key=lambda w: w[0]):
+                reason = await self.refusal(stored)
+                if reason is not None:  # left as it is; the aggregate stays parked
+                    logger.warning(
+                        "subscription %s: %s",
+                        self.name,
+                        NotAdmittedError(
+                            self.name, stored.event_id, reason, dead_letter_id=letter_id
+                        ),
+                    )
+                    return False
                 if not await sink.mark_retrying(letter_id):
                     return False  # being retried elsewhere
                 try:
