@@ -250,9 +250,11 @@ class TenancyContract(ABC):
         seen: list[int] = []
 
         async def as_a() -> None:
-            async with tenant_scope(a):
-                await repository.execute(account, lambda acc: acc.deposit(7), create=True)
-            a_committed.set()
+            try:
+                async with tenant_scope(a):
+                    await repository.execute(account, lambda acc: acc.deposit(7), create=True)
+            finally:
+                a_committed.set()  # also when A failed, so that B never waits forever
 
         async def as_b() -> None:
             async with tenant_scope(b):
