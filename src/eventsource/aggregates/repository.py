@@ -27,7 +27,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from eventsource._internal import telemetry
-from eventsource._internal.closing import AsyncClosing
+from eventsource._internal.closing import AsyncClosing, closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.aggregates.cache import AggregateCache, CachedState
@@ -298,14 +298,20 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         options = ReadOptions(from_version=max(base, 1), aggregate_type=self.aggregate_type)
         replayed = 0
         vouched = base == 0
-        async for stored in self.event_store.read_stream(aggregate.aggregate_id, options):
-            event = stored.event
-            check(event)
-            if stored.version == base:
-                vouched = True
-            elif vouched:  # else read on to the end: an abandoned read holds its connection
-                aggregate.apply_event(event, is_new=False)
-                replayed += 1
+        # Closed when `check` raises: an abandoned read would hold its connection until
+        # garbage collection.
+        stream = self.event_store.read_stream(aggregate.aggregate_id, options)
+        async with closing_iterator(stream) as events:
+            async for stored in events:
+                event = stored.event
+                check(event)
+                if stored.version == base:
+                    vouched = True
+                elif not vouched:
+                    break  # the event at `base` is missing
+                else:
+                    aggregate.apply_event(event, is_new=False)
+                    replayed += 1
         return replayed if vouched else None
 
     def _restore(self, aggregate: TAggregate, snapshot: Snapshot, schema: int) -> int:
