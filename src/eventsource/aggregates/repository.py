@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
@@ -27,7 +27,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from eventsource._internal import telemetry
-from eventsource._internal.closing import AsyncClosing
+from eventsource._internal.closing import AsyncClosing, closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.aggregates.base import AggregateRoot
 from eventsource.aggregates.cache import AggregateCache, CachedState
@@ -154,7 +154,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         self.single_flight = single_flight
         self.serialize_commands = serialize_commands
         self.stats = RepositoryStats()
-        self._flights: dict[UUID, _Flight] = {}
+        self._flights: dict[Hashable, _Flight] = {}
         self._locks = _KeyedLocks()
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
@@ -195,7 +195,8 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         await self._authorize(aggregate_id)
         if not self.single_flight:
             return await self._read(aggregate_id)
-        flight = self._flights.get(aggregate_id)
+        key = self._flight_key(aggregate_id)
+        flight = self._flights.get(key)
         if flight is not None:  # another load of this aggregate is reading: share its result
             flight.followers += 1
             base = await asyncio.shield(flight.future)
@@ -206,7 +207,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
             aggregate = self.aggregate_factory(aggregate_id)
             aggregate.restore_snapshot(base[1], base[0])  # each caller gets its own copy
             return aggregate
-        flight = self._flights[aggregate_id] = _Flight()
+        flight = self._flights[key] = _Flight()
         try:
             aggregate = await self._read(aggregate_id)
         except Exception as exc:
@@ -218,7 +219,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
                 flight.future.set_result(None)
             raise
         finally:
-            del self._flights[aggregate_id]
+            del self._flights[key]
         if flight.followers:
             flight.future.set_result((aggregate.version, aggregate.snapshot_state()))
         return aggregate
@@ -231,6 +232,18 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         """Hook: the events `save` appends, from the aggregate's new events (stamped,
         checked)."""
         return events
+
+    def _flight_key(self, aggregate_id: UUID) -> Hashable:
+        """Hook: loads with equal keys may share one read (single flight)."""
+        return aggregate_id
+
+    def _event_check(self) -> Callable[[DomainEvent], None] | None:
+        """Hook run once per read: None (the default) reads without checks; a callable is
+        called with every event the load uses and raises to refuse it. Then the event at
+        the version of a cache entry or snapshot is read and checked too (so what the load
+        starts from is vouched for by its stream), and the load replays the whole stream
+        when that event is missing."""
+        return None
 
     async def _read(self, aggregate_id: UUID) -> TAggregate:
         """Cached state or snapshot, then the events after it."""
@@ -249,11 +262,17 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
             snapshot = await self.snapshot_store.get(aggregate_id, self.aggregate_type)
             if snapshot is not None:
                 started_from = self._restore(aggregate, snapshot, schema)
-        options = ReadOptions(from_version=started_from + 1, aggregate_type=self.aggregate_type)
-        replayed = 0
-        async for stored in self.event_store.read_stream(aggregate_id, options):
-            aggregate.apply_event(stored.event, is_new=False)
-            replayed += 1
+        check = self._event_check()
+        if check is None:
+            replayed = await self._replay(aggregate, started_from)
+        else:
+            checked = await self._replay_checked(aggregate, started_from, check)
+            if checked is None:  # nothing in the stream vouches for the base: replay it all
+                aggregate = self.aggregate_factory(aggregate_id)
+                started_from, cache_hit = 0, False
+                checked = await self._replay_checked(aggregate, 0, check)
+            assert checked is not None
+            replayed = checked
         self.stats.events_replayed += replayed
         telemetry.annotate("eventsource.load.replayed", replayed)
         if started_from:
@@ -261,6 +280,39 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         if aggregate.version and (replayed or not cache_hit):
             self._remember(aggregate)
         return aggregate
+
+    async def _replay(self, aggregate: TAggregate, base: int) -> int:
+        """Apply the events after version `base`; how many."""
+        options = ReadOptions(from_version=base + 1, aggregate_type=self.aggregate_type)
+        replayed = 0
+        async for stored in self.event_store.read_stream(aggregate.aggregate_id, options):
+            aggregate.apply_event(stored.event, is_new=False)
+            replayed += 1
+        return replayed
+
+    async def _replay_checked(
+        self, aggregate: TAggregate, base: int, check: Callable[[DomainEvent], None]
+    ) -> int | None:
+        """`_replay` with `check` run on every event, the one at version `base` included
+        (read, checked, not applied); None when `base` > 0 and that event is missing."""
+        options = ReadOptions(from_version=max(base, 1), aggregate_type=self.aggregate_type)
+        replayed = 0
+        vouched = base == 0
+        # Closed when `check` raises: an abandoned read would hold its connection until
+        # garbage collection.
+        stream = self.event_store.read_stream(aggregate.aggregate_id, options)
+        async with closing_iterator(stream) as events:
+            async for stored in events:
+                event = stored.event
+                check(event)
+                if stored.version == base:
+                    vouched = True
+                elif not vouched:
+                    break  # the event at `base` is missing
+                else:
+                    aggregate.apply_event(event, is_new=False)
+                    replayed += 1
+        return replayed if vouched else None
 
     def _restore(self, aggregate: TAggregate, snapshot: Snapshot, schema: int) -> int:
         """Start `aggregate` from `snapshot` if it is usable; the version it starts from."""

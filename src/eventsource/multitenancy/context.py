@@ -7,7 +7,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from uuid import UUID
 
-from eventsource.exceptions import TenantRequiredError
+from eventsource.exceptions import TenantError, TenantRequiredError
 
 __all__ = [
     "get_current_tenant",
@@ -18,6 +18,10 @@ __all__ = [
 ]
 
 _current: ContextVar[UUID | None] = ContextVar("eventsource_tenant", default=None)
+_entries: ContextVar[tuple[tuple[tenant_scope, Token[UUID | None]], ...]] = ContextVar(
+    "eventsource_tenant_scopes", default=()
+)
+"""The scopes entered in this context, innermost last, with the token each entry got."""
 
 
 def get_current_tenant() -> UUID | None:
@@ -48,16 +52,21 @@ def reset_current_tenant(token: Token[UUID | None]) -> None:
 
 class tenant_scope:
     """Run a block as `tenant_id`, with `with` or `async with`; scopes nest, and the outer
-    tenant is back when the block ends (also when it raises)."""
+    tenant is back when the block ends (also when it raises).
+
+    One scope object may be entered by several tasks or threads at once (a module-level
+    `scope = tenant_scope(acme)` used by concurrent requests): each entry is remembered in
+    the context that made it, so each exit restores what its own entry replaced.
+    """
 
     def __init__(self, tenant_id: UUID) -> None:
         if not isinstance(tenant_id, UUID):
             raise TypeError(f"a tenant id is a UUID, not {type(tenant_id).__name__}")
         self.tenant_id = tenant_id
-        self._tokens: list[Token[UUID | None]] = []
 
     def __enter__(self) -> UUID:
-        self._tokens.append(_current.set(self.tenant_id))
+        token = _current.set(self.tenant_id)
+        _entries.set((*_entries.get(), (self, token)))
         return self.tenant_id
 
     def __exit__(
@@ -66,7 +75,17 @@ class tenant_scope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _current.reset(self._tokens.pop())
+        entries = _entries.get()
+        for index in range(len(entries) - 1, -1, -1):
+            scope, token = entries[index]
+            if scope is self:
+                _entries.set(entries[:index] + entries[index + 1 :])
+                _current.reset(token)
+                return
+        raise TenantError(
+            f"tenant_scope({self.tenant_id}) exited in a context that did not enter it: "
+            "enter and exit a scope in the same task or thread"
+        )
 
     async def __aenter__(self) -> UUID:
         return self.__enter__()

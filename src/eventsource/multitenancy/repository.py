@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsource._internal import telemetry
 from eventsource.aggregates.repository import AggregateRepository, TAggregate
 from eventsource.events.base import DomainEvent
-from eventsource.exceptions import TenantMismatchError
+from eventsource.exceptions import EventNotFoundError, TenantMismatchError
 from eventsource.multitenancy.context import require_current_tenant
-from eventsource.stores.interface import AppendResult
+from eventsource.stores.interface import AppendResult, StoredEvent
 
 __all__ = ["TenantAggregateRepository"]
 
@@ -22,10 +22,14 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
     """Every load and save runs as the current tenant (`tenant_scope`), or raises
     `TenantRequiredError`.
 
-    A stream belongs to the tenant of its first event. Loading (also through `execute`, the
-    cache, snapshots or a shared single-flight load) or saving an aggregate of another tenant
-    raises `TenantMismatchError`. New events without a tenant are stamped with the current
-    one; an event of another tenant is refused. Same constructor as `AggregateRepository`.
+    A stream belongs to the tenant of its events. A load checks the tenant of every event it
+    applies, and of the event at the version of the cache entry or snapshot it starts from,
+    so an aggregate of another tenant (or events without one) raises `TenantMismatchError`
+    before anything is returned or a command runs, whatever commits while the load reads.
+    Loads of different tenants never share a single-flight read. Saving into another
+    tenant's stream raises `TenantMismatchError`; new events without a tenant are stamped
+    with the current one, an event of another tenant is refused. `exists` and `get_event`
+    answer for the current tenant's streams only. Same constructor as `AggregateRepository`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -47,16 +51,36 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
         self._owners[aggregate_id] = first[0].tenant_id
         return True, first[0].tenant_id
 
-    async def _authorize(self, aggregate_id: UUID) -> None:
+    def _tenant(self) -> UUID:
         tenant = require_current_tenant()
         telemetry.annotate(telemetry.TENANT_ID, str(tenant))
+        return tenant
+
+    async def _authorize(self, aggregate_id: UUID) -> None:
+        # Loads need a tenant; what they read is checked event by event (`_event_check`).
+        self._tenant()
+
+    def _flight_key(self, aggregate_id: UUID) -> Hashable:
+        return (require_current_tenant(), aggregate_id)
+
+    def _event_check(self) -> Callable[[DomainEvent], None]:
+        tenant = require_current_tenant()
+        what = self.aggregate_type
+
+        def check(event: DomainEvent) -> None:
+            if event.tenant_id != tenant:
+                raise TenantMismatchError(f"{what} {event.aggregate_id}", tenant, event.tenant_id)
+
+        return check
+
+    async def _authorize_write(self, aggregate_id: UUID) -> None:
+        tenant = self._tenant()
         exists, owner = await self._owner(aggregate_id)
         if exists and owner != tenant:
             raise TenantMismatchError(f"{self.aggregate_type} {aggregate_id}", tenant, owner)
 
     def _outgoing(self, events: Sequence[DomainEvent]) -> Sequence[DomainEvent]:
-        tenant = require_current_tenant()
-        telemetry.annotate(telemetry.TENANT_ID, str(tenant))
+        tenant = self._tenant()
         stamped = []
         for event in events:
             if event.tenant_id is None:
@@ -70,5 +94,23 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
 
     async def save(self, aggregate: TAggregate) -> AppendResult | None:
         if aggregate.uncommitted_events:
-            await self._authorize(aggregate.aggregate_id)
+            await self._authorize_write(aggregate.aggregate_id)
         return await super().save(aggregate)
+
+    async def exists(self, aggregate_id: UUID) -> bool:
+        """Whether the stream has events of the current tenant: False for another tenant's
+        stream (its existence is not revealed), `TenantRequiredError` outside a scope."""
+        tenant = self._tenant()
+        found, owner = await self._owner(aggregate_id)
+        return found and owner == tenant
+
+    async def get_event(self, event_id: UUID) -> StoredEvent:
+        """The stored event with this id if it belongs to the current tenant;
+        `EventNotFoundError` otherwise, also for another tenant's event (its existence is not
+        revealed), `TenantRequiredError` outside a scope. The store's own `get_event` is not
+        tenant-scoped."""
+        tenant = self._tenant()
+        stored = await self.event_store.get_event(event_id)
+        if stored.event.tenant_id != tenant:
+            raise EventNotFoundError(event_id)
+        return stored

@@ -12,6 +12,7 @@ from eventsource.testing.outbox import InboxRepositoryContract, OutboxRepository
 from eventsource.testing.read_models import ReadModelRepositoryContract
 from eventsource.testing.snapshot_store import SnapshotStoreContract
 from eventsource.testing.telemetry import TelemetryCapture, capture_telemetry
+from eventsource.testing.tenancy import TenancyContract
 from eventsource.testing.undecodable import UndecodableEventContract
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ReadModelRepositoryContract",
     "SnapshotStoreContract",
     "TelemetryCapture",
+    "TenancyContract",
     "UndecodableEventContract",
     "capture_telemetry",
     "contract_registry",
