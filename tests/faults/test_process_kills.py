@@ -1,10 +1,11 @@
 """Processes SIGKILLed again and again while events keep coming: subscription workers that
-share one subscription through PostgreSQL leases.
+share one subscription through PostgreSQL leases, and outbox relays that publish to Redis or
+RabbitMQ for a consumer behind an inbox.
 
 A SIGKILL gives the victim no chance to save, release or mark anything; each victim is
 replaced by a fresh process (what a supervisor does), and no survivor is ever restarted.
 Required: every acknowledged event's effect, each aggregate in version order; exactly once
-where the design promises it (`DatabaseProjection`),
+where the design promises it (`DatabaseProjection`; the inbox in the handler's transaction),
 at least once otherwise, with at most the event in flight at a kill handled twice.
 """
 
@@ -15,16 +16,22 @@ import contextlib
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
+from sqlalchemy import text
 
+from eventsource.bus import EventBus
+from eventsource.events.base import DomainEvent
 from eventsource.stores.postgresql import PostgreSQLEventStore
 from eventsource.subscriptions.postgresql import lease_key
-from tests.faults._model import Acked
+from eventsource.testing import contract_registry
+from eventsource.testing.events import ItemAdded
+from tests.faults._model import Acked, check_exactly_once_in_order, read_model, read_model_ddl
 from tests.subscriptions._worker import Tick
 from tests.subscriptions._worker import registry as tick_registry
 
@@ -266,3 +273,211 @@ async def test_killed_subscription_workers_lose_nothing(
     else:
         # a checkpoint after every event: only the event in flight at a kill runs again
         assert duplicates <= CONSUMER_KILLS, f"{duplicates} events handled again"
+
+
+# -- 2. outbox relays ------------------------------------------------------------------------
+
+RELAYS = 2
+RELAY_KILLS = 8
+"""Half of them right after a relay published a batch and before it marked it."""
+CARTS = 8
+
+
+@dataclass
+class Broker:
+    """One test's place on a broker: a URL, a prefix (Redis) or exchange (RabbitMQ), and
+    the buses made there (their queues are deleted afterwards)."""
+
+    url: str
+    prefix: str
+    buses: list[EventBus] = field(default_factory=list)
+
+    def bus(self, group: str) -> EventBus:
+        if self.url.startswith("amqp"):
+            from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
+
+            config = RabbitMQEventBusConfig(
+                url=self.url, exchange=self.prefix, consumer_group=group
+            )
+            bus: EventBus = RabbitMQEventBus(config, registry=contract_registry)
+        else:
+            from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig
+
+            redis_config = RedisEventBusConfig(
+                url=self.url, stream_prefix=self.prefix, consumer_group=group
+            )
+            bus = RedisEventBus(redis_config, registry=contract_registry)
+        self.buses.append(bus)
+        return bus
+
+
+@pytest.fixture
+def redis_broker(redis_url: str, redis_prefix: str) -> Broker:
+    """The test's stream prefix on Redis (`redis_prefix` deletes its keys afterwards)."""
+    return Broker(redis_url, redis_prefix)
+
+
+@pytest.fixture
+async def rabbitmq_broker(rabbitmq_url: str) -> AsyncIterator[Broker]:
+    """An exchange of the test's own on RabbitMQ; it and its buses' queues are deleted
+    afterwards."""
+    import aio_pika
+
+    from eventsource.bus.rabbitmq import RabbitMQEventBus
+
+    place = Broker(rabbitmq_url, f"es-test-{uuid4().hex[:12]}")
+    yield place
+    connection = await aio_pika.connect(place.url)
+    async with connection:
+        channel = await connection.channel()
+        for bus in place.buses:
+            assert isinstance(bus, RabbitMQEventBus)
+            for queue in bus.queue_names:
+                await channel.queue_delete(queue)
+        await channel.exchange_delete(place.prefix)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ]
+)
+def broker(request: pytest.FixtureRequest) -> Broker:
+    place = request.getfixturevalue(f"{request.param}_broker")
+    assert isinstance(place, Broker)
+    return place
+
+
+class Relay(Child):
+    """A relay process in `handshake` mode: lets each published batch be marked, unless told
+    to die right after the next publish."""
+
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        self.kill_after_publish = False
+        self.killed_after_publish = asyncio.Event()
+
+    def said(self, line: bytes) -> None:
+        assert self.process.stdin is not None
+        if not line.startswith(b"published") or self.killed_after_publish.is_set():
+            return
+        if self.kill_after_publish:
+            self.process.kill()  # published, not marked: the batch goes out again
+            self.killed_after_publish.set()
+            return
+        with contextlib.suppress(ConnectionError):
+            self.process.stdin.write(b"go\n")
+
+
+async def _start_relay(broker: Broker, url: str, schema: str) -> Relay:
+    return await Relay.start(
+        "tests.outbox._relay_worker",
+        *("postgresql", url, schema, broker.url, broker.prefix, "handshake"),
+    )
+
+
+async def _append_items(
+    store: PostgreSQLEventStore, stop: asyncio.Event, acked: list[Acked]
+) -> None:
+    """Appends 1-3 events at a time to random carts until `stop`; each acknowledged event."""
+    versions = {uuid4(): 0 for _ in range(CARTS)}
+    while not stop.is_set():
+        cart = random.choice(list(versions))
+        version = versions[cart]
+        events = [ItemAdded(name=f"item-{version + k}") for k in range(1, random.randint(2, 4))]
+        await store.append_events(cart, "Cart", events, version)
+        for k, event in enumerate(events, start=1):
+            acked.append((event.event_id, cart, version + k))
+        versions[cart] = version + len(events)
+        await asyncio.sleep(random.uniform(0.01, 0.06))
+
+
+async def test_killed_relays_publish_everything_and_the_inbox_applies_it_once(
+    postgres_url: str, schema: str, broker: Broker
+) -> None:
+    """Relays publish the outbox while events are appended; 8 times one is SIGKILLed (every
+    other time between publishing a batch and marking it, else at a random moment) and a
+    fresh one started. The consumer records each event in the inbox in the transaction of its
+    effect (a counter, not idempotent): each event's effect once, each cart in order."""
+    import asyncpg
+
+    from eventsource.outbox import PostgreSQLInboxRepository, PostgreSQLOutboxRepository
+
+    admin = await asyncpg.connect(postgres_url)
+    store = PostgreSQLEventStore.from_url(
+        postgres_url, schema=schema, registry=contract_registry, outbox=True
+    )
+    await store.create_schema()
+    outbox = PostgreSQLOutboxRepository.for_store(store)
+    inbox = PostgreSQLInboxRepository.for_store(store)
+    async with store.engine.begin() as conn:
+        for statement in read_model_ddl(schema):
+            await conn.exec_driver_sql(statement)
+    bump = text(f'UPDATE "{schema}".counter SET n = n + 1')
+    log = text(
+        f'INSERT INTO "{schema}".applied (event_id, aggregate_id, version) VALUES (:e, :a, :v)'
+    )
+    dropped = 0
+
+    async def apply(event: DomainEvent) -> None:
+        nonlocal dropped
+        async with store.engine.begin() as conn:
+            if not await inbox.using(conn).record("effects", event.event_id):
+                dropped += 1
+                return
+            await conn.execute(bump)
+            await conn.execute(
+                log, {"e": event.event_id, "a": event.aggregate_id, "v": event.aggregate_version}
+            )
+
+    consumer = broker.bus("effects")
+    consumer.subscribe(ItemAdded, apply)
+    await consumer.start_consuming()  # bound before anything is published
+    relays: list[Relay] = []
+    acked: list[Acked] = []
+    stop = asyncio.Event()
+    appender = asyncio.create_task(_append_items(store, stop, acked))
+    after_publish = 0
+    try:
+        relays += [await _start_relay(broker, postgres_url, schema) for _ in range(RELAYS)]
+        for kill in range(RELAY_KILLS):
+            victim = await _any_ready(relays)
+            if kill % 2 == 0:
+                victim.kill_after_publish = True
+                async with asyncio.timeout(CATCH_UP_SECONDS):
+                    await victim.killed_after_publish.wait()
+                after_publish += 1
+            else:
+                await asyncio.sleep(random.uniform(0.1, 0.5))
+            await victim.kill()
+            relays.append(await _start_relay(broker, postgres_url, schema))
+        stop.set()
+        await appender
+
+        async def all_applied() -> bool:
+            counter = int(await admin.fetchval(f'SELECT n FROM "{schema}".counter'))
+            return counter >= len(acked) and (await outbox.stats()).pending == 0
+
+        await _until(all_applied, "every appended event published, marked and applied")
+        await consumer.stop_consuming()
+        count, applied = await read_model(admin, schema)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await appender
+        for relay in relays:
+            await relay.kill()
+        for bus in broker.buses:
+            await bus.shutdown()
+        await inbox.close()
+        await outbox.close()
+        await store.close()
+        await admin.close()
+
+    assert after_publish == RELAY_KILLS // 2
+    assert dropped >= after_publish, "the batches of relays killed before marking came again"
+    check_exactly_once_in_order(count, applied, acked)
+    for cart in {a[1] for a in acked}:
+        versions = [v for _, aggregate, v in applied if aggregate == cart]
+        assert versions == list(range(1, len(versions) + 1)), f"cart {cart}: {versions}"
