@@ -2,9 +2,10 @@
 
     python -m tests.subscriptions._worker POSTGRES_URL SCHEMA [record|partitioned|database|ledger]
 
-Runs one subscription with PostgreSQL leases until SIGTERM, slowly, so that a kill lands in the
-middle of a batch. `record` (default): a plain handler records (event id, process id,
-aggregate, n) in SCHEMA.handled, outside any transaction with the checkpoint (at-least-once).
+Runs one subscription with PostgreSQL leases until SIGTERM (printing `ready` once it runs),
+slowly, so that a kill lands in the middle of a batch. `record` (default): a plain handler
+records (event id, process id, aggregate, n) in SCHEMA.handled, outside any transaction with
+the checkpoint (at-least-once).
 `partitioned`: the same handler on 4 partitions, at most 2 per process. `database`: a
 `DatabaseProjection` adds each event's n to SCHEMA.totals in the transaction that moves its
 checkpoint (exactly-once effect). `ledger`: `database`, and in the same transaction a row per
@@ -14,6 +15,7 @@ application in SCHEMA.handled (which events, in which order, by which process).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 
@@ -101,7 +103,9 @@ async def main(url: str, schema: str, mode: str) -> None:
         manager.subscribe(totals)
     else:
         manager.subscribe(record, name="shared")
-    print("ready", flush=True)
+    # "ready" once the manager runs: this callback runs at its first await, after it installed
+    # its SIGTERM handler (a SIGTERM sent on "ready" then always stops it gracefully)
+    asyncio.get_running_loop().call_soon(functools.partial(print, "ready", flush=True))
     try:
         await manager.run_until_shutdown()
     finally:
