@@ -277,7 +277,7 @@ async def test_killed_subscription_workers_lose_nothing(
 
 # -- 2. outbox relays ------------------------------------------------------------------------
 
-RELAYS = 2
+RELAYS = 3
 RELAY_KILLS = 8
 """Half of them right after a relay published a batch and before it marked it."""
 CARTS = 8
