@@ -1,18 +1,21 @@
 """A worker process of the multi-process subscription test.
 
-    python -m tests.subscriptions._worker POSTGRES_URL SCHEMA [record|database]
+    python -m tests.subscriptions._worker POSTGRES_URL SCHEMA [record|partitioned|database|ledger]
 
-Runs one subscription with PostgreSQL leases until SIGTERM, slowly, so that a kill lands in the
-middle of a batch. `record` (default): a plain handler records (event id, process id,
-aggregate, n) in SCHEMA.handled, outside any transaction with the checkpoint (at-least-once).
+Runs one subscription with PostgreSQL leases until SIGTERM (printing `ready` once it runs),
+slowly, so that a kill lands in the middle of a batch. `record` (default): a plain handler
+records (event id, process id, aggregate, n) in SCHEMA.handled, outside any transaction with
+the checkpoint (at-least-once).
 `partitioned`: the same handler on 4 partitions, at most 2 per process. `database`: a
 `DatabaseProjection` adds each event's n to SCHEMA.totals in the transaction that moves its
-checkpoint (exactly-once effect).
+checkpoint (exactly-once effect). `ledger`: `database`, and in the same transaction a row per
+application in SCHEMA.handled (which events, in which order, by which process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 
@@ -48,6 +51,21 @@ class Totals(DatabaseProjection):
         )
 
 
+class LoggedTotals(Totals):
+    """`Totals` that also logs each application, in the transaction of its effect."""
+
+    @handles(Tick)
+    async def _tick(self, connection: AsyncConnection, event: Tick) -> None:
+        await super()._tick(connection, event)
+        await connection.execute(
+            text(
+                f'INSERT INTO "{self.schema}".handled (event_id, pid, aggregate_id, n)'
+                " VALUES (:e, :p, :a, :n)"
+            ),
+            {"e": event.event_id, "p": os.getpid(), "a": event.aggregate_id, "n": event.n},
+        )
+
+
 async def main(url: str, schema: str, mode: str) -> None:
     store = PostgreSQLEventStore.from_url(
         url,
@@ -79,13 +97,15 @@ async def main(url: str, schema: str, mode: str) -> None:
     )
     if mode == "partitioned":
         manager.subscribe_partitioned(record, 4, name="parts", per_process=2, takeover_after=15.0)
-    elif mode == "database":
-        totals = Totals(store.engine, checkpoints)
+    elif mode in ("database", "ledger"):
+        totals = (LoggedTotals if mode == "ledger" else Totals)(store.engine, checkpoints)
         totals.schema = schema
         manager.subscribe(totals)
     else:
         manager.subscribe(record, name="shared")
-    print("ready", flush=True)
+    # "ready" once the manager runs: this callback runs at its first await, after it installed
+    # its SIGTERM handler (a SIGTERM sent on "ready" then always stops it gracefully)
+    asyncio.get_running_loop().call_soon(functools.partial(print, "ready", flush=True))
     try:
         await manager.run_until_shutdown()
     finally:
