@@ -169,14 +169,23 @@ class EventTypeNotFoundError(EventSourceError, LookupError):
 class DuplicateEventTypeError(EventSourceError):
     """Two different classes claim the same event type name in one registry."""
 
-    def __init__(self, event_type: str, existing: type, new: type) -> None:
+    def __init__(self, event_type: str, existing: type, new: type, *, lookup: bool = False) -> None:
         self.event_type = event_type
-        super().__init__(
-            f"event type {event_type!r} is already registered by "
-            f"{existing.__module__}.{existing.__qualname__}; "
-            f"{new.__module__}.{new.__qualname__} cannot take it too "
-            "(give one of them another event_type)"
-        )
+        first = f"{existing.__module__}.{existing.__qualname__}"
+        second = f"{new.__module__}.{new.__qualname__}"
+        if lookup:
+            message = (
+                f"event type {event_type!r} is claimed by both {first} and {second} (each "
+                "joined the default registry by being defined), so it cannot be decoded: give "
+                "one of them another event_type, mark the one to use with @register_event, or "
+                "define the other with registry=EventRegistry() (or registry=None)"
+            )
+        else:
+            message = (
+                f"event type {event_type!r} is already registered by {first}; {second} cannot "
+                "take it too (give one of them another event_type)"
+            )
+        super().__init__(message)
 
 
 class UpcasterRegistrationError(EventSourceError, ValueError):
