@@ -9,6 +9,7 @@ __all__ = [
     "AggregateNotFoundError",
     "BusConnectionError",
     "BusPublishError",
+    "CheckpointError",
     "ConfigurationError",
     "DuplicateEventTypeError",
     "EventBusError",
@@ -24,6 +25,8 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "OptimisticLockError",
+    "ProjectionError",
+    "RedisNotAvailableError",
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
@@ -208,6 +211,21 @@ class BusConnectionError(EventBusError, ConnectionError):
 
 class BusPublishError(EventBusError):
     """The broker refused or did not confirm a publish; the events may not have been accepted."""
+
+
+class RedisNotAvailableError(EventBusError, ImportError):
+    """The Redis bus was used without the `redis` package: install `eventsource-async[redis]`."""
+
+
+class ProjectionError(EventSourceError):
+    """A projection failed to process an event (raise it from a projection's handler, naming
+    the projection and the event); subscriptions retry it, then dead-letter the event."""
+
+
+class CheckpointError(EventSourceError):
+    """A checkpoint could not be read or recorded as asked. A checkpoint table that cannot be
+    reached raises the store errors (`TransientStoreError`, `StoreConnectionError`) instead,
+    which subscriptions retry."""
 
 
 class TenantError(EventSourceError):
