@@ -5,6 +5,7 @@ its Public API Surface."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -367,3 +368,20 @@ def test_state_and_underscore_state_are_one_attribute() -> None:
     assert order._state is replaced
     order._state = OrderState(order_id=order.aggregate_id, status="y")
     assert order.state.status == "y"
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("eventsource.types", [*CORE_TYPES, "Version"]),
+        ("eventsource.exceptions", [*EXCEPTIONS, "CheckpointError", "RedisNotAvailableError"]),
+        ("eventsource.events.base", ["DomainEvent"]),
+        ("eventsource.events.registry", EVENTS[1:8]),
+        ("eventsource.aggregates.base", ["AggregateRoot", "DeclarativeAggregate"]),
+        ("eventsource.aggregates.repository", ["AggregateRepository"]),
+    ],
+)
+def test_module_paths_of_the_guide_tree_import(module: str, names: list[str]) -> None:
+    imported = importlib.import_module(module)
+    for name in names:
+        assert getattr(imported, name) is getattr(eventsource, name), f"{module}.{name}"
