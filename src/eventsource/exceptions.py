@@ -9,6 +9,7 @@ __all__ = [
     "AggregateNotFoundError",
     "BusConnectionError",
     "BusPublishError",
+    "CheckpointError",
     "ConfigurationError",
     "DuplicateEventTypeError",
     "EventBusError",
@@ -24,6 +25,8 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "OptimisticLockError",
+    "ProjectionError",
+    "RedisNotAvailableError",
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
@@ -169,14 +172,23 @@ class EventTypeNotFoundError(EventSourceError, LookupError):
 class DuplicateEventTypeError(EventSourceError):
     """Two different classes claim the same event type name in one registry."""
 
-    def __init__(self, event_type: str, existing: type, new: type) -> None:
+    def __init__(self, event_type: str, existing: type, new: type, *, lookup: bool = False) -> None:
         self.event_type = event_type
-        super().__init__(
-            f"event type {event_type!r} is already registered by "
-            f"{existing.__module__}.{existing.__qualname__}; "
-            f"{new.__module__}.{new.__qualname__} cannot take it too "
-            "(give one of them another event_type)"
-        )
+        first = f"{existing.__module__}.{existing.__qualname__}"
+        second = f"{new.__module__}.{new.__qualname__}"
+        if lookup:
+            message = (
+                f"event type {event_type!r} is claimed by both {first} and {second} (each "
+                "joined the default registry by being defined), so it cannot be decoded: give "
+                "one of them another event_type, mark the one to use with @register_event, or "
+                "define the other with registry=EventRegistry() (or registry=None)"
+            )
+        else:
+            message = (
+                f"event type {event_type!r} is already registered by {first}; {second} cannot "
+                "take it too (give one of them another event_type)"
+            )
+        super().__init__(message)
 
 
 class UpcasterRegistrationError(EventSourceError, ValueError):
@@ -199,6 +211,21 @@ class BusConnectionError(EventBusError, ConnectionError):
 
 class BusPublishError(EventBusError):
     """The broker refused or did not confirm a publish; the events may not have been accepted."""
+
+
+class RedisNotAvailableError(EventBusError, ImportError):
+    """The Redis bus was used without the `redis` package: install `eventsource-async[redis]`."""
+
+
+class ProjectionError(EventSourceError):
+    """A projection failed to process an event (raise it from a projection's handler, naming
+    the projection and the event); subscriptions retry it, then dead-letter the event."""
+
+
+class CheckpointError(EventSourceError):
+    """A checkpoint could not be read or recorded as asked. A checkpoint table that cannot be
+    reached raises the store errors (`TransientStoreError`, `StoreConnectionError`) instead,
+    which subscriptions retry."""
 
 
 class TenantError(EventSourceError):

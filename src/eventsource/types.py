@@ -12,6 +12,8 @@ __all__ = [
     "CausationId",
     "CorrelationId",
     "EventId",
+    "GlobalPosition",
+    "StreamPosition",
     "TState",
     "TenantId",
     "Version",
@@ -27,3 +29,8 @@ CorrelationId: TypeAlias = UUID
 CausationId: TypeAlias = UUID
 Version: TypeAlias = int
 """Version of an aggregate stream: the number of events in it (0 = no events)."""
+
+StreamPosition: TypeAlias = int
+"""Position of an event within its aggregate stream: its `aggregate_version` (1 = first)."""
+GlobalPosition: TypeAlias = int
+"""Position of an event in a store's global feed (what checkpoints record)."""

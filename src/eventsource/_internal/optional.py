@@ -6,6 +6,8 @@ import importlib
 import importlib.util
 from types import ModuleType
 
+from eventsource.exceptions import RedisNotAvailableError
+
 __all__ = ["is_available", "require"]
 
 
@@ -18,10 +20,14 @@ def is_available(module: str) -> bool:
 
 
 def require(module: str, *, extra: str, feature: str) -> ModuleType:
-    """Import a driver for a backend, or fail with an ImportError naming the pip extra."""
+    """Import a driver for a backend, or fail with an ImportError naming the pip extra.
+
+    A missing `redis` package raises `RedisNotAvailableError` (an `ImportError` and an
+    `EventBusError`), the name the package guide documents."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        error = RedisNotAvailableError if extra == "redis" else ImportError
+        raise error(
             f"{feature} needs the {module!r} package: pip install 'eventsource-async[{extra}]'"
         ) from exc

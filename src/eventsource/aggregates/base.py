@@ -40,6 +40,10 @@ class AggregateRoot(ABC, Generic[TState]):
     Subclasses implement `_apply` (or use `DeclarativeAggregate`). The initial state is the
     state model built with no arguments; override `_get_initial_state` when it needs some.
     `aggregate_type` defaults to the class name.
+
+    The state lives in one attribute, readable and assignable as `self.state` (preferred) or
+    `self._state` (the package guide's spelling): a handler may mutate it in place or replace
+    it with `self.state = NewState(...)` / `self._state = NewState(...)`, all the same.
     """
 
     aggregate_type: ClassVar[str] = ""
@@ -61,7 +65,16 @@ class AggregateRoot(ABC, Generic[TState]):
         self._aggregate_id = aggregate_id
         self._version = 0
         self._uncommitted: list[DomainEvent] = []
-        self.state: TState = self._get_initial_state()
+        self._state: TState = self._get_initial_state()
+
+    @property
+    def state(self) -> TState:
+        """The current state (the same object as `self._state`)."""
+        return self._state
+
+    @state.setter
+    def state(self, value: TState) -> None:
+        self._state = value
 
     def _get_initial_state(self) -> TState:
         state_type = type(self)._state_type

@@ -54,9 +54,12 @@ class DomainEvent(BaseModel):
     can be set by overriding the `event_type` field default; `event_version` is the schema
     version of the class (raise it and register an upcaster when the fields change).
 
-    Subclasses register themselves in `default_registry`; pass `registry=None` in the class
+    Subclasses join `default_registry` when defined; pass `registry=None` in the class
     statement for an abstract intermediate base, or another `EventRegistry` to keep a set of
-    events apart (tests, plugins)::
+    events apart (tests, plugins). Joining by definition is lenient: two such classes with
+    one type name (say in two test modules) import fine, and only looking the name up raises
+    `DuplicateEventTypeError`; `@register_event` or `registry=` is an explicit claim, and two
+    explicit claims of one name raise when the second class is defined::
 
         class MoneyDeposited(DomainEvent):
             amount: Decimal
@@ -80,11 +83,13 @@ class DomainEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     __event_registry__: ClassVar[EventRegistry | None]
+    __event_registry_implicit__: ClassVar[bool]
 
     def __init_subclass__(
         cls, *, registry: EventRegistry | None = _DEFAULT_REGISTRY, **kwargs: Any
     ):
         super().__init_subclass__(**kwargs)
+        cls.__event_registry_implicit__ = registry is _DEFAULT_REGISTRY
         if registry is _DEFAULT_REGISTRY:
             from eventsource.events.registry import default_registry
 
@@ -100,8 +105,13 @@ class DomainEvent(BaseModel):
             # Each class is its own type: a subclass does not inherit its parent's name.
             field.default = cls.__name__
             cls.model_rebuild(force=True)
-        if cls.__event_registry__ is not None:
-            cls.__event_registry__.register(cls)
+        registry = cls.__event_registry__
+        if registry is None:
+            return
+        if cls.__event_registry_implicit__:
+            registry.adopt(cls)
+        else:
+            registry.register(cls)
 
     @classmethod
     def type_name(cls) -> str:

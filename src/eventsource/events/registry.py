@@ -39,12 +39,19 @@ def _type_name(event_type: str | type[DomainEvent]) -> str:
     return event_type if isinstance(event_type, str) else event_type.type_name()
 
 
+def _same_definition(a: type, b: type) -> bool:
+    """The same class, or the same class redefined (a module reload)."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
 class EventRegistry:
     """Thread-safe map of event type name -> `DomainEvent` subclass, plus upcasters."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._classes: dict[str, type[DomainEvent]] = {}
+        self._explicit: set[str] = set()
+        self._ambiguous: dict[str, list[type[DomainEvent]]] = {}
         self.generation = 0
         """Bumped whenever a type is registered or unregistered (lets readers cache lookups)."""
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
@@ -54,36 +61,73 @@ class EventRegistry:
 
         Registering the same class again is a no-op, and a class redefined under the same
         module and qualified name (a module reload) replaces the old one. Another class
-        claiming a taken name raises `DuplicateEventTypeError`.
+        explicitly registered under the name (by this method, `@register_event` or
+        `registry=` in its class statement) raises `DuplicateEventTypeError`; a class that
+        merely joined the default registry by being defined gives way.
         """
         name = event_class.type_name()
         with self._lock:
             existing = self._classes.get(name)
-            if existing is not None and existing is not event_class:
-                same_definition = (existing.__module__, existing.__qualname__) == (
-                    event_class.__module__,
-                    event_class.__qualname__,
-                )
-                if not same_definition:
-                    raise DuplicateEventTypeError(name, existing, event_class)
+            if (
+                name in self._explicit
+                and existing is not None
+                and not _same_definition(existing, event_class)
+            ):
+                raise DuplicateEventTypeError(name, existing, event_class)
             self._classes[name] = event_class
+            self._explicit.add(name)
+            self._ambiguous.pop(name, None)
             self.generation += 1
         return event_class
+
+    def adopt(self, event_class: type[DomainEvent]) -> None:
+        """Register a class that joined this registry implicitly (`DomainEvent` subclasses
+        defined without `registry=` join `default_registry` this way).
+
+        Unlike `register`, a name clash does not raise here, so two modules (typically two
+        test modules) may each define an event of the same type name: a class registered
+        explicitly keeps the name, and between implicit classes the name becomes ambiguous:
+        looking it up raises `DuplicateEventTypeError` naming both.
+        """
+        name = event_class.type_name()
+        with self._lock:
+            self.generation += 1
+            existing = self._classes.get(name)
+            claimants = self._ambiguous.get(name)
+            if claimants is not None:
+                kept = [c for c in claimants if not _same_definition(c, event_class)]
+                self._ambiguous[name] = [*kept, event_class]
+                if len(kept) == 0:
+                    del self._ambiguous[name]
+                    self._classes[name] = event_class
+            elif existing is None or _same_definition(existing, event_class):
+                self._classes[name] = event_class
+            elif name not in self._explicit:
+                del self._classes[name]
+                self._ambiguous[name] = [existing, event_class]
 
     def unregister(self, event_type: str | type[DomainEvent]) -> None:
         """Forget a type and its upcasters (missing types are ignored)."""
         name = _type_name(event_type)
         with self._lock:
             self._classes.pop(name, None)
+            self._explicit.discard(name)
+            self._ambiguous.pop(name, None)
             self.generation += 1
             for key in [k for k in self._upcasters if k[0] == name]:
                 del self._upcasters[key]
 
     def get(self, event_type: str) -> type[DomainEvent]:
-        """The class of `event_type`, or `EventTypeNotFoundError` listing what is registered."""
+        """The class of `event_type`, or `EventTypeNotFoundError` listing what is registered
+        (`DuplicateEventTypeError` when two implicitly registered classes claim the name)."""
         try:
             return self._classes[event_type]
         except KeyError:
+            claimants = self._ambiguous.get(event_type)
+            if claimants:
+                raise DuplicateEventTypeError(
+                    event_type, claimants[0], claimants[-1], lookup=True
+                ) from None
             raise EventTypeNotFoundError(event_type, self.list_types()) from None
 
     def get_or_none(self, event_type: str) -> type[DomainEvent] | None:
@@ -95,7 +139,7 @@ class EventRegistry:
         return self._classes.get(event_type.type_name()) is event_type
 
     def list_types(self) -> list[str]:
-        """Registered type names, sorted."""
+        """Registered type names, sorted (ambiguous names are left out)."""
         with self._lock:
             return sorted(self._classes)
 
