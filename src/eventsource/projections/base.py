@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsource.events.base import DomainEvent
 from eventsource.events.handlers import collect_handlers
+from eventsource.exceptions import ConfigurationError
 from eventsource.stores.interface import StoredEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["DeclarativeProjection", "DeclaredHandlers", "Projection"]
 
@@ -28,6 +32,8 @@ class Projection(ABC):
     """
 
     name: str = ""
+    _takes_domain_events: ClassVar[bool] = False
+    """True when `handle` also accepts a plain `DomainEvent` (`ProjectionRegistry.dispatch`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -51,15 +57,27 @@ class Projection(ABC):
 
 class DeclaredHandlers:
     """Collects a class's `@handles` methods when the class is created: `_by_name` maps an
-    event type name to the method's name."""
+    event type name to the method's name; `_with_connection` names the methods that take a
+    connection before the event (`def on_x(self, conn, event)`)."""
 
     _handlers: ClassVar[dict[type[DomainEvent], str]] = {}
     _by_name: ClassVar[dict[str, str]] = {}
+    _with_connection: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._handlers = collect_handlers(cls)
         cls._by_name = {event.type_name(): method for event, method in cls._handlers.items()}
+        cls._with_connection = frozenset(
+            method for method in cls._by_name.values() if _positional(getattr(cls, method)) == 3
+        )
+
+
+def _positional(function: Any) -> int:
+    """How many positional parameters `function` takes, `self` included."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = inspect.signature(function).parameters.values()
+    return sum(1 for parameter in parameters if parameter.kind in kinds)
 
 
 class DeclarativeProjection(DeclaredHandlers, Projection):
@@ -67,15 +85,56 @@ class DeclarativeProjection(DeclaredHandlers, Projection):
 
     Handler methods take the event (`def on_x(self, event: X)`), and may be `async def` when
     they do I/O. Only the handled types are delivered: `interested_in` is derived from them.
+
+    A handler may also take a connection first (`async def on_x(self, conn, event: X)`, the
+    package guide's form): built with `engine=` (a SQLAlchemy `AsyncEngine` on
+    `postgresql+asyncpg://`), the projection runs each such handler in a transaction of its
+    own and passes its asyncpg connection (`await conn.execute("... $1", value)`), committed
+    when the handler returns and rolled back when it raises. To move the checkpoint in that
+    same transaction (exactly-once effects), use `DatabaseProjection`.
+
+    `handle` takes a `StoredEvent` (what subscriptions deliver) or a plain `DomainEvent`.
     """
+
+    engine: AsyncEngine | None = None
+    _takes_domain_events = True
+
+    def __init__(self, engine: AsyncEngine | None = None) -> None:
+        self.engine = engine
 
     def interested_in(self) -> frozenset[str] | None:
         return frozenset(self._by_name)
 
-    async def handle(self, stored: StoredEvent) -> None:
+    async def handle(self, stored: StoredEvent | DomainEvent) -> None:
         method = self._by_name.get(stored.event_type)
         if method is None:
             return
-        outcome = getattr(self, method)(stored.event)
+        event = stored.event if isinstance(stored, StoredEvent) else stored
+        if method in self._with_connection:
+            await self._handle_in_transaction(method, event)
+            return
+        outcome = getattr(self, method)(event)
         if outcome is not None and inspect.isawaitable(outcome):
             await outcome
+
+    async def _handle_in_transaction(self, method: str, event: DomainEvent) -> None:
+        if self.engine is None:
+            raise ConfigurationError(
+                f"{type(self).__qualname__}.{method}() takes a connection, but the projection "
+                f"{self.name!r} has no database: construct it with "
+                f"{type(self).__qualname__}(engine=...) (a SQLAlchemy AsyncEngine), or drop "
+                "the connection parameter"
+            )
+        async with self.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            transaction = getattr(driver, "transaction", None)
+            if transaction is None:
+                raise ConfigurationError(
+                    f"{type(self).__qualname__}.{method}() takes a connection, which needs a "
+                    f"PostgreSQL engine (postgresql+asyncpg://), not {self.engine.url.drivername}"
+                    "; use DatabaseProjection for handlers on a SQLAlchemy connection"
+                )
+            async with transaction():
+                outcome = getattr(self, method)(driver, event)
+                if outcome is not None and inspect.isawaitable(outcome):
+                    await outcome

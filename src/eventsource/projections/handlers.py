@@ -52,6 +52,8 @@ class CheckpointTrackingProjection(DeclarativeProjection):
     subscription; this class is for projections fed some other way.
     """
 
+    _takes_domain_events = False  # the checkpoint needs the stored event's position
+
     def __init__(
         self,
         checkpoints: CheckpointStore,
@@ -69,7 +71,12 @@ class CheckpointTrackingProjection(DeclarativeProjection):
         self.retry_base = retry_base
         self.retry_cap = retry_cap
 
-    async def handle(self, stored: StoredEvent) -> None:
+    async def handle(self, stored: StoredEvent | DomainEvent) -> None:
+        if not isinstance(stored, StoredEvent):
+            raise TypeError(
+                f"{self.name} keeps a checkpoint by position: give handle() the StoredEvent "
+                "read from a store, not a plain event"
+            )
         checkpoint = await self.checkpoints.get(self.name)
         if checkpoint is not None and stored.position <= checkpoint.position:
             return  # processed already: a redelivery
