@@ -24,6 +24,7 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "OptimisticLockError",
+    "RedisNotAvailableError",
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
@@ -223,6 +224,11 @@ class TenantMismatchError(TenantError):
 class ConfigurationError(EventSourceError, ValueError):
     """A URL or option that names no usable backend: unknown scheme, bad form, unknown option,
     a value of the wrong type, or a backend whose driver is not installed."""
+
+
+class RedisNotAvailableError(ConfigurationError, ImportError):
+    """`RedisEventBus` was used, but the `redis` package is not installed: install the
+    `redis` extra (`pip install "eventsource-async[redis]"`)."""
 
 
 class SyncAdapterError(EventSourceError):
