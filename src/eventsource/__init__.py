@@ -65,6 +65,7 @@ from eventsource.exceptions import (
     LockLostError,
     LockTimeoutError,
     OptimisticLockError,
+    RedisNotAvailableError,
     SerializationError,
     StoreConnectionError,
     StoreSchemaError,
@@ -105,7 +106,12 @@ from eventsource.outbox import (
     OutboxRepository,
     OutboxStats,
 )
-from eventsource.projections import DeclarativeProjection, Projection, ProjectionRegistry
+from eventsource.projections import (
+    DeclarativeProjection,
+    Projection,
+    ProjectionCoordinator,
+    ProjectionRegistry,
+)
 from eventsource.protocols import EventHandler, SyncEventHandler
 from eventsource.readmodels import (
     InMemoryReadModelRepository,
@@ -302,6 +308,7 @@ __all__ = [
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
+    "ProjectionCoordinator",
     "ProjectionRegistry",
     "RabbitMQEventBus",
     "RabbitMQEventBusConfig",
@@ -312,6 +319,7 @@ __all__ = [
     "RedisEventBus",
     "RedisEventBusConfig",
     "RedisEventBusStats",
+    "RedisNotAvailableError",
     "RepositoryStats",
     "SQLiteCheckpointRepository",
     "SQLiteDLQRepository",
