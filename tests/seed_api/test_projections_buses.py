@@ -452,3 +452,27 @@ def test_redis_config_refuses_two_different_urls() -> None:
     config = RedisEventBusConfig(url="redis://127.0.0.1:6379/1")
     with pytest.raises(ConfigurationError, match="registry="):
         RedisEventBus(config, registry=EventRegistry(), event_registry=EventRegistry())
+
+
+@pytest.mark.redis
+async def test_cancelling_the_blocking_start_consuming_stops_the_consumer(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from eventsource.bus import RedisEventBus, RedisEventBusConfig
+
+    bus = RedisEventBus(
+        RedisEventBusConfig(redis_url=redis_url, stream_prefix=redis_prefix),
+        event_registry=registry,
+    )
+    running = asyncio.Event()
+    bus.subscribe(OrderCreated, lambda event: running.set())
+    await bus.connect()
+    await bus.publish([created()])
+    consumer = asyncio.create_task(bus.start_consuming())
+    await running.wait()
+    assert bus.consuming
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert not bus.consuming
+    await bus.shutdown()
