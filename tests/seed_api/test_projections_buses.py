@@ -393,6 +393,45 @@ async def test_custom_event_bus_extension_point() -> None:
     assert bus.subscribed == ["OrderCreated"]
 
 
+async def test_custom_event_bus_overriding_publish_itself() -> None:
+    """The sketch as written: `publish` does the sending and `_publish` is left out; the bus
+    can be made, its internal send path goes to that `publish`, and `shutdown` works."""
+    from eventsource import EventBus, EventBusConfig
+    from eventsource.bus.interface import BusDeadLetter
+
+    class KafkaEventBus(EventBus):
+        def __init__(self) -> None:
+            super().__init__(EventBusConfig(), registry)
+            self.sent: list[DomainEvent] = []
+
+        async def publish(
+            self,
+            events: Sequence[DomainEvent],
+            background: bool = False,
+        ) -> None:
+            self.sent.extend(events)  # "Implement Kafka publishing"
+
+        async def start_consuming(self) -> None: ...
+
+        async def stop_consuming(self) -> None: ...
+
+        async def abort(self) -> None: ...
+
+        @property
+        def consuming(self) -> bool:
+            return False
+
+        async def dead_letters(self, limit: int = 100) -> list[BusDeadLetter]:
+            return []
+
+    bus = KafkaEventBus()  # instantiable: `_publish` comes from its `publish`
+    event = created()
+    await bus.publish([event])
+    await bus._publish([event])
+    await bus.shutdown(timeout=30.0)
+    assert bus.sent == [event, event]
+
+
 # -- RedisEventBus -------------------------------------------------------------------------
 
 

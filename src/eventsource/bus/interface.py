@@ -208,6 +208,19 @@ class EventBus(AsyncClosing, ABC):
     (`OutboxRelay`).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A bus written as the package guide shows, overriding `publish` itself rather than
+        `_publish`, gets a `_publish` that calls its `publish`: one way to send, either name."""
+        super().__init_subclass__(**kwargs)
+        inherited = getattr(cls, "_publish", None)
+        if "publish" in cls.__dict__ and getattr(inherited, "__isabstractmethod__", False):
+            overridden = cls.__dict__["publish"]
+
+            async def _publish(self: EventBus, events: Sequence[DomainEvent]) -> None:
+                await overridden(self, list(events))
+
+            cls._publish = _publish  # type: ignore[method-assign]
+
     def __init__(self, config: EventBusConfig, registry: EventRegistry | None = None) -> None:
         self.config = config
         self._codec = EventCodec(registry)
