@@ -50,14 +50,18 @@ def stored(event: DomainEvent, position: int) -> StoredEvent:
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        ("eventsource.projections.base", ["Projection", "DeclarativeProjection"]),
+        (
+            "eventsource.projections.base",
+            [
+                "Projection",
+                "EventHandlerBase",
+                "CheckpointTrackingProjection",
+                "DeclarativeProjection",
+            ],
+        ),
         ("eventsource.projections.decorators", ["handles"]),
         ("eventsource.projections.protocols", ["EventSubscriber"]),
         ("eventsource.projections.coordinator", ["ProjectionCoordinator", "ProjectionRegistry"]),
-        (
-            "eventsource.projections",
-            ["EventHandlerBase", "CheckpointTrackingProjection", "DeclarativeProjection"],
-        ),
         (
             "eventsource.bus.interface",
             ["EventBus", "EventHandler", "EventSubscriber", "EventHandlerFunc"],

@@ -2,10 +2,14 @@
 (also named `ProjectionCoordinator`, the package guide's name)."""
 
 from eventsource.events.handlers import handles
-from eventsource.projections.base import DeclarativeProjection, Projection
+from eventsource.projections.base import (
+    CheckpointTrackingProjection,
+    DeclarativeProjection,
+    EventHandlerBase,
+    Projection,
+)
 from eventsource.projections.coordinator import ProjectionCoordinator
 from eventsource.projections.database import DatabaseProjection, TransactionalCheckpoints
-from eventsource.projections.handlers import CheckpointTrackingProjection, EventHandlerBase
 from eventsource.projections.registry import ProjectionRegistry
 from eventsource.protocols import EventSubscriber
 
