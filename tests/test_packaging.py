@@ -105,6 +105,7 @@ PUBLIC_API = {
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
+    "ProjectionCoordinator",
     "ProjectionError",
     "ProjectionRegistry",
     "RABBITMQ_AVAILABLE",

@@ -108,7 +108,12 @@ from eventsource.outbox import (
     OutboxRepository,
     OutboxStats,
 )
-from eventsource.projections import DeclarativeProjection, Projection, ProjectionRegistry
+from eventsource.projections import (
+    DeclarativeProjection,
+    Projection,
+    ProjectionCoordinator,
+    ProjectionRegistry,
+)
 from eventsource.protocols import EventHandler, SyncEventHandler
 from eventsource.readmodels import (
     InMemoryReadModelRepository,
@@ -306,6 +311,7 @@ __all__ = [
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
+    "ProjectionCoordinator",
     "ProjectionError",
     "ProjectionRegistry",
     "RabbitMQEventBus",

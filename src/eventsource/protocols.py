@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from uuid import UUID
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eventsource.events.base import DomainEvent
     from eventsource.stores.interface import Position, StoredEvent
 
@@ -21,6 +23,7 @@ __all__ = [
     "DeadLetterSink",
     "DeadLetterStatus",
     "EventHandler",
+    "EventSubscriber",
     "SyncEventHandler",
 ]
 
@@ -28,6 +31,17 @@ __all__ = [
 @runtime_checkable
 class EventHandler(Protocol):
     """Anything with `async handle(event)`: projections, bus subscribers, process managers."""
+
+    async def handle(self, event: DomainEvent) -> None: ...
+
+
+@runtime_checkable
+class EventSubscriber(Protocol):
+    """A handler that says which event types it wants: `subscribed_to()` lists the event
+    classes, `handle(event)` receives each one. A bus subscribes it to each of them
+    (`bus.subscribe_all(subscriber)`); a `ProjectionRegistry` dispatches them to it."""
+
+    def subscribed_to(self) -> Sequence[type[DomainEvent]]: ...
 
     async def handle(self, event: DomainEvent) -> None: ...
 

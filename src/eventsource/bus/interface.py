@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsource._internal import telemetry
@@ -41,7 +41,7 @@ from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import ConfigurationError, EventSourceError
-from eventsource.protocols import EventHandler, SyncEventHandler
+from eventsource.protocols import EventHandler, EventSubscriber, SyncEventHandler
 
 __all__ = [
     "AsyncEventHandler",
@@ -49,6 +49,7 @@ __all__ = [
     "BusStats",
     "EventBus",
     "EventBusConfig",
+    "EventHandler",
     "EventHandlerFunc",
     "EventSubscriber",
     "Handler",
@@ -67,15 +68,6 @@ EventHandlerFunc = Callable[[DomainEvent], Awaitable[None] | None]
 
 Handler = EventHandler | SyncEventHandler | EventHandlerFunc
 """What a bus accepts as a handler: an object with `handle(event)` or a function."""
-
-
-@runtime_checkable
-class EventSubscriber(Protocol):
-    """A handler that says which event types it wants (`bus.subscribe_all(subscriber)`)."""
-
-    def subscribed_to(self) -> Sequence[type[DomainEvent]]: ...
-
-    async def handle(self, event: DomainEvent) -> None: ...
 
 
 class AsyncEventHandler(ABC):
@@ -215,6 +207,19 @@ class EventBus(AsyncClosing, ABC):
     commits; to publish in the same transaction as the append, use the outbox
     (`OutboxRelay`).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A bus written as the package guide shows, overriding `publish` itself rather than
+        `_publish`, gets a `_publish` that calls its `publish`: one way to send, either name."""
+        super().__init_subclass__(**kwargs)
+        inherited = getattr(cls, "_publish", None)
+        if "publish" in cls.__dict__ and getattr(inherited, "__isabstractmethod__", False):
+            overridden = cls.__dict__["publish"]
+
+            async def _publish(self: EventBus, events: Sequence[DomainEvent]) -> None:
+                await overridden(self, list(events))
+
+            cls._publish = _publish  # type: ignore[method-assign]
 
     def __init__(self, config: EventBusConfig, registry: EventRegistry | None = None) -> None:
         self.config = config

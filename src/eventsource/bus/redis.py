@@ -42,7 +42,12 @@ from eventsource.bus import _wire
 from eventsource.bus.interface import BusDeadLetter, BusStats, EventBus, EventBusConfig, Verdict
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
-from eventsource.exceptions import BusConnectionError, BusPublishError, EventBusError
+from eventsource.exceptions import (
+    BusConnectionError,
+    BusPublishError,
+    ConfigurationError,
+    EventBusError,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -87,11 +92,14 @@ return 1
 """
 
 
+_DEFAULT_URL = "redis://localhost:6379/0"
+
+
 @dataclass(kw_only=True)
 class RedisEventBusConfig(EventBusConfig):
     """Where the streams are and how the consumer paces itself; seconds unless said otherwise."""
 
-    url: str = field(default="redis://localhost:6379/0", repr=False)
+    url: str = field(default=_DEFAULT_URL, repr=False)
     """Kept out of the repr: it may hold a password."""
     stream_prefix: str = "eventsource"
     batch_size: int = 32
@@ -112,9 +120,21 @@ class RedisEventBusConfig(EventBusConfig):
     socket_timeout: float = 10.0
     client_name: str | None = None
     """Name of the bus's connections in CLIENT LIST; default `eventsource:{group}:{consumer}`."""
+    redis_url: str | None = field(default=None, repr=False)
+    """The package guide's name of `url` (either may be given; after construction both hold
+    the URL). `url` is the preferred spelling, shared by every bus's config."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.redis_url is None:
+            self.redis_url = self.url
+        elif self.url != _DEFAULT_URL and self.url != self.redis_url:
+            raise ConfigurationError(
+                "RedisEventBusConfig got two different URLs, url= and redis_url= (the same "
+                "setting under two names); pass only url="
+            )
+        else:
+            self.url = self.redis_url
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if not 0 < self.block < self.socket_timeout:
@@ -139,10 +159,20 @@ class RedisEventBus(EventBus):
     stats: RedisEventBusStats
 
     def __init__(
-        self, config: RedisEventBusConfig, *, registry: EventRegistry | None = None
+        self,
+        config: RedisEventBusConfig,
+        *,
+        registry: EventRegistry | None = None,
+        event_registry: EventRegistry | None = None,
     ) -> None:
-        super().__init__(config, registry)
+        if event_registry is not None and registry is not None and event_registry is not registry:
+            raise ConfigurationError(
+                "RedisEventBus got registry= and event_registry= (the same setting under two "
+                "names); pass only registry="
+            )
+        super().__init__(config, registry or event_registry)
         self.stats = RedisEventBusStats()
+        # `require` raises RedisNotAvailableError (an ImportError) when redis is missing
         self._r: ModuleType = require("redis.asyncio", extra="redis", feature="RedisEventBus")
         retry = require("redis.asyncio.retry", extra="redis", feature="RedisEventBus")
         backoff = require("redis.backoff", extra="redis", feature="RedisEventBus")
@@ -172,6 +202,7 @@ class RedisEventBus(EventBus):
         self._cursors = {self._events_key: b"0-0", self._retry_key: b"0-0"}
         self._stopping = self._aborting = self._in_read = False
         self._next_due = 0.0
+        self._connected = False
 
     async def _retrying(
         self, operation: Callable[[], Awaitable[T]], what: str, refused: type[EventBusError]
@@ -221,9 +252,41 @@ class RedisEventBus(EventBus):
     def consuming(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def start_consuming(self) -> None:
-        if self.consuming:
+    async def connect(self) -> None:
+        """Reach Redis and join the consumer group now (the package guide's first step).
+
+        From then on events published reach this group even before `start_consuming()`, and
+        `start_consuming()` blocks (the guide's behaviour). Raises `BusConnectionError` when
+        Redis cannot be reached within `reconnect_timeout`.
+        """
+        what = f"join group {self.config.broker_group!r} on {self._events_key}"
+        await self._retrying(self._create_groups, what, EventBusError)
+        self._connected = True
+
+    async def start_consuming(self, *, block: bool | None = None) -> None:
+        """Join the group and handle its messages in a background task.
+
+        Without `block` it returns once the consumer is registered, unless `connect()` was
+        called first: then, as in the package guide, it blocks while the consumer runs, until
+        `stop_consuming()`, `shutdown()` or `abort()` (or cancellation, which stops it).
+        `block=True` / `block=False` choose explicitly.
+        """
+        if block is None:
+            block = self._connected
+        if not self.consuming:
+            await self._start()
+        task = self._task
+        if not block or task is None:
             return
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            await self.stop_consuming()
+            raise
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
+
+    async def _start(self) -> None:
         what = f"join group {self.config.broker_group!r} on {self._events_key}"
         await self._retrying(self._create_groups, what, EventBusError)
         self._stopping = self._aborting = False
