@@ -114,12 +114,17 @@ from eventsource.readmodels import (
 )
 from eventsource.repositories import (
     Checkpoint,
+    CheckpointData,
     CheckpointRepository,
     DeadLetter,
     DeadLetterStatus,
+    DLQEntry,
     DLQRepository,
+    DLQStats,
     InMemoryCheckpointRepository,
     InMemoryDLQRepository,
+    LagMetrics,
+    ProjectionFailureCount,
 )
 from eventsource.serialization import EventSourceJSONEncoder
 from eventsource.snapshots import InMemorySnapshotStore, Snapshot, SnapshotStore
@@ -230,11 +235,14 @@ __all__ = [
     "BusStats",
     "CausationId",
     "Checkpoint",
+    "CheckpointData",
     "CheckpointRepository",
     "CheckpointStrategy",
     "ConfigurationError",
     "CorrelationId",
+    "DLQEntry",
     "DLQRepository",
+    "DLQStats",
     "DeadLetter",
     "DeadLetterStatus",
     "DeclarativeAggregate",
@@ -280,6 +288,7 @@ __all__ = [
     "InvalidPositionError",
     "KafkaEventBus",
     "KafkaEventBusConfig",
+    "LagMetrics",
     "LockAcquisition",
     "LockError",
     "LockHandle",
@@ -302,6 +311,7 @@ __all__ = [
     "PostgreSQLReadModelRepository",
     "PostgreSQLSnapshotStore",
     "Projection",
+    "ProjectionFailureCount",
     "ProjectionRegistry",
     "RabbitMQEventBus",
     "RabbitMQEventBusConfig",

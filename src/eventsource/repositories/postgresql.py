@@ -18,7 +18,8 @@ from eventsource.repositories._sql import (
     SQLRepository,
     postgresql_param,
 )
-from eventsource.stores.interface import Position
+from eventsource.stores.interface import EventStore, Position
+from eventsource.stores.postgresql import PostgreSQLEventStore
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,8 +27,24 @@ if TYPE_CHECKING:
 __all__ = ["PostgreSQLCheckpointRepository", "PostgreSQLDLQRepository"]
 
 
+def _engine_behind(source: Any) -> Any:
+    """The engine of a SQLAlchemy `AsyncConnection` or `AsyncSession` (the package guide
+    builds repositories from a connection); anything else unchanged. The repository runs its
+    statements on its own pooled connections of that engine, not in that connection's
+    transaction."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(source, AsyncConnection):
+        return source.engine
+    if isinstance(source, AsyncSession) and source.bind is not None:
+        return source.bind.engine if isinstance(source.bind, AsyncConnection) else source.bind
+    return source
+
+
 class _PostgreSQLRepository(SQLRepository):
     """Engine, connections, migrations and error mapping, shared by both repositories."""
+
+    event_store: EventStore | None = None
 
     def __init__(
         self,
@@ -40,13 +57,24 @@ class _PostgreSQLRepository(SQLRepository):
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
         check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.engine: AsyncEngine = pg.engine_of(_engine_behind(engine))
         self.schema = schema
         self.prefix = prefix
         self._owns_engine = _owns_engine
         self._connections = pg.ConnectionCache(self.engine, max_connections)
         self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
         self._prepare(self.table, postgresql_param)
+        self._events: PostgreSQLEventStore | None = None
+
+    async def _reach_store(self) -> EventStore | None:
+        """`event_store` when set, else the events table of this schema and prefix."""
+        if self.event_store is not None:
+            return self.event_store
+        if self._events is None:
+            self._events = PostgreSQLEventStore(
+                self.engine, schema=self.schema, prefix=self.prefix, max_connections=1
+            )
+        return self._events
 
     @classmethod
     def from_url(
@@ -74,6 +102,8 @@ class _PostgreSQLRepository(SQLRepository):
             )
 
     async def close(self) -> None:
+        if self._events is not None:
+            await self._events.close()
         await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
