@@ -519,3 +519,55 @@ async def test_dlq_example_without_a_store_keeps_the_event_data() -> None:
     assert entry.event_data == event.to_dict()
     letter = await repo.get(entry.id)
     assert (letter.position, letter.aggregate_id) == (Position.START, event.aggregate_id)
+
+
+async def _outbox_example(repo: Any) -> None:
+    from eventsource import InMemoryEventBus
+    from eventsource.events.serialization import EventCodec
+
+    received: list[DomainEvent] = []
+    event_bus = InMemoryEventBus(registry=REGISTRY)
+    event_bus.subscribe(OrderCreated, received.append)
+    order_id = uuid4()
+    event = OrderCreated().attached(order_id, "Order", 1)
+
+    # Add event to outbox (in same transaction as event store)
+    outbox_id = await repo.add_event(event)
+
+    # Background worker publishes and marks complete
+    pending = await repo.get_pending_events(limit=100)
+    assert [entry.id for entry in pending] == [outbox_id]
+    codec = EventCodec(REGISTRY)
+    for entry in pending:
+        await event_bus.publish(
+            [codec.decode(entry.event_type, entry.event_version, entry.payload)]
+        )
+        await repo.mark_published(entry.id)
+    await event_bus.close()
+
+    assert [e.event_id for e in received] == [event.event_id]
+    assert await repo.get_pending_events(limit=100) == []
+    assert (await repo.stats()).published == 1
+
+
+async def test_outbox_example_in_memory() -> None:
+    from eventsource import InMemoryOutboxRepository
+
+    await _outbox_example(InMemoryOutboxRepository())
+
+
+@pytest.mark.postgresql
+async def test_outbox_example_on_postgresql(postgres_url: str, schema: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventsource import PostgreSQLOutboxRepository
+
+    engine = create_async_engine(_asyncpg_url(postgres_url))
+    async with engine.connect() as conn:
+        repo = PostgreSQLOutboxRepository(conn, schema=schema)  # from a connection
+    try:
+        await repo.create_schema()
+        await _outbox_example(repo)
+    finally:
+        await repo.close()
+        await engine.dispose()

@@ -27,20 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgreSQLCheckpointRepository", "PostgreSQLDLQRepository"]
 
 
-def _engine_behind(source: Any) -> Any:
-    """The engine of a SQLAlchemy `AsyncConnection` or `AsyncSession` (the package guide
-    builds repositories from a connection); anything else unchanged. The repository runs its
-    statements on its own pooled connections of that engine, not in that connection's
-    transaction."""
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
-    if isinstance(source, AsyncConnection):
-        return source.engine
-    if isinstance(source, AsyncSession) and source.bind is not None:
-        return source.bind.engine if isinstance(source.bind, AsyncConnection) else source.bind
-    return source
-
-
 class _PostgreSQLRepository(SQLRepository):
     """Engine, connections, migrations and error mapping, shared by both repositories."""
 
@@ -57,7 +43,7 @@ class _PostgreSQLRepository(SQLRepository):
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
         check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(_engine_behind(engine))
+        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
         self.schema = schema
         self.prefix = prefix
         self._owns_engine = _owns_engine
