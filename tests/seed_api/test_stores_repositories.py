@@ -387,7 +387,7 @@ async def _postgresql(postgres_url: str, schema: str) -> AsyncIterator[tuple[Eve
     async with engine.connect() as conn:
         # The guide builds repositories from a connection.
         checkpoints = PostgreSQLCheckpointRepository(conn, schema=schema)
-        dead_letters = PostgreSQLDLQRepository(conn, schema=schema)
+        dead_letters = PostgreSQLDLQRepository(conn, schema=schema, event_store=store)
     try:
         yield store, checkpoints, dead_letters
     finally:
@@ -492,6 +492,7 @@ async def _dlq_example(store: EventStore, repo: Any) -> None:
     assert entry.event_data["carrier"] == "post"
     letter = await repo.get(entry.id)
     assert letter.position == result.positions[1]  # found in the store the repository reaches
+    assert not letter.undecodable  # read through the store's registry
 
     stats = await repo.get_failure_stats()
     assert (stats.total_failed, stats.affected_projections) == (1, 1)
@@ -571,3 +572,20 @@ async def test_outbox_example_on_postgresql(postgres_url: str, schema: str) -> N
     finally:
         await repo.close()
         await engine.dispose()
+
+
+@pytest.mark.sqlite
+async def test_checkpoint_and_dlq_examples_on_sqlite(tmp_path: Any) -> None:
+    from eventsource import SQLiteCheckpointRepository, SQLiteDLQRepository, SQLiteEventStore
+
+    path = tmp_path / "guide.db"
+    store = SQLiteEventStore(path, registry=REGISTRY)
+    checkpoints = SQLiteCheckpointRepository(path, event_store=store)
+    dead_letters = SQLiteDLQRepository(path, event_store=store)
+    try:
+        await _checkpoint_example(store, checkpoints)
+        await _dlq_example(store, dead_letters)
+    finally:
+        await checkpoints.close()
+        await dead_letters.close()
+        await store.close()

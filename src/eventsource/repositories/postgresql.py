@@ -39,10 +39,12 @@ class _PostgreSQLRepository(SQLRepository):
         schema: str = "public",
         prefix: str = "",
         max_connections: int = 4,
+        event_store: EventStore | None = None,
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
         check_names(schema, prefix)
+        self.event_store = event_store
         self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
         self.schema = schema
         self.prefix = prefix
@@ -53,7 +55,8 @@ class _PostgreSQLRepository(SQLRepository):
         self._events: PostgreSQLEventStore | None = None
 
     async def _reach_store(self) -> EventStore | None:
-        """`event_store` when set, else the events table of this schema and prefix."""
+        """`event_store` when given, else the events table of this schema and prefix (read
+        with the default event registry: give `event_store=` for events of another)."""
         if self.event_store is not None:
             return self.event_store
         if self._events is None:
