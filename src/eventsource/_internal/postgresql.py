@@ -30,6 +30,7 @@ __all__ = [
     "connection_of",
     "create_engine",
     "driver_error",
+    "engine_behind",
     "engine_of",
     "is_connection_error",
     "is_database_error",
@@ -224,6 +225,20 @@ class ConnectionCache:
         for connection, _ in idle:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+
+def engine_behind(source: Any) -> Any:
+    """The engine of a SQLAlchemy `AsyncConnection` or `AsyncSession` (the package guide
+    builds repositories from a connection); anything else unchanged. The repository runs its
+    statements on its own pooled connections of that engine, not in that connection's
+    transaction."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(source, AsyncConnection):
+        return source.engine
+    if isinstance(source, AsyncSession) and source.bind is not None:
+        return source.bind.engine if isinstance(source.bind, AsyncConnection) else source.bind
+    return source
 
 
 def engine_of(engine_or_sessions: Any) -> AsyncEngine:

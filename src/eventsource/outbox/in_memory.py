@@ -80,6 +80,18 @@ class InMemoryOutboxRepository(OutboxRepository):
     async def add(self, events: Sequence[DomainEvent]) -> None:
         self.add_now(events)
 
+    async def add_event(self, event: DomainEvent) -> int:
+        self.add_now([event])
+        return self._next_id - 1
+
+    async def mark_published(self, entry_id: int) -> bool:
+        for row in self._rows:
+            if row.entry.id == entry_id and row.published_at is None:
+                row.published_at = utc_now()
+                row.claimed = False
+                return True
+        return False
+
     def add_now(self, events: Sequence[DomainEvent]) -> None:
         """`add` without awaiting: what the in-memory store calls inside its append lock."""
         now = utc_now()

@@ -128,6 +128,22 @@ class OutboxRepository(AsyncClosing, ABC):
         """Queue stream-attached events for publishing, in the given order."""
 
     @abstractmethod
+    async def add_event(self, event: DomainEvent) -> int:
+        """Queue one stream-attached event (the package guide's form of `add`); its row id."""
+
+    async def get_pending_events(self, limit: int = 100) -> list[OutboxEntry]:
+        """Up to `limit` rows a relay could claim now, oldest first (the package guide's
+        form). It takes no lease: `claim` is the preferred form for a relay, since two
+        workers reading pending rows this way may publish the same row twice."""
+        async with self.claim(limit) as batch:
+            return list(batch.entries)
+
+    @abstractmethod
+    async def mark_published(self, entry_id: int) -> bool:
+        """Mark one row published, whoever holds it (the package guide's form; a batch's
+        `published` is preferred); False if no such row is pending."""
+
+    @abstractmethod
     def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
         """Lease up to `limit` pending rows, oldest first, to one relay.
 

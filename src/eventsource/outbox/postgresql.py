@@ -84,7 +84,7 @@ class _PostgreSQLTable:
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
         check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
         self.schema = schema
         self.prefix = prefix
         self._owns_engine = _owns_engine
@@ -184,6 +184,15 @@ class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
             f" {unlease}{mine}"
         )
         self._release_sql = f"UPDATE {t} SET {unlease}{mine}"
+        self._add_one_sql = (
+            f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
+            " aggregate_type, aggregate_version, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " RETURNING id"
+        )
+        self._mark_published_sql = (
+            f"UPDATE {t} SET published_at = now(), {unlease}"
+            " WHERE id = $1 AND published_at IS NULL RETURNING 1"
+        )
         self._cleanup_sql = f"DELETE FROM {t} WHERE published_at < now() - $1::interval"
         unparked = "published_at IS NULL AND parked_at IS NULL"
         self._stats_sql = (
@@ -239,6 +248,24 @@ class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
                 [e.aggregate_version for e in events],
                 [EventCodec.encode(e) for e in events],
             )
+
+    async def add_event(self, event: DomainEvent) -> int:
+        async with self._driver("add an event") as conn:
+            entry_id: int = await conn.fetchval(
+                self._add_one_sql,
+                event.event_id,
+                event.event_type,
+                event.event_version,
+                event.aggregate_id,
+                event.aggregate_type,
+                event.aggregate_version,
+                EventCodec.encode(event),
+            )
+        return entry_id
+
+    async def mark_published(self, entry_id: int) -> bool:
+        async with self._driver("mark a row published") as conn:
+            return await conn.fetchval(self._mark_published_sql, entry_id) is not None
 
     @contextlib.asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[OutboxBatch]:

@@ -166,6 +166,11 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
             " aggregate_type, aggregate_version, payload, created_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        self._add_one_sql = self._add_sql + " RETURNING id"
+        self._mark_published_sql = (
+            f"UPDATE {t} SET published_at = ?, claimed_until = NULL, claim_token = NULL"
+            " WHERE id = ? AND published_at IS NULL RETURNING 1"
+        )
         self._claim_sql = (
             f"UPDATE {t} SET claimed_until = ?1, claim_token = ?2 WHERE id IN ("
             f"SELECT o.id FROM {t} o WHERE o.published_at IS NULL AND o.parked_at IS NULL"
@@ -317,6 +322,28 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
     async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:
         (rows,) = await self._transaction("list parked rows", [(self._list_parked_sql, (limit,))])
         return [self._entry(row) for row in rows]
+
+    async def add_event(self, event: DomainEvent) -> int:
+        now = _text(utc_now())
+        row = (
+            str(event.event_id),
+            event.event_type,
+            event.event_version,
+            str(event.aggregate_id),
+            event.aggregate_type,
+            event.aggregate_version,
+            EventCodec.encode(event),
+            now,
+            now,
+        )
+        ((added,),) = await self._transaction("add an event", [(self._add_one_sql, row)])
+        return int(added[0])
+
+    async def mark_published(self, entry_id: int) -> bool:
+        (rows,) = await self._transaction(
+            "mark a row published", [(self._mark_published_sql, (_text(utc_now()), entry_id))]
+        )
+        return bool(rows)
 
     async def retry_parked(self, entry_id: int) -> bool:
         (rows,) = await self._transaction(

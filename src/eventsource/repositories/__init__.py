@@ -1,4 +1,5 @@
-"""Repositories of infrastructure state: subscription checkpoints and dead letters.
+"""Repositories of infrastructure state: subscription checkpoints and dead letters (the package
+guide's module paths `repositories.checkpoint`, `.dlq`, `.outbox` and `._json` re-export them).
 
 Backends with a third-party driver are imported on first attribute access.
 """
@@ -10,10 +11,15 @@ from typing import TYPE_CHECKING, Any
 from eventsource.repositories.in_memory import InMemoryCheckpointRepository, InMemoryDLQRepository
 from eventsource.repositories.interface import (
     Checkpoint,
+    CheckpointData,
     CheckpointRepository,
     DeadLetter,
     DeadLetterStatus,
+    DLQEntry,
     DLQRepository,
+    DLQStats,
+    LagMetrics,
+    ProjectionFailureCount,
 )
 
 if TYPE_CHECKING:
@@ -25,14 +31,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Checkpoint",
+    "CheckpointData",
     "CheckpointRepository",
+    "DLQEntry",
     "DLQRepository",
+    "DLQStats",
     "DeadLetter",
     "DeadLetterStatus",
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",
+    "LagMetrics",
     "PostgreSQLCheckpointRepository",
     "PostgreSQLDLQRepository",
+    "ProjectionFailureCount",
     "SQLiteCheckpointRepository",
     "SQLiteDLQRepository",
 ]

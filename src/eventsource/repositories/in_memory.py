@@ -16,14 +16,18 @@ from eventsource.repositories.interface import (
     describe_error,
     letter_payload,
 )
-from eventsource.stores.interface import Position, StoredEvent
+from eventsource.stores.interface import EventStore, Position, StoredEvent
 
 __all__ = ["InMemoryCheckpointRepository", "InMemoryDLQRepository"]
 
 
 class InMemoryCheckpointRepository(CheckpointRepository):
-    def __init__(self) -> None:
+    """`event_store`: the store the guide's event-id methods (`update_checkpoint`,
+    `get_lag_metrics`) look events up in."""
+
+    def __init__(self, event_store: EventStore | None = None) -> None:
         self._checkpoints: dict[str, Checkpoint] = {}
+        self.event_store = event_store
 
     async def get(self, name: str) -> Checkpoint | None:
         return self._checkpoints.get(name)
@@ -60,8 +64,11 @@ class InMemoryCheckpointRepository(CheckpointRepository):
 
 
 class InMemoryDLQRepository(DLQRepository):
-    def __init__(self) -> None:
+    """`event_store`: where `add_failed_event` looks up the failed event's position."""
+
+    def __init__(self, event_store: EventStore | None = None) -> None:
         self._letters: dict[UUID, DeadLetter] = {}
+        self.event_store = event_store
 
     async def add(
         self, subscription: str, stored: StoredEvent, error: BaseException, attempts: int

@@ -13,14 +13,28 @@ from eventsource._internal.closing import AsyncClosing
 from eventsource._internal.text import storable_text
 from eventsource.events.serialization import EventCodec
 from eventsource.protocols import DeadLetterStatus
+from eventsource.repositories._guide import (
+    CheckpointData,
+    DLQEntry,
+    DLQStats,
+    GuideCheckpointMethods,
+    GuideDLQMethods,
+    LagMetrics,
+    ProjectionFailureCount,
+)
 from eventsource.stores.interface import Position, StoredEvent
 
 __all__ = [
     "Checkpoint",
+    "CheckpointData",
     "CheckpointRepository",
+    "DLQEntry",
     "DLQRepository",
+    "DLQStats",
     "DeadLetter",
     "DeadLetterStatus",
+    "LagMetrics",
+    "ProjectionFailureCount",
     "describe_error",
 ]
 
@@ -86,7 +100,7 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     return storable_text(text), storable_text(trace)
 
 
-class CheckpointRepository(AsyncClosing, ABC):
+class CheckpointRepository(GuideCheckpointMethods, AsyncClosing, ABC):
     """Positions of named subscriptions. Every backend passes
     `eventsource.testing.CheckpointRepositoryContract`."""
 
@@ -119,7 +133,7 @@ class CheckpointRepository(AsyncClosing, ABC):
         """Every checkpoint, by name."""
 
 
-class DLQRepository(AsyncClosing, ABC):
+class DLQRepository(GuideDLQMethods, AsyncClosing, ABC):
     """Dead letters of subscriptions. Every backend passes
     `eventsource.testing.DLQRepositoryContract`."""
 

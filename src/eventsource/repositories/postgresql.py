@@ -18,7 +18,8 @@ from eventsource.repositories._sql import (
     SQLRepository,
     postgresql_param,
 )
-from eventsource.stores.interface import Position
+from eventsource.stores.interface import EventStore, Position
+from eventsource.stores.postgresql import PostgreSQLEventStore
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,6 +30,8 @@ __all__ = ["PostgreSQLCheckpointRepository", "PostgreSQLDLQRepository"]
 class _PostgreSQLRepository(SQLRepository):
     """Engine, connections, migrations and error mapping, shared by both repositories."""
 
+    event_store: EventStore | None = None
+
     def __init__(
         self,
         engine: AsyncEngine | Any,
@@ -36,17 +39,31 @@ class _PostgreSQLRepository(SQLRepository):
         schema: str = "public",
         prefix: str = "",
         max_connections: int = 4,
+        event_store: EventStore | None = None,
         _owns_engine: bool = False,
     ) -> None:
         require("asyncpg", extra="postgresql", feature=type(self).__name__)
         check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(engine)
+        self.event_store = event_store
+        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
         self.schema = schema
         self.prefix = prefix
         self._owns_engine = _owns_engine
         self._connections = pg.ConnectionCache(self.engine, max_connections)
         self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
         self._prepare(self.table, postgresql_param)
+        self._events: PostgreSQLEventStore | None = None
+
+    async def _reach_store(self) -> EventStore | None:
+        """`event_store` when given, else the events table of this schema and prefix (read
+        with the default event registry: give `event_store=` for events of another)."""
+        if self.event_store is not None:
+            return self.event_store
+        if self._events is None:
+            self._events = PostgreSQLEventStore(
+                self.engine, schema=self.schema, prefix=self.prefix, max_connections=1
+            )
+        return self._events
 
     @classmethod
     def from_url(
@@ -74,6 +91,8 @@ class _PostgreSQLRepository(SQLRepository):
             )
 
     async def close(self) -> None:
+        if self._events is not None:
+            await self._events.close()
         await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()

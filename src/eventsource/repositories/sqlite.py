@@ -24,6 +24,8 @@ from eventsource.repositories._sql import (
 if TYPE_CHECKING:
     import aiosqlite
 
+    from eventsource.stores.interface import EventStore
+
 __all__ = ["SQLiteCheckpointRepository", "SQLiteDLQRepository"]
 
 
@@ -41,6 +43,8 @@ class _SQLiteRepository(SQLRepository):
     """A connection of its own, opened (and the table created) on first use; WAL lets it share
     the file with a `SQLiteEventStore`."""
 
+    event_store: EventStore | None
+
     def __init__(
         self,
         path: str | Path = "eventsource.db",
@@ -48,9 +52,12 @@ class _SQLiteRepository(SQLRepository):
         prefix: str = "",
         busy_timeout: float = 10.0,
         synchronous: str = "FULL",
+        event_store: EventStore | None = None,
     ) -> None:
         require("aiosqlite", extra="sqlite", feature=type(self).__name__)
         synchronous = synchronous_mode(synchronous)
+        self.event_store = event_store
+        """The store the package guide's event-id methods look events up in."""
         self.path = str(path)
         self.prefix = prefix
         self._busy_timeout = busy_timeout

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -475,6 +475,17 @@ class EventStore(AsyncClosing, ABC):
 
     backend: ClassVar[str] = "custom"
     """The backend's name in telemetry (`eventsource.store` attribute)."""
+    enable_tracing: bool = True
+    """False: appends through this store make no span and record no metric."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A store may implement `append_events` itself (the package guide's way) instead of
+        # `_append_events`: it then owns the whole append, telemetry included.
+        if "append_events" in cls.__dict__ and getattr(
+            cls._append_events, "__isabstractmethod__", False
+        ):
+            cls._append_events = _GuideAppend._append_events  # type: ignore[method-assign,assignment]
 
     async def append_events(
         self,
@@ -492,6 +503,8 @@ class EventStore(AsyncClosing, ABC):
         with `already_stored=True`.
         """
         events = list(events)
+        if not self.enable_tracing:
+            return await self._append_events(aggregate_id, aggregate_type, events, expected_version)
         with telemetry.appending(
             self.backend, aggregate_id, aggregate_type, events, expected_version
         ) as appending:
@@ -550,17 +563,42 @@ class EventStore(AsyncClosing, ABC):
         self,
         aggregate_id: UUID,
         aggregate_type: str | None = None,
+        from_version: int = 0,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
         *,
-        from_version: int = 1,
         to_version: int | None = None,
     ) -> EventStream:
-        """All events of a stream (optionally a version range), as an `EventStream`."""
+        """All events of a stream, as an `EventStream`: versions from `from_version`
+        (inclusive; 0 and 1 both mean the first event) to `to_version`, and occurred between
+        `from_timestamp` and `to_timestamp` (inclusive) when given."""
         options = ReadOptions(
-            from_version=from_version, to_version=to_version, aggregate_type=aggregate_type
+            from_version=from_version,
+            to_version=to_version,
+            aggregate_type=aggregate_type,
+            from_timestamp=from_timestamp,
+            to_timestamp=to_timestamp,
         )
         events = [stored.event async for stored in self.read_stream(aggregate_id, options)]
         version = events[-1].aggregate_version if events else 0
         return EventStream(aggregate_id, aggregate_type, events, version)
+
+    async def get_events_by_type(
+        self,
+        aggregate_type: str,
+        tenant_id: UUID | None = None,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
+    ) -> list[DomainEvent]:
+        """Every event of the aggregates of `aggregate_type` (of one tenant when given), in
+        global order; `read_all` with `ReadOptions(aggregate_type=...)` is the streaming form."""
+        options = ReadOptions(
+            aggregate_type=aggregate_type,
+            tenant_id=tenant_id,
+            from_timestamp=from_timestamp,
+            to_timestamp=to_timestamp,
+        )
+        return [stored.event async for stored in self.read_all(options)]
 
     @abstractmethod
     def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
@@ -570,3 +608,16 @@ class EventStore(AsyncClosing, ABC):
         LISTEN/NOTIFY; SQLite and in memory: this store object's own appends), so readers
         always poll as well.
         """
+
+
+class _GuideAppend:
+    async def _append_events(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: list[DomainEvent],
+        expected_version: int,
+    ) -> AppendResult:
+        """The append of a store that implements `append_events` itself."""
+        store: EventStore = self  # type: ignore[assignment]
+        return await store.append_events(aggregate_id, aggregate_type, events, expected_version)

@@ -111,14 +111,16 @@ class PostgreSQLEventStore(EventStore):
 
     Tables live in `schema`, their names start with `prefix`; both are quoted, never formatted
     raw into SQL. With `notify=True` each append signals the channel `store.channel`
-    (LISTEN/NOTIFY) for subscriptions. With `outbox=True` each append also queues its events
+    (LISTEN/NOTIFY) for subscriptions. With `outbox=True` (the package guide spells it
+    `outbox_enabled=True`) each append also queues its events
     in the outbox table of the same schema, in the same statement (see `OutboxRelay`).
     Reads and appends on the store's own connections are retried after a lost connection,
     serialization failure or deadlock for up to `retry_timeout` seconds (backoff with jitter;
     0 turns retries off); `transient_retries`, when given, also caps the number of retries.
     Retrying is safe: reads change nothing and appends are idempotent by event id. The store's own
     statements run on at most `max_connections` connections that it keeps checked out of the
-    engine's pool (so size the pool for them plus your sessions).
+    engine's pool (so size the pool for them plus your sessions). `enable_tracing=False`
+    leaves this store's appends out of OpenTelemetry spans and metrics.
     """
 
     backend = "postgresql"
@@ -135,6 +137,8 @@ class PostgreSQLEventStore(EventStore):
         transient_retries: int | None = None,
         retry_timeout: float = 5.0,
         max_connections: int = 10,
+        outbox_enabled: bool | None = None,
+        enable_tracing: bool = True,
         _bound: AsyncConnection | AsyncSession | None = None,
         _owns_engine: bool = False,
         _connections: pg.ConnectionCache | None = None,
@@ -156,7 +160,8 @@ class PostgreSQLEventStore(EventStore):
         self.schema = schema
         self.prefix = prefix
         self.notify = notify
-        self.outbox = outbox
+        self.outbox = outbox if outbox_enabled is None else outbox_enabled
+        self.enable_tracing = enable_tracing
         self.retry_timeout = retry_timeout
         self.max_connections = max_connections
         self.transient_retries = transient_retries
@@ -225,6 +230,7 @@ class PostgreSQLEventStore(EventStore):
             transient_retries=0,
             retry_timeout=self.retry_timeout,
             max_connections=self.max_connections,
+            enable_tracing=self.enable_tracing,
             _bound=connection,
             _connections=self._connections,
         )

@@ -67,6 +67,22 @@ class CheckpointRepositoryContract(ABC):
         assert kept.updated_at.tzinfo is not None
         assert before <= kept.updated_at <= after
 
+    async def test_package_guide_reads_of_a_saved_checkpoint(
+        self, checkpoints: CheckpointRepository
+    ) -> None:
+        assert await checkpoints.get_checkpoint("orders") is None
+        assert await checkpoints.get_lag_metrics("orders") is None  # nothing saved: no lag
+        event_id = uuid4()
+        await checkpoints.save("orders", _FAR, event_id=event_id, event_type="ItemAdded")
+        assert await checkpoints.get_checkpoint("orders") == event_id
+        (data,) = await checkpoints.get_all_checkpoints()
+        assert (data.projection_name, data.last_event_id, data.last_event_type) == (
+            "orders",
+            event_id,
+            "ItemAdded",
+        )
+        assert (data.global_position, data.events_processed) == (_FAR, 1)
+
     async def test_event_details_are_optional(self, checkpoints: CheckpointRepository) -> None:
         await checkpoints.save("bare", Position(0, 1))
         kept = await checkpoints.get("bare")

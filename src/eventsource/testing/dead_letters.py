@@ -100,6 +100,35 @@ class DLQRepositoryContract(ABC):
         await self._add(dlq)
         assert await dlq.get(uuid4()) is None
 
+    async def test_package_guide_reads_resolves_and_counts(self, dlq: DLQRepository) -> None:
+        first = await self._add(dlq, "billing")
+        await self._add(dlq, "billing")
+        other = await self._add(dlq, "shipping")
+        (entry, _) = await dlq.get_failed_events(projection_name="billing")
+        assert (entry.id, entry.projection_name, entry.event_id) == (
+            first.id,
+            "billing",
+            first.event_id,
+        )
+        assert (entry.error_message, entry.retry_count, entry.status) == (
+            "ValueError: boom",
+            1,
+            "failed",
+        )
+        assert entry.event_data["name"] == "apple"
+        counts = await dlq.get_projection_failure_counts()
+        assert [(c.projection_name, c.failure_count) for c in counts] == [
+            ("billing", 2),
+            ("shipping", 1),
+        ]
+        assert await dlq.mark_resolved(other.id, resolved_by="admin") is True
+        assert await dlq.mark_resolved(other.id, resolved_by="admin") is False
+        stats = await dlq.get_failure_stats()
+        assert (stats.total_failed, stats.total_resolved, stats.affected_projections) == (2, 1, 1)
+        assert stats.oldest_failure == first.first_failed_at
+        (resolved,) = await dlq.get_failed_events("shipping", status="resolved")
+        assert (resolved.status, resolved.resolved_by) == ("resolved", "admin")
+
     async def test_add_keeps_the_event_and_the_error(self, dlq: DLQRepository) -> None:
         stored = _stored()
         error = _failing_handler(ValueError('bad "quantity" for Zoë\nsecond line'))

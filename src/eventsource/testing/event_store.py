@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventsource._internal.clock import utc_now
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.exceptions import (
@@ -104,6 +105,33 @@ class EventStoreContract(ABC):
         assert isinstance(stream.events[0], ItemAdded)
         assert [e.name for e in stream.events] == ["item-1", "item-2", "item-3"]  # type: ignore[attr-defined]
         assert await store.get_stream_version(cart) == 3
+
+    async def test_get_events_and_get_events_by_type_as_the_package_guide_calls_them(
+        self, store: EventStore
+    ) -> None:
+        cart, profile = uuid4(), uuid4()
+        later = utc_now() + timedelta(hours=1)
+        first, second = ItemAdded(name="now"), ItemAdded(name="later", occurred_at=later)
+        await store.append_events(cart, CART, [first, second], 0)
+        await store.append_events(
+            profile, "Profile", [ProfileCreated(first_name="A", last_name="B", email=None)], 0
+        )
+
+        # Positional: aggregate_type, from_version (inclusive; 0 reads all), timestamps.
+        assert len(await store.get_events(cart, CART, 0)) == 2
+        assert [e.event_id for e in (await store.get_events(cart, CART, 2)).events] == [
+            second.event_id
+        ]
+        early = await store.get_events(cart, None, 0, None, later - timedelta(minutes=1))
+        assert [e.event_id for e in early.events] == [first.event_id]
+        late = await store.get_events(cart, from_timestamp=later)
+        assert [e.event_id for e in late.events] == [second.event_id]
+
+        by_type = await store.get_events_by_type(CART)
+        assert [e.event_id for e in by_type] == [first.event_id, second.event_id]
+        assert [type(e) for e in await store.get_events_by_type("Profile")] == [ProfileCreated]
+        recent = await store.get_events_by_type(CART, from_timestamp=later)
+        assert [e.event_id for e in recent] == [second.event_id]
 
     async def test_unknown_stream_is_empty(self, store: EventStore) -> None:
         missing = uuid4()

@@ -101,6 +101,27 @@ class OutboxRepositoryContract(ABC):
             decoded = [codec.decode(e.event_type, e.event_version, e.payload) for e in rows]
             assert decoded == events
 
+    async def test_guide_add_event_pending_and_mark_published(
+        self, outbox: OutboxRepository
+    ) -> None:
+        events = _stream(3)
+        ids = [await outbox.add_event(event) for event in events]
+        assert ids == sorted(set(ids))
+        pending = await outbox.get_pending_events(limit=2)
+        assert [(e.id, e.event_id) for e in pending] == [
+            (ids[0], events[0].event_id),
+            (ids[1], events[1].event_id),
+        ]
+        # Reading pending rows leases nothing: they are still there for a relay.
+        assert [e.id for e in await outbox.get_pending_events(limit=100)] == ids
+        for entry in pending:
+            assert await outbox.mark_published(entry.id) is True
+        assert await outbox.mark_published(ids[0]) is False  # published already
+        assert await outbox.mark_published(ids[-1] + 1000) is False  # no such row
+        assert [e.event_id for e in await outbox.get_pending_events()] == [events[2].event_id]
+        stats = await outbox.stats()
+        assert (stats.pending, stats.published) == (1, 2)
+
     async def test_published_rows_are_not_claimed_again(self, outbox: OutboxRepository) -> None:
         events = _stream(4)
         await outbox.add(events)
