@@ -24,13 +24,17 @@ __all__ = [
     "EVENT_ID",
     "EVENT_TYPE",
     "EVENT_VERSION",
+    "FAILED_HANDLERS",
     "GROUP",
+    "HANDLED_BY",
     "RETRY_AT",
     "TENANT_ID",
     "decode",
     "encode",
     "encode_all",
     "event_type_of",
+    "list_handlers",
+    "listed_handlers",
 ]
 
 EVENT_TYPE = "event-type"
@@ -51,6 +55,28 @@ RETRY_AT = "x-retry-at"
 """Set on a message waiting in a retry topic (Kafka): when it is due, in Unix seconds."""
 GROUP = "x-consumer-group"
 """Set on a retried or dead-lettered message: the consumer group it belongs to."""
+HANDLED_BY = "x-handled-by"
+"""Set on a retried or dead-lettered message: the handlers of its group that already
+succeeded on it (a JSON list of handler ids), which a retry does not run again."""
+FAILED_HANDLERS = "x-failed-handlers"
+"""Set on a retried or dead-lettered message: the handlers that failed on its last delivery
+(a JSON list of handler ids)."""
+
+
+def listed_handlers(headers: Mapping[str, str], name: str) -> frozenset[str]:
+    """The handler ids listed in header `name` (none when it is absent or unreadable)."""
+    try:
+        ids = json.loads(headers.get(name, "[]"))
+    except ValueError:
+        return frozenset()
+    if not isinstance(ids, list):
+        return frozenset()
+    return frozenset(str(handler_id) for handler_id in ids)
+
+
+def list_handlers(ids: Sequence[str] | frozenset[str]) -> str:
+    """The header value listing `ids`, sorted."""
+    return json.dumps(sorted(ids))
 
 
 def encode(event: DomainEvent) -> tuple[bytes, dict[str, str]]:

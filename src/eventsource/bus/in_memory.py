@@ -180,7 +180,7 @@ class InMemoryEventBus(EventBus):
         if outcome.verdict is Verdict.RETRY:
             attempt = delivery.attempt + 1
             delivery.attempt = attempt
-            delivery.headers = self._retry_headers(delivery.headers, attempt)
+            delivery.headers = self._retry_headers(delivery.headers, outcome, attempt)
             asyncio.get_running_loop().call_later(
                 self.config.delay_before(attempt), self._group.put, delivery
             )

@@ -7,7 +7,9 @@ Every bus has the same model, whatever the broker:
   (competing consumers), each event going to one of them.
 - Delivery is at least once. A handler that raises is retried with growing delays (only in
   the group whose handler failed) up to `max_attempts`; then the message goes to that group's
-  dead-letter destination, with the error, and the group moves on. A message whose payload
+  dead-letter destination, with the error, and the group moves on. A retry runs only the
+  handlers that have not yet succeeded on the message: the retry copy lists, in a header, the
+  handlers (by `handler_id`) that did. A message whose payload
   cannot be read goes there at once. Nothing is dropped.
 - A consumer that dies without acknowledging leaves its messages to be redelivered.
 - A consumer with a `tenant_id` handles only that tenant's events, in a group of its own per
@@ -22,11 +24,13 @@ backend passes `eventsource.testing.EventBusContract`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +59,7 @@ __all__ = [
     "Handler",
     "Outcome",
     "Verdict",
+    "handler_ids",
     "invoke_handler",
 ]
 
@@ -163,6 +168,10 @@ class BusDeadLetter:
     headers: Mapping[str, str]
     event: DomainEvent | None
     """The decoded event, or None when the payload itself is what could not be read."""
+    failed_handlers: tuple[str, ...] = ()
+    """The ids (`handler_ids`) of the handlers that failed on the last attempt, sorted."""
+    handled_by: tuple[str, ...] = ()
+    """The ids of the handlers that succeeded on the message before it was given up, sorted."""
 
 
 class Verdict(Enum):
@@ -178,6 +187,10 @@ class Outcome:
     verdict: Verdict
     event: DomainEvent | None = None
     error: BaseException | None = None
+    handled: frozenset[str] = frozenset()
+    """Ids of the handlers that have succeeded on the message, in this or an earlier attempt."""
+    failed: tuple[str, ...] = ()
+    """Ids of the handlers that failed in this attempt."""
 
     @property
     def reason(self) -> str:
@@ -189,6 +202,31 @@ class Outcome:
 
 def _name(handler: object) -> str:
     return getattr(handler, "__qualname__", None) or type(handler).__qualname__
+
+
+def _qualified_name(handler: object) -> str:
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    module = getattr(handler, "__module__", None) or type(handler).__module__
+    return f"{module}.{_name(handler)}"
+
+
+def handler_ids(handlers: Sequence[object]) -> list[str]:
+    """The identity of each handler of a consumer, in order, as retries record it.
+
+    A handler is named by its module and qualified name (a function's, a bound method's, or
+    for an object with `handle`, its class's); the second and later handlers with one name get
+    `#2`, `#3`, ... in the order they run (those of the event's type first, in subscription
+    order, then the wildcard handlers). Ids are stable while a consumer subscribes the same
+    handlers in the same order, which is what lets a retry skip the handlers that succeeded.
+    """
+    seen: Counter[str] = Counter()
+    ids: list[str] = []
+    for handler in handlers:
+        name = _qualified_name(handler)
+        seen[name] += 1
+        ids.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return ids
 
 
 class EventBus(AsyncClosing, ABC):
@@ -320,7 +358,8 @@ class EventBus(AsyncClosing, ABC):
 
         A type nobody here wants is acknowledged unread. A payload that cannot be read is
         dead-lettered at once (retrying cannot fix it). If a handler raises (all handlers
-        run even so), the message is retried until `max_attempts`, then dead-lettered.
+        run even so), the message is retried until `max_attempts`, then dead-lettered; a
+        retry of this group (`attempt` > 1) skips the handlers its headers list as done.
         """
         self.stats.received += 1
         event_type = _wire.event_type_of(headers)
@@ -340,15 +379,23 @@ class EventBus(AsyncClosing, ABC):
         if not handlers:
             self.stats.skipped += 1
             return Outcome(Verdict.ACK, event)
+        done: frozenset[str] = frozenset()
+        if attempt > 1 and headers.get(_wire.GROUP) == self.config.broker_group:
+            done = _wire.listed_handlers(headers, _wire.HANDLED_BY)
+        handled, failed = set(done), list[str]()
         error: BaseException | None = None
         with telemetry.consuming(self.config.consumer_group, headers, event) as span:
-            for handler in handlers:
+            for handler, handler_id in zip(handlers, handler_ids(handlers), strict=True):
+                if handler_id in done:
+                    continue
                 try:
                     await invoke_handler(handler, event)
+                    handled.add(handler_id)
                 except Exception as exc:
+                    failed.append(handler_id)
                     logger.warning(
                         "handler %s failed on %s %s (attempt %d of %d): %r",
-                        _name(handler),
+                        handler_id,
                         event.event_type,
                         event.event_id,
                         attempt,
@@ -361,11 +408,21 @@ class EventBus(AsyncClosing, ABC):
             self.stats.handled += 1
             return Outcome(Verdict.ACK, event)
         self.stats.failed += 1
-        if attempt < self.config.max_attempts:
+        verdict = Verdict.RETRY if attempt < self.config.max_attempts else Verdict.DEAD
+        if verdict is Verdict.RETRY:
             self.stats.retried += 1
-            return Outcome(Verdict.RETRY, event, error)
-        self.stats.dead_lettered += 1
-        return Outcome(Verdict.DEAD, event, error)
+        else:
+            self.stats.dead_lettered += 1
+        return Outcome(verdict, event, error, frozenset(handled), tuple(failed))
+
+    def _handler_headers(self, outcome: Outcome) -> dict[str, str]:
+        """Which handlers succeeded and which failed, for a retry or a dead letter."""
+        if outcome.event is None:
+            return {}
+        return {
+            _wire.HANDLED_BY: _wire.list_handlers(outcome.handled),
+            _wire.FAILED_HANDLERS: _wire.list_handlers(outcome.failed),
+        }
 
     def _dead_letter_headers(
         self, headers: Mapping[str, str], outcome: Outcome, attempts: int
@@ -373,14 +430,23 @@ class EventBus(AsyncClosing, ABC):
         """The headers a message keeps in the dead-letter destination: why, where, how often."""
         return {
             **headers,
+            **self._handler_headers(outcome),
             _wire.ERROR: outcome.reason,
             _wire.GROUP: self.config.broker_group,
             _wire.ATTEMPT: str(attempts),
         }
 
-    def _retry_headers(self, headers: Mapping[str, str], attempt: int) -> dict[str, str]:
-        """The headers of a message sent back for delivery attempt `attempt`."""
-        return {**headers, _wire.GROUP: self.config.broker_group, _wire.ATTEMPT: str(attempt)}
+    def _retry_headers(
+        self, headers: Mapping[str, str], outcome: Outcome, attempt: int
+    ) -> dict[str, str]:
+        """The headers of a message sent back for delivery attempt `attempt`: with the
+        handlers that succeeded, so that the retry runs only the others."""
+        return {
+            **headers,
+            **self._handler_headers(outcome),
+            _wire.GROUP: self.config.broker_group,
+            _wire.ATTEMPT: str(attempt),
+        }
 
     def _read_dead_letter(
         self, headers: Mapping[str, str], body: bytes, at: datetime
@@ -402,6 +468,8 @@ class EventBus(AsyncClosing, ABC):
             body=body,
             headers=dict(headers),
             event=event,
+            failed_handlers=tuple(sorted(_wire.listed_handlers(headers, _wire.FAILED_HANDLERS))),
+            handled_by=tuple(sorted(_wire.listed_handlers(headers, _wire.HANDLED_BY))),
         )
 
     # -- consuming -----------------------------------------------------------------------

@@ -409,7 +409,7 @@ class KafkaEventBus(EventBus):
         origin = f"{tp.topic}[{tp.partition}]@{record.offset}"
         outcome = await self._handle_message(headers, record.value or b"", attempt, origin)
         if outcome.verdict is Verdict.RETRY:
-            retry = self._retry_headers(headers, attempt + 1)
+            retry = self._retry_headers(headers, outcome, attempt + 1)
             retry[_wire.RETRY_AT] = f"{time.time() + self.config.delay_before(attempt + 1):.3f}"
             await self._send(self.config.retry_topic, [(record.key, record.value, retry)])
         elif outcome.verdict is Verdict.DEAD:

@@ -373,7 +373,9 @@ class RabbitMQEventBus(EventBus):
         original is acknowledged: a crash in between doubles it, never loses it."""
         message_id = message.message_id or ""
         if outcome.verdict is Verdict.RETRY:
-            retry = _message(message.body, self._retry_headers(headers, attempt + 1), message_id)
+            retry = _message(
+                message.body, self._retry_headers(headers, outcome, attempt + 1), message_id
+            )
             queue = self._retry_queues[_millis(self.config.delay_before(attempt + 1))]
             await self._confirm([(retry, queue)], to_queue=True)
         elif outcome.verdict is Verdict.DEAD:

@@ -435,7 +435,7 @@ class RedisEventBus(EventBus):
             await self._settle(key, entry_id, where)
         elif outcome.verdict is Verdict.RETRY:
             delay = self.config.delay_before(attempt + 1)
-            message = _pack_retry(self._retry_headers(headers, attempt + 1), body)
+            message = _pack_retry(self._retry_headers(headers, outcome, attempt + 1), body)
             args = [self.config.broker_group, entry_id, int(delay * 1000), message, int(retry)]
             await self._retrying(
                 lambda: self._schedule_retry(keys=[key, self._delayed_key], args=args),

@@ -308,6 +308,42 @@ class EventBusContract(ABC):
         assert letter.attempts == 3
         assert "RuntimeError: planned failure 3" in letter.error
 
+    async def test_a_retry_runs_only_the_handlers_that_failed(self, make_bus: MakeBus) -> None:
+        bus = await make_bus("isolated", max_attempts=5)
+        healthy, flaky = Recorder(), Recorder(fail_times=2)
+        bus.subscribe(ItemAdded, healthy)
+        bus.subscribe(ItemAdded, flaky)
+        await bus.start_consuming()
+        event = cart_events(1, 1)[0]
+        await bus.publish([event])
+        await eventually(lambda: flaky.events == [event], self.timeout, "the third attempt")
+        assert flaky.attempts[event.event_id] == 3
+        assert healthy.attempts[event.event_id] == 1, "a retry ran a handler that succeeded"
+        assert healthy.events == [event]
+        assert bus.stats.retried == 2
+        assert bus.stats.handled == 1
+        assert await bus.dead_letters() == []
+
+    async def test_a_dead_letter_names_the_handler_that_kept_failing(
+        self, make_bus: MakeBus
+    ) -> None:
+        bus = await make_bus("half-broken", max_attempts=3)
+        healthy, broken = Recorder(), Recorder(fail_times=10**6)
+        bus.subscribe(ItemAdded, healthy)
+        bus.subscribe(ItemAdded, broken)
+        await bus.start_consuming()
+        event = cart_events(1, 1)[0]
+        await bus.publish([event])
+        await eventually(lambda: bus.stats.dead_lettered == 1, self.timeout, "the dead letter")
+        assert broken.attempts[event.event_id] == 3
+        assert healthy.attempts[event.event_id] == 1, "a retry ran a handler that succeeded"
+        (letter,) = await bus.dead_letters()
+        recorder = f"{Recorder.__module__}.{Recorder.__qualname__}"
+        assert letter.failed_handlers == (f"{recorder}#2",)
+        assert letter.handled_by == (recorder,)
+        assert letter.attempts == 3
+        assert "RuntimeError: planned failure 3" in letter.error
+
     async def test_an_unreadable_message_is_dead_lettered_at_once(self, make_bus: MakeBus) -> None:
         bus = await make_bus("auditors", max_attempts=5)
         seen: list[DomainEvent] = []
