@@ -24,11 +24,13 @@ backend passes `eventsource.testing.EventBusContract`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import socket
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -200,6 +202,13 @@ class Outcome:
         return f"{type(self.error).__name__}: {self.error}"[:2000]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _name(handler: object) -> str:
     return getattr(handler, "__qualname__", None) or type(handler).__qualname__
 
@@ -262,8 +271,13 @@ class EventBus(AsyncClosing, ABC):
     def __init__(self, config: EventBusConfig, registry: EventRegistry | None = None) -> None:
         self.config = config
         self._codec = EventCodec(registry)
-        self._by_type: dict[str, list[Handler]] = {}
-        self._wildcard: list[Handler] = []
+        # The handler table is replaced, never changed in place, under `_table_lock`: any
+        # thread may subscribe, and a consumer reads one consistent table without a lock.
+        self._by_type: dict[str, tuple[Handler, ...]] = {}
+        self._wildcard: tuple[Handler, ...] = ()
+        self._table_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop this bus consumes on, once it does: `_subscriptions_changed` runs there."""
         self._background: set[asyncio.Task[None]] = set()
         self.stats = BusStats()
         telemetry.watch("bus", self)
@@ -271,11 +285,15 @@ class EventBus(AsyncClosing, ABC):
     # -- subscribing ---------------------------------------------------------------------
 
     def subscribe(self, event_type: type[DomainEvent], handler: Handler) -> None:
-        """Run `handler` for every event of `event_type` this consumer receives."""
-        handlers = self._by_type.setdefault(event_type.type_name(), [])
-        if handler not in handlers:
-            handlers.append(handler)
-        self._subscriptions_changed()
+        """Run `handler` for every event of `event_type` this consumer receives. Safe from
+        any thread, also while the bus consumes on its event loop."""
+        name = event_type.type_name()
+        with self._table_lock:
+            handlers = self._by_type.get(name, ())
+            if handler in handlers:
+                return
+            self._by_type = {**self._by_type, name: (*handlers, handler)}
+        self._changed()
 
     def subscribe_all(self, subscriber: EventSubscriber) -> None:
         """Subscribe `subscriber` to each type its `subscribed_to()` names."""
@@ -283,20 +301,29 @@ class EventBus(AsyncClosing, ABC):
             self.subscribe(event_type, subscriber)
 
     def subscribe_to_all_events(self, handler: Handler) -> None:
-        """Run `handler` for every event, whatever its type."""
-        if handler not in self._wildcard:
-            self._wildcard.append(handler)
-        self._subscriptions_changed()
+        """Run `handler` for every event, whatever its type. Safe from any thread."""
+        with self._table_lock:
+            if handler in self._wildcard:
+                return
+            self._wildcard = (*self._wildcard, handler)
+        self._changed()
 
     def unsubscribe(self, event_type: type[DomainEvent], handler: Handler) -> bool:
-        """Stop running `handler` for `event_type`; False if it was not subscribed."""
-        handlers = self._by_type.get(event_type.type_name(), [])
-        if handler not in handlers:
-            return False
-        handlers.remove(handler)
-        if not handlers:
-            del self._by_type[event_type.type_name()]
-        self._subscriptions_changed()
+        """Stop running `handler` for `event_type`; False if it was not subscribed. Safe
+        from any thread."""
+        name = event_type.type_name()
+        with self._table_lock:
+            handlers = self._by_type.get(name, ())
+            if handler not in handlers:
+                return False
+            table = dict(self._by_type)
+            remaining = tuple(h for h in handlers if h != handler)
+            if remaining:
+                table[name] = remaining
+            else:
+                del table[name]
+            self._by_type = table
+        self._changed()
         return True
 
     @property
@@ -308,8 +335,18 @@ class EventBus(AsyncClosing, ABC):
     def wants_everything(self) -> bool:
         return bool(self._wildcard)
 
+    def _changed(self) -> None:
+        """Run `_subscriptions_changed` on the bus's event loop, whichever thread subscribed."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._subscriptions_changed()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing consumes
+            loop.call_soon_threadsafe(self._subscriptions_changed)
+
     def _subscriptions_changed(self) -> None:
-        """Hook for brokers that route by type (RabbitMQ binds the group's queue)."""
+        """Hook for brokers that route by type (RabbitMQ binds the group's queue); runs on
+        the bus's event loop (`_loop`, which such a broker sets when it starts consuming)."""
 
     # -- publishing ----------------------------------------------------------------------
 

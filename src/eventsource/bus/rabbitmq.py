@@ -277,6 +277,7 @@ class RabbitMQEventBus(EventBus):
         if self.consuming:
             return
         self._stopping = False
+        self._loop = asyncio.get_running_loop()  # where threads' subscriptions bind the queue
         channel = await self._consumer.channel()
         try:
             await channel.set_qos(prefetch_count=self.config.prefetch_count)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -263,6 +264,59 @@ class EventBusContract(ABC):
         assert sorted(recorder.ids) == sorted(e.event_id for e in events)
 
     # -- failures ------------------------------------------------------------------------
+
+    # -- subscribing from other threads -------------------------------------------------
+
+    async def test_a_handler_subscribed_from_another_thread_gets_events(
+        self, make_bus: MakeBus
+    ) -> None:
+        bus = await make_bus("threads")
+        first, late = Recorder(), Recorder()
+        bus.subscribe(ItemAdded, first)
+        await bus.start_consuming()
+        await asyncio.to_thread(bus.subscribe, ItemRemoved, late)
+        await asyncio.to_thread(bus.subscribe_to_all_events, first)
+        cart = uuid4()
+        events = [
+            ItemAdded(name="pear").attached(cart, "Cart", 1),
+            ItemRemoved(name="pear").attached(cart, "Cart", 2),
+        ]
+        # A broker that routes by type binds the new type in the background: publish until
+        # the late handler is reached (a removal published before the binding is not routed).
+        deadline = time.monotonic() + self.timeout
+        await bus.publish(events)
+        while not late.events and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if self.routes_by_type and not late.events:
+                await bus.publish([ItemRemoved(name="pear").attached(cart, "Cart", 3)])
+        await eventually(lambda: bool(late.events), self.timeout, "the late handler")
+        assert isinstance(late.events[0], ItemRemoved)
+        assert events[0] in first.events
+
+    async def test_subscribing_from_many_threads_loses_no_handler(self, make_bus: MakeBus) -> None:
+        """Threads subscribing and unsubscribing handlers of one type at once: every
+        subscription holds until its own unsubscribe (none is lost to another's)."""
+        bus = await make_bus("churn")
+        lost: list[str] = []
+
+        def churn(n: int) -> None:
+            def handler(event: DomainEvent) -> None:
+                return None
+
+            for _ in range(2000):
+                bus.subscribe(ItemAdded, handler)
+                if not bus.unsubscribe(ItemAdded, handler):
+                    lost.append(f"thread {n}")
+                    return
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible
+        try:
+            await asyncio.gather(*(asyncio.to_thread(churn, n) for n in range(8)))
+        finally:
+            sys.setswitchinterval(interval)
+        assert lost == [], f"subscriptions lost to another thread's unsubscribe: {lost}"
+        assert ItemAdded.type_name() not in bus.subscribed_types
 
     async def test_a_failing_handler_is_retried_in_its_group_only(self, make_bus: MakeBus) -> None:
         flaky_bus = await make_bus("flaky", max_attempts=5)
