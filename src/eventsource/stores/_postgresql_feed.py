@@ -27,7 +27,15 @@ from datetime import timedelta
 
 from eventsource.stores.interface import Position
 
-__all__ = ["WRITER_CLASS", "LATE_CLASS", "FeedSql", "HorizonLag", "lock_key", "xid8_near"]
+__all__ = [
+    "LATE_CLASS",
+    "WRITER_CLASS",
+    "FeedSql",
+    "HorizonLag",
+    "lock_key",
+    "partition_clause",
+    "xid8_near",
+]
 
 
 def lock_key(text: str) -> int:
@@ -144,3 +152,24 @@ class HorizonLag:
             return False
         limit = threshold if isinstance(threshold, timedelta) else timedelta(seconds=threshold)
         return self.oldest_transaction_age > limit
+
+
+def partition_clause(partitions: str, partition: str) -> str:
+    """SQL true for the rows of partition `partition` of `partitions` (`ReadOptions.partition`:
+    ``aggregate_id.int % n == p``, exactly as Python computes it, since partition checkpoints
+    depend on it). Both arguments are bigint parameters; `partitions` is at most 2**31.
+
+    PostgreSQL has no 128-bit integer and a numeric modulo costs more, so the uuid's 16 bytes
+    are read as four unsigned 32-bit words w0..w3 (``bit(32)::bigint`` does not sign-extend)
+    and reduced by Horner's rule: r = (r * 2**32 + w) % n. With r < n <= 2**31 the largest
+    intermediate is (2**31 - 1) * 2**32 + 2**32 - 1 = 2**63 - 1: it never overflows.
+    """
+    hex_digits = "encode(uuid_send(aggregate_id), 'hex')"
+    remainder = ""
+    for word in range(4):
+        value = f"('x' || substr({hex_digits}, {8 * word + 1}, 8))::bit(32)::bigint"
+        if word == 0:
+            remainder = f"{value} % {partitions}"
+        else:
+            remainder = f"(({remainder}) * 4294967296 + {value}) % {partitions}"
+    return f"{remainder} = {partition}"
