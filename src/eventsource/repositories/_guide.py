@@ -82,7 +82,7 @@ class LagMetrics:
     """Time between the storing of the processed event and of the newest one (0 when
     caught up)."""
     events_behind: int
-    """Events of the given types after the checkpoint."""
+    """Events of the given types after the checkpoint (counted by the store, not read)."""
     events_processed: int
     last_processed_at: datetime
 
@@ -216,9 +216,8 @@ class GuideCheckpointMethods(_ReachesStore):
             ReadOptions(direction=ReadDirection.BACKWARD, limit=1, event_types=types)
         ):
             newest = stored
-        behind = 0
-        async for _ in store.read_all(ReadOptions(after=checkpoint.position, event_types=types)):
-            behind += 1
+        # One count query (`count_events`), never the events behind pulled into Python.
+        behind = await store.count_events(ReadOptions(after=checkpoint.position, event_types=types))
         lag = 0.0
         if behind and newest is not None:
             processed_at = checkpoint.updated_at

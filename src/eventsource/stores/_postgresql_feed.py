@@ -27,7 +27,15 @@ from datetime import timedelta
 
 from eventsource.stores.interface import Position
 
-__all__ = ["WRITER_CLASS", "LATE_CLASS", "FeedSql", "HorizonLag", "lock_key", "xid8_near"]
+__all__ = [
+    "LATE_CLASS",
+    "WRITER_CLASS",
+    "FeedSql",
+    "HorizonLag",
+    "lock_key",
+    "partition_clause",
+    "xid8_near",
+]
 
 
 def lock_key(text: str) -> int:
@@ -144,3 +152,35 @@ class HorizonLag:
             return False
         limit = threshold if isinstance(threshold, timedelta) else timedelta(seconds=threshold)
         return self.oldest_transaction_age > limit
+
+
+def partition_clause(partitions: str, partition: str) -> str:
+    """SQL true for the rows of partition `partition` of `partitions` (`ReadOptions.partition`:
+    ``aggregate_id.int % n == p``, exactly as Python computes it, since partition checkpoints
+    depend on it). Both arguments are bigint parameters; `partitions` is at most 2**31.
+
+    PostgreSQL has no 128-bit integer and a numeric modulo costs more, so the uuid's 16 bytes
+    (`uuid_send`, big-endian like `UUID.int`) are read as four unsigned 32-bit words w0..w3
+    and reduced by Horner's rule: r = (r * 2**32 + w) % n. With r < n <= 2**31 the largest
+    intermediate is (2**31 - 1) * 2**32 + 2**32 - 1 = 2**63 - 1: it never overflows. Words
+    built from `get_byte` cost a little less than words parsed from the uuid's hex text
+    (about 2 against 3 microseconds a row over 100,000 rows, on a noisy machine).
+
+    The test is wrapped in a CASE on purpose. PostgreSQL has no statistics for the expression
+    and guesses that an equality on it keeps 0.5% of the rows; for a feed page (ORDER BY the
+    feed index, LIMIT) it then prefers to fetch every row after the position, filter and sort
+    them over walking the index in order, and each page costs the rest of the feed (measured:
+    0.45 s a page at 100,000 events). A boolean CASE is estimated at 50%, close to a real
+    partition's share, and keeps the ordered index walk (0.02 s a page).
+    """
+    byte = [f"get_byte(uuid_send(aggregate_id), {i})" for i in range(16)]
+    remainder = ""
+    for word in range(4):
+        b0, b1, b2, b3 = byte[4 * word : 4 * word + 4]
+        # Each shift in parentheses: PostgreSQL gives << and | the same precedence.
+        value = f"(({b0}::bigint << 24) | ({b1} << 16) | ({b2} << 8) | {b3})"
+        if word == 0:
+            remainder = f"{value} % {partitions}"
+        else:
+            remainder = f"(({remainder}) * 4294967296 + {value}) % {partitions}"
+    return f"CASE WHEN {remainder} = {partition} THEN true ELSE false END"

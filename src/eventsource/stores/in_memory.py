@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Protocol
 from uuid import UUID
 
@@ -46,6 +46,10 @@ def _matches(record: EventRecord, options: ReadOptions) -> bool:
         return False
     if options.tenant_id is not None and record.tenant_id != options.tenant_id:
         return False
+    if options.partition is not None:
+        partition, partitions = options.partition
+        if record.aggregate_id.int % partitions != partition:
+            return False
     if options.from_timestamp is not None and record.occurred_at < options.from_timestamp:
         return False
     return options.to_timestamp is None or record.occurred_at <= options.to_timestamp
@@ -65,6 +69,7 @@ class InMemoryEventStore(EventStore):
     """
 
     backend = "memory"
+    filters_partitions = True
 
     def __init__(
         self, *, registry: EventRegistry | None = None, outbox: OutboxSink | None = None
@@ -149,8 +154,8 @@ class InMemoryEventStore(EventStore):
                 yielded += 1
                 yield self._decode(record)
 
-    async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
-        options = options or ReadOptions()
+    def _feed(self, options: ReadOptions) -> Iterator[EventRecord]:
+        """The records `read_all(options)` yields, undecoded."""
         with self._lock:
             records = self._records[:]
         after = options.after
@@ -167,7 +172,14 @@ class InMemoryEventStore(EventStore):
                 return
             if _matches(record, options):
                 yielded += 1
-                yield self._decode(record)
+                yield record
+
+    async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
+        for record in self._feed(options or ReadOptions()):
+            yield self._decode(record)
+
+    async def count_events(self, options: ReadOptions | None = None) -> int:
+        return sum(1 for _ in self._feed(options or ReadOptions()))
 
     async def current_position(self) -> Position:
         with self._lock:

@@ -395,10 +395,17 @@ class ReadOptions:
     from_timestamp: datetime | None = None
     to_timestamp: datetime | None = None
     batch_size: int = 1000
+    partition: tuple[int, int] | None = None
+    """`(p, n)`: only the events of the aggregates with `aggregate_id.int % n == p` (partition
+    p of n, as `subscribe_partitioned` splits a subscription; n from 1 to 2**31). Every row
+    belongs to exactly one partition. A store that filters on it in its own query says so with
+    `EventStore.filters_partitions`."""
 
     def __post_init__(self) -> None:
         if self.event_types is not None and not isinstance(self.event_types, frozenset):
             object.__setattr__(self, "event_types", _type_names(self.event_types))
+        if self.partition is not None:
+            _check_partition(self.partition)
         if self.limit is not None and self.limit < 0:
             raise InvalidEventError(f"limit must be >= 0, got {self.limit}")
         if self.batch_size < 1:
@@ -407,6 +414,25 @@ class ReadOptions:
     @property
     def forward(self) -> bool:
         return self.direction is ReadDirection.FORWARD
+
+
+_MAX_PARTITIONS = 2**31
+"""Partition counts up to 2**31 keep the SQL stores' modulo of a uuid within 64-bit integers."""
+
+
+def _check_partition(partition: object) -> None:
+    if (
+        not isinstance(partition, tuple)
+        or len(partition) != 2
+        or not all(type(part) is int for part in partition)
+    ):
+        raise InvalidEventError(f"partition must be a tuple (p, n) of two ints, got {partition!r}")
+    p: int = partition[0]
+    n: int = partition[1]
+    if not 1 <= n <= _MAX_PARTITIONS or not 0 <= p < n:
+        raise InvalidEventError(
+            f"partition (p, n) needs 1 <= n <= 2**31 and 0 <= p < n, got {partition!r}"
+        )
 
 
 class AppendSignal:
@@ -477,6 +503,10 @@ class EventStore(AsyncClosing, ABC):
     """The backend's name in telemetry (`eventsource.store` attribute)."""
     enable_tracing: bool = True
     """False: appends through this store make no span and record no metric."""
+    filters_partitions: ClassVar[bool] = False
+    """Whether `read_all` honours `ReadOptions.partition` in its own query. A partitioned
+    subscription then reads only its partition's events; on a store that does not (a custom
+    one, a wrapper), it reads the whole feed and skips the other partitions' events itself."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -537,6 +567,15 @@ class EventStore(AsyncClosing, ABC):
         A reader that keeps resuming from the last position it saw receives every
         committed event exactly once.
         """
+
+    async def count_events(self, options: ReadOptions | None = None) -> int:
+        """How many events `read_all(options)` would yield now (up to `options.limit`),
+        without reading them: lag and progress reports use it. This default counts by
+        reading; the bundled stores answer it with a count query."""
+        count = 0
+        async for _ in self.read_all(options):
+            count += 1
+        return count
 
     @abstractmethod
     async def current_position(self) -> Position:

@@ -53,6 +53,7 @@ from eventsource.stores._postgresql_feed import (
     FeedSql,
     HorizonLag,
     lock_key,
+    partition_clause,
 )
 from eventsource.stores.interface import (
     AppendResult,
@@ -124,6 +125,7 @@ class PostgreSQLEventStore(EventStore):
     """
 
     backend = "postgresql"
+    filters_partitions = True
 
     def __init__(
         self,
@@ -551,6 +553,11 @@ class PostgreSQLEventStore(EventStore):
             clauses.append(f"aggregate_type = {param(options.aggregate_type, 'text')}")
         if options.tenant_id is not None:
             clauses.append(f"tenant_id = {param(options.tenant_id, 'uuid')}")
+        if options.partition is not None:
+            partition, partitions = options.partition
+            clauses.append(
+                partition_clause(param(partitions, "bigint"), param(partition, "bigint"))
+            )
         if options.from_timestamp is not None:
             clauses.append(f"occurred_at >= {param(options.from_timestamp, 'timestamptz')}")
         if options.to_timestamp is not None:
@@ -733,6 +740,29 @@ class PostgreSQLEventStore(EventStore):
             oldest_transaction_age=age,
             blocking_pid=pid,
         )
+
+    async def count_events(self, options: ReadOptions | None = None) -> int:
+        """One `count(*)` over the rows `read_all(options)` would return now (same filters,
+        same horizon), so lag reports never pull events into Python."""
+        options = options or ReadOptions()
+        args: list[Any] = []
+        clauses = self._filters(options, args)
+        args.append((await self._horizon())[0])
+        clauses.append(f"transaction_id < ${len(args)}::xid8")
+        if options.after is not None:
+            args += [options.after.commit, options.after.sequence]
+            op = ">" if options.forward else "<"
+            clauses.append(
+                f"(transaction_id, position) {op} (${len(args) - 1}::xid8, ${len(args)}::bigint)"
+            )
+        sql = f"SELECT 1 FROM {self.table} WHERE {' AND '.join(clauses)}"
+        if options.limit is not None:
+            args.append(options.limit)
+            sql += f" LIMIT ${len(args)}"
+        rows = await self._fetch(
+            "count events of the feed", f"SELECT count(*) FROM ({sql}) s", *args
+        )
+        return int(rows[0][0])
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[AppendSignal]:

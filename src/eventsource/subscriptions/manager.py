@@ -31,7 +31,6 @@ from eventsource.subscriptions.interface import (
 )
 from eventsource.subscriptions.partitions import (
     PartitionBudget,
-    in_partition,
     partition_name,
 )
 from eventsource.subscriptions.subscription import Subscription, SubscriptionHealth
@@ -254,7 +253,7 @@ class SubscriptionManager:
                 self.dead_letters,
                 config,
                 leases,
-                only=in_partition(partition, partitions),
+                partition=(partition, partitions),
             )
             self._subscriptions[part] = subscription
             self._handlers[part] = callback

@@ -6,6 +6,13 @@ handled in parallel. Each partition is a subscription of its own (own checkpoint
 a process takes up to `per_process` partitions at once and takes more only when they have
 been free for `takeover_after` seconds (their holder is gone, or there are too few
 processes), so partitions spread over the processes that run and move when one dies.
+
+A partition reads only its own events: it passes `ReadOptions.partition` to a store that
+filters partitions in its query (`EventStore.filters_partitions`: PostgreSQL and SQLite in
+SQL, the in-memory store in Python), so the partitions together read the feed once. The
+assignment is `aggregate_id.int % n` everywhere, stable across releases (each partition's
+checkpoint depends on it); `in_partition` is the same rule in Python, for a store that does
+not filter and for the dead-letter retries' admission check.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ def partition_name(name: str, partition: int, partitions: int) -> str:
 
 
 def in_partition(partition: int, partitions: int) -> Callable[[StoredEvent], bool]:
-    """Whether an event belongs to `partition` (a subscription's `only` filter: the others
-    count as processed without reaching the handler)."""
+    """Whether an event belongs to `partition` (a subscription's `only` filter: on a store
+    that does not filter partitions, the others count as processed without reaching the
+    handler)."""
 
     def belongs(stored: StoredEvent) -> bool:
         try:

@@ -37,6 +37,7 @@ from eventsource.subscriptions.interface import (
     SubscriptionConfig,
     SubscriptionState,
 )
+from eventsource.subscriptions.partitions import in_partition
 
 __all__ = ["Subscription", "SubscriptionHealth"]
 
@@ -103,9 +104,18 @@ class Subscription:
         leases: LeaseProvider | None = None,
         *,
         only: Callable[[StoredEvent], bool] | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.name = name
+        if partition is not None and only is None:
+            only = in_partition(*partition)
         self._only = only
+        self.partition = partition
+        """`(p, n)`: this is partition p of n (`subscribe_partitioned`)."""
+        # A store that filters partitions in its query returns this partition's events only;
+        # on another, the loop reads everything and skips the rest with `only`.
+        pushed = partition is not None and event_store.filters_partitions
+        self._skip = None if pushed else only
         self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
@@ -147,8 +157,9 @@ class Subscription:
             event_types=config.event_types,
             aggregate_type=config.aggregate_type,
             tenant_id=config.tenant_id,
+            partition=partition if pushed else None,
         )
-        self._filtered = any(
+        self._filtered = pushed or any(
             v is not None for v in (config.event_types, config.aggregate_type, config.tenant_id)
         )
 
@@ -163,6 +174,7 @@ class Subscription:
             self.config,
             self._leases,
             only=self._only,
+            partition=self.partition,
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -443,7 +455,7 @@ class Subscription:
         """One batch; False when the subscription must stop (an event it cannot place)."""
         head = await self._store.current_position() if self._filtered else None
         handler = self._deliver = self._delivery()
-        only = self._only
+        only = self._skip  # a filter the store's read did not apply
         parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
         every_event = self.config.checkpoint.kind == "event"
         read = 0

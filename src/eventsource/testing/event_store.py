@@ -42,6 +42,7 @@ from eventsource.stores.interface import (
     ReadOptions,
     StoredEvent,
 )
+from eventsource.testing._feed_reads import FeedReadContract
 from eventsource.testing.events import (
     CartCheckedOut,
     ItemAdded,
@@ -66,7 +67,7 @@ async def _collect(iterator: AsyncIterator[StoredEvent]) -> list[StoredEvent]:
     return [stored async for stored in iterator]
 
 
-class EventStoreContract(ABC):
+class EventStoreContract(FeedReadContract, ABC):
     """Abstract pytest suite; subclasses implement `create_store`."""
 
     pytestmark = pytest.mark.asyncio
