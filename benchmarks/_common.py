@@ -1,5 +1,7 @@
-"""What the benchmarks share: the benchmark aggregate, the raw-asyncpg side, the library side,
-interleaved timing and the results table."""
+"""What the benchmarks share: the benchmark aggregate, timing (interleaved sides, medians,
+percentiles, the load average) and the results tables; plus the older two-sided raw-asyncpg and
+library sides that snapshots.py and subscriptions.py still use (postgresql.py has its three
+sides in `_pg_sides`, sqlite.py in `_sqlite_sides`)."""
 
 from __future__ import annotations
 
@@ -29,9 +31,13 @@ URL = os.environ.get("EVENTSOURCE_BENCH_POSTGRES_URL", "postgresql://postgres@12
 registry = EventRegistry()
 
 
+NOTE = "benchmark payload of a typical size, a few fields and some text"
+"""The event's second domain field: with the amount, a payload of about 90 characters."""
+
+
 class Incremented(DomainEvent, registry=registry):
     amount: int
-    note: str = "benchmark payload of a typical size, a few fields and some text"
+    note: str = NOTE
 
 
 class CounterState(BaseModel):
@@ -235,3 +241,69 @@ def print_table(title: str, results: list[Result]) -> None:
 
 def _figure(value: float) -> str:
     return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+
+
+# -- several sides, several baselines ----------------------------------------------------------
+
+
+async def interleave_sides(
+    repeats: int, sides: dict[str, Callable[[], Awaitable[float]]]
+) -> dict[str, float]:
+    """Median of `repeats` runs of each side, the order rotated every round, so a noisy
+    neighbour or a warming cache hits every side alike."""
+    names = list(sides)
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for n in range(repeats):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            values[name].append(await sides[name]())
+    return {name: statistics.median(v) for name, v in values.items()}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+@dataclass
+class Line:
+    """One workload: the library's figure and each baseline's, same unit."""
+
+    name: str
+    unit: str
+    lib: float
+    baselines: dict[str, float]
+    target: str = ""
+    higher_is_better: bool = True
+    note: str = ""
+
+    def ratio(self, baseline: str) -> str:
+        other = self.baselines.get(baseline)
+        if not other:
+            return "-"
+        return f"{self.lib / other:.2f}x" + ("" if self.higher_is_better else " time")
+
+
+def print_lines(title: str, baselines: list[str], lines: list[Line]) -> None:
+    """A markdown table: library, each baseline, the ratio to each, the target (which
+    compares with the last baseline), notes."""
+    print(f"{title}\n")
+    heads = " | ".join(baselines)
+    ratios = " | ".join(f"vs {b}" for b in baselines)
+    print(f"| workload | library | {heads} | {ratios} | target | note |")
+    print("|---" * (4 + 2 * len(baselines)) + "|")
+    for line in lines:
+        cells = [f"{_figure(line.lib)} {line.unit}"]
+        cells += [
+            f"{_figure(line.baselines[b])} {line.unit}" if b in line.baselines else "-"
+            for b in baselines
+        ]
+        cells += [line.ratio(b) for b in baselines]
+        cells += [line.target or "-", line.note or ""]
+        print(f"| {line.name} | " + " | ".join(cells) + " |")
+    print()
