@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from uuid import UUID
+from typing import Protocol
+from uuid import UUID, uuid4
 
 import asyncpg
 from pydantic import BaseModel
@@ -246,8 +248,25 @@ def _figure(value: float) -> str:
 # -- several sides, several baselines ----------------------------------------------------------
 
 
+class Appender(Protocol):
+    async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int: ...
+
+
+async def fill(side: Appender, events: int) -> None:
+    """Append `events` events (rounded down to thousands) in streams of 1,000: setup."""
+    for _ in range(events // 1000):
+        await side.append(uuid4(), 0, [1] * 1000)
+
+
+async def per_second(count: int, work: Callable[[], Awaitable[object]]) -> float:
+    """`count` divided by the seconds `work()` took."""
+    start = time.perf_counter()
+    await work()
+    return count / (time.perf_counter() - start)
+
+
 async def interleave_sides(
-    repeats: int, sides: dict[str, Callable[[], Awaitable[float]]]
+    repeats: int, sides: Mapping[str, Callable[[], Awaitable[float]]]
 ) -> dict[str, float]:
     """Median of `repeats` runs of each side, the order rotated every round, so a noisy
     neighbour or a warming cache hits every side alike."""

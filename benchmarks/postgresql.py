@@ -45,6 +45,7 @@ import asyncpg
 from _common import (
     URL,
     Line,
+    fill,
     interleave_sides,
     keep_session,
     load_average,
@@ -183,12 +184,6 @@ def record_telemetry() -> None:
     tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     configure_telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
-
-
-async def fill(side: Side, events: int) -> None:
-    """Append `events` events in streams of 1,000 (setup, not timed)."""
-    for _ in range(events // 1000):
-        await side.append(uuid4(), 0, [1] * 1000)
 
 
 async def run(quick: bool, rss: int | None) -> int:
