@@ -9,10 +9,10 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -23,11 +23,11 @@ from eventsource import (
     DeclarativeAggregate,
     DomainEvent,
     EventRegistry,
+    EventStore,
     ReadOptions,
     handles,
 )
 from eventsource._internal.ids import uuid7
-from eventsource.stores.postgresql import PostgreSQLEventStore
 
 URL = os.environ.get("EVENTSOURCE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 registry = EventRegistry()
@@ -176,31 +176,61 @@ class Raw:
 
 
 class Lib:
-    def __init__(self, store: PostgreSQLEventStore) -> None:
+    """The library through its public API: AggregateRepository and an event store (the
+    PostgreSQL or the SQLite one). Events are identified by their feed position, the key
+    every side uses to count what a reader missed."""
+
+    def __init__(self, store: EventStore) -> None:
         self.store = store
         self.counters = AggregateRepository(store, Counter)
 
+    async def close(self) -> None:
+        await self.store.close()
+
     async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
+        return (await self.append_keyed(aggregate_id, version, amounts))[0]
+
+    async def append_keyed(
+        self, aggregate_id: UUID, version: int, amounts: list[int]
+    ) -> tuple[int, list[Hashable]]:
         events = [Incremented(amount=a) for a in amounts]
         result = await self.store.append_events(aggregate_id, "Counter", events, version)
-        return result.new_version
+        return result.new_version, [(int(p.commit), p.sequence) for p in result.positions]
 
     async def load(self, aggregate_id: UUID) -> tuple[int, int]:
         counter = await self.counters.load(aggregate_id)
         return counter.version, counter.state.total
 
-    async def command(self, aggregate_id: UUID) -> None:
-        await self.counters.execute(aggregate_id, lambda c: c.increment(1))
+    async def command(self, aggregate_id: UUID) -> UUID:
+        """Load, decide, append one event; returns the id of the event appended."""
 
-    async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, set[UUID]]:
-        total = 0
-        seen: set[UUID] = set()
+        def increment(counter: Counter) -> UUID:
+            counter.increment(1)
+            return counter.uncommitted_events[-1].event_id
+
+        return await self.counters.execute(aggregate_id, increment)
+
+    async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, int]:
+        """Read the first `limit` events of the feed, decoding each; (sum, count)."""
+        total = count = 0
         async for stored in self.store.read_all(ReadOptions(batch_size=batch, limit=limit)):
             event = stored.event
             if isinstance(event, Incremented):
                 total += event.amount
-            seen.add(stored.event_id)
-        return total, seen
+            count += 1
+        return total, count
+
+    async def start(self) -> Any:
+        return await self.store.current_position()
+
+    async def follow(self, after: Any) -> tuple[Any, list[Hashable]]:
+        """Everything readable after `after`, decoded; (new after, keys read)."""
+        keys: list[Hashable] = []
+        async for stored in self.store.read_all(ReadOptions(after=after)):
+            stored.event  # noqa: B018 - decode, as a projection would
+            after = stored.position
+            keys.append((int(after.commit), after.sequence))
+        return after, keys
 
 
 # -- workloads ---------------------------------------------------------------------------------

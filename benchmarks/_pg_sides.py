@@ -1,10 +1,11 @@
-"""The three sides of the PostgreSQL benchmark: the library, raw asyncpg on the library's own
-table and statements ("same schema"), and raw asyncpg on a minimal hand-written design.
+"""The raw sides of the PostgreSQL benchmark (the library's side is `_common.Lib`): asyncpg on
+the library's own table and statements ("same schema"), and asyncpg on a minimal hand-written
+design.
 
-Every side offers the same operations (append, load, command, catch-up, follow the feed), and
-identifies the events it wrote and read by a key of its own (the library and the same-schema
-side by their feed position, the minimal side by its `gp`), so a reader's missed events are
-counted alike on every side.
+Every side offers the same operations as `Lib` (append, load, command, catch-up, follow the
+feed), and identifies the events it wrote and read by a key of its own (the same-schema side
+by their feed position, like the library, the minimal side by its `gp`), so a reader's missed
+events are counted alike on every side.
 
 Same schema: the SQL is the library's, recorded when the side is built (see `_capture`): the
 append statement with its arguments rebuilt from a template, the stream read as the library
@@ -30,71 +31,19 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from _capture import ArgTemplate, Probe, recording
-from _common import NOTE, Conflict, Counter, Incremented
+from _common import NOTE, Conflict, Incremented, Lib
 
-from eventsource import AggregateRepository, ReadOptions
+from eventsource import ReadOptions
 from eventsource._internal.ids import uuid7
-from eventsource.stores.postgresql import PostgreSQLEventStore
 
 Key = Hashable
 PROBE_AMOUNT = 7919  # a value no other argument of a probe append has
 
 
-class LibSide:
-    """The library through its public API: AggregateRepository and PostgreSQLEventStore."""
-
-    def __init__(self, store: PostgreSQLEventStore) -> None:
-        self.store = store
-        self.counters = AggregateRepository(store, Counter)
-
-    async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
-        return (await self.append_keyed(aggregate_id, version, amounts))[0]
-
-    async def append_keyed(
-        self, aggregate_id: UUID, version: int, amounts: list[int]
-    ) -> tuple[int, list[Key]]:
-        events = [Incremented(amount=a) for a in amounts]
-        result = await self.store.append_events(aggregate_id, "Counter", events, version)
-        return result.new_version, [(int(p.commit), p.sequence) for p in result.positions]
-
-    async def load(self, aggregate_id: UUID) -> tuple[int, int]:
-        counter = await self.counters.load(aggregate_id)
-        return counter.version, counter.state.total
-
-    async def command(self, aggregate_id: UUID) -> UUID:
-        """Returns the id of the event the command appended."""
-
-        def increment(counter: Counter) -> UUID:
-            counter.increment(1)
-            return counter.uncommitted_events[-1].event_id
-
-        return await self.counters.execute(aggregate_id, increment)
-
-    async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, int]:
-        total = count = 0
-        async for stored in self.store.read_all(ReadOptions(batch_size=batch, limit=limit)):
-            event = stored.event
-            if isinstance(event, Incremented):
-                total += event.amount
-            count += 1
-        return total, count
-
-    async def start(self) -> Any:
-        return await self.store.current_position()
-
-    async def follow(self, after: Any) -> tuple[Any, list[Key]]:
-        keys: list[Key] = []
-        async for stored in self.store.read_all(ReadOptions(after=after)):
-            stored.event  # noqa: B018 - decode, as a projection would
-            after = stored.position
-            keys.append((int(after.commit), after.sequence))
-        return after, keys
-
-
 class SameSchemaSide:
     """Raw asyncpg running the library's own statements on its table (recorded by `build`)."""
 
-    def __init__(self, pool: asyncpg.Pool, lib: LibSide) -> None:
+    def __init__(self, pool: asyncpg.Pool, lib: Lib) -> None:
         self.pool = pool
         self.lib = lib
         self.append_sql = ""
@@ -107,7 +56,7 @@ class SameSchemaSide:
         self.payload_column = self.version_column = 0
 
     @classmethod
-    async def build(cls, pool: asyncpg.Pool, lib: LibSide) -> SameSchemaSide:
+    async def build(cls, pool: asyncpg.Pool, lib: Lib) -> SameSchemaSide:
         """Record the library's statements: one append of a probe event after version 3,
         one load of that probe stream, one read of the feed in pages of one event."""
         side = cls(pool, lib)
@@ -347,7 +296,7 @@ class MinimalSide:
                     return after, keys
 
 
-Side = LibSide | SameSchemaSide | MinimalSide
+Side = Lib | SameSchemaSide | MinimalSide
 
 
 def _holds(arg: Any, value: UUID) -> bool:

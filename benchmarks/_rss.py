@@ -16,8 +16,8 @@ import sys
 import time
 
 import asyncpg
-from _common import URL, keep_session, registry
-from _pg_sides import LibSide, MinimalSide, SameSchemaSide
+from _common import URL, Lib, keep_session, registry
+from _pg_sides import MinimalSide, SameSchemaSide
 
 from eventsource.stores.postgresql import PostgreSQLEventStore
 
@@ -30,8 +30,8 @@ async def main(side_name: str, schema: str, events: int) -> None:
     store = PostgreSQLEventStore.from_url(URL, schema=schema, registry=registry)
     pool = await asyncpg.create_pool(URL, min_size=1, max_size=2, reset=keep_session)
     try:
-        lib = LibSide(store)
-        side: LibSide | SameSchemaSide | MinimalSide
+        lib = Lib(store)
+        side: Lib | SameSchemaSide | MinimalSide
         if side_name == "library":
             side = lib
         elif side_name == "same-schema":

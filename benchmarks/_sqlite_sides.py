@@ -1,5 +1,6 @@
-"""The three sides of the SQLite benchmark: the library's `SQLiteEventStore`, raw aiosqlite on
-the library's own table and statements ("same schema"), and raw aiosqlite on a minimal table.
+"""The raw sides of the SQLite benchmark (the library's side is `_common.Lib` on a
+`SQLiteEventStore`): aiosqlite on the library's own table and statements ("same schema"), and
+aiosqlite on a minimal table.
 
 Every raw connection is opened the way the library opens its own: autocommit, WAL,
 `synchronous = FULL`, `busy_timeout` 10 s; every write runs in `BEGIN IMMEDIATE ... COMMIT`.
@@ -27,12 +28,11 @@ from uuid import UUID, uuid4
 
 import aiosqlite
 from _capture import ArgTemplate, Probe, recording
-from _common import NOTE, Conflict, Counter, Incremented
+from _common import NOTE, Conflict, Incremented, Lib
 from _pg_sides import PROBE_AMOUNT
 
-from eventsource import AggregateRepository, ReadOptions
+from eventsource import ReadOptions
 from eventsource._internal.ids import uuid7
-from eventsource.stores.sqlite import SQLiteEventStore
 
 ROWS_PER_INSERT = 500
 BATCH = 1000  # rows per page of a read, like ReadOptions' default
@@ -44,38 +44,6 @@ async def connect(path: str) -> aiosqlite.Connection:
     await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = FULL")
     return conn
-
-
-class LibSide:
-    """The library through its public API."""
-
-    def __init__(self, store: SQLiteEventStore) -> None:
-        self.store = store
-        self.counters = AggregateRepository(store, Counter)
-
-    async def close(self) -> None:
-        await self.store.close()
-
-    async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
-        events = [Incremented(amount=a) for a in amounts]
-        result = await self.store.append_events(aggregate_id, "Counter", events, version)
-        return result.new_version
-
-    async def load(self, aggregate_id: UUID) -> tuple[int, int]:
-        counter = await self.counters.load(aggregate_id)
-        return counter.version, counter.state.total
-
-    async def command(self, aggregate_id: UUID) -> None:
-        await self.counters.execute(aggregate_id, lambda c: c.increment(1))
-
-    async def catch_up(self, limit: int) -> tuple[int, int]:
-        total = count = 0
-        async for stored in self.store.read_all(ReadOptions(batch_size=BATCH, limit=limit)):
-            event = stored.event
-            if isinstance(event, Incremented):
-                total += event.amount
-            count += 1
-        return total, count
 
 
 class _Raw:
@@ -103,7 +71,7 @@ class SameSchemaSide(_Raw):
         self.payload_column = self.version_column = self.position_column = 0
 
     @classmethod
-    async def build(cls, path: str, lib: LibSide) -> SameSchemaSide:
+    async def build(cls, path: str, lib: Lib) -> SameSchemaSide:
         side = cls(await connect(path), await connect(path))
         store = lib.store
         probe_id = uuid4()
@@ -296,7 +264,7 @@ class MinimalSide(_Raw):
         return total, count
 
 
-Side = LibSide | SameSchemaSide | MinimalSide
+Side = Lib | SameSchemaSide | MinimalSide
 
 
 def _select_list(sql: str) -> list[str]:

@@ -44,6 +44,7 @@ from uuid import UUID, uuid4
 import asyncpg
 from _common import (
     URL,
+    Lib,
     Line,
     fill,
     interleave_sides,
@@ -53,7 +54,7 @@ from _common import (
     print_lines,
     registry,
 )
-from _pg_sides import Key, LibSide, MinimalSide, SameSchemaSide, Side
+from _pg_sides import Key, MinimalSide, SameSchemaSide, Side
 
 from eventsource.stores.postgresql import PostgreSQLEventStore
 
@@ -103,7 +104,7 @@ class WakeUps:
             event_id, at = line.split()
             self.seen[event_id.decode()] = float(at)
 
-    def command(self, lib: LibSide) -> Callable[[UUID], Awaitable[None]]:
+    def command(self, lib: Lib) -> Callable[[UUID], Awaitable[None]]:
         async def command(aggregate_id: UUID) -> None:
             event_id = await lib.command(aggregate_id)
             self.returned[event_id.hex] = time.monotonic()
@@ -198,7 +199,7 @@ async def run(quick: bool, rss: int | None) -> int:
     )
     await store.create_schema()
     pool = await asyncpg.create_pool(URL, min_size=16, max_size=24, reset=keep_session)
-    lib, quiet = LibSide(store), LibSide(quiet_store)
+    lib, quiet = Lib(store), Lib(quiet_store)
     same = await SameSchemaSide.build(pool, lib)
     minimal = MinimalSide(pool, schema)
     await minimal.create()
@@ -358,7 +359,7 @@ async def run(quick: bool, rss: int | None) -> int:
     return 0 if missed_total == 0 else 1
 
 
-async def rss_report(schema: str, events: int, lib: LibSide, minimal: MinimalSide) -> None:
+async def rss_report(schema: str, events: int, lib: Lib, minimal: MinimalSide) -> None:
     """Peak RSS of a catch-up of `events` events, each side in a fresh process (`_rss`)."""
     await fill(lib, events)
     await fill(minimal, events)

@@ -35,8 +35,17 @@ import time
 from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
-from _common import Line, fill, interleave_sides, load_average, per_second, print_lines, registry
-from _sqlite_sides import LibSide, MinimalSide, SameSchemaSide, Side
+from _common import (
+    Lib,
+    Line,
+    fill,
+    interleave_sides,
+    load_average,
+    per_second,
+    print_lines,
+    registry,
+)
+from _sqlite_sides import MinimalSide, SameSchemaSide, Side
 
 from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -52,7 +61,7 @@ async def run(quick: bool) -> None:
     )
     library_path = os.path.join(directory, "library.db")
     minimal_path = os.path.join(directory, "minimal.db")
-    lib = LibSide(SQLiteEventStore(library_path, registry=registry))
+    lib = Lib(SQLiteEventStore(library_path, registry=registry))
     opened: list[Side] = [lib]
     lines: list[Line] = []
     try:
@@ -156,11 +165,11 @@ async def run(quick: bool) -> None:
         per_writer = 100 // scale
 
         async def writers(side: Side) -> float:
-            if isinstance(side, LibSide):
+            if isinstance(side, Lib):
                 stores = [SQLiteEventStore(library_path, registry=registry) for _ in range(4)]
                 for store in stores:
                     await store.connect()
-                own: list[Side] = [LibSide(store) for store in stores]
+                own: list[Side] = [Lib(store) for store in stores]
             elif isinstance(side, SameSchemaSide):
                 own = [await SameSchemaSide.build(library_path, lib) for _ in range(4)]
             else:
