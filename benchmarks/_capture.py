@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-__all__ = ["ArgTemplate", "Probe", "recording", "sqlite_timestamp"]
+__all__ = ["ArgTemplate", "Probe", "column_index", "recording", "sqlite_timestamp"]
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -71,6 +72,25 @@ def recording(cls: type, *methods: str) -> Iterator[list[tuple[str, tuple[Any, .
             setattr(cls, name, original)
 
 
+def column_index(sql: str, name: str) -> int:
+    """Where the column `name` is in the SELECT list of the recorded statement `sql` (the
+    first item that mentions it, so `payload::text` or an expression over it count)."""
+    head = sql[sql.index("SELECT ") + 7 : sql.index(" FROM ")]
+    items, depth, item = [], 0, ""
+    for char in head:  # split on the commas outside parentheses
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append(item)
+            item = ""
+        else:
+            item += char
+    items.append(item)
+    for n, text in enumerate(items):
+        if re.search(rf"\b{name}\b", text):
+            return n
+    raise ValueError(f"the library's read has no {name} column: {sql}")
+
+
 # Slot kinds: what a recorded argument stands for.
 _AGGREGATE, _TYPE, _BASE, _VERSION = "aggregate", "aggregate_type", "base", "version"
 _EVENT_ID, _EVENT_TYPE, _AT, _PAYLOAD, _CONST = "event_id", "event_type", "at", "payload", "const"
@@ -105,9 +125,12 @@ class _Slot:
 class ArgTemplate:
     """How to build the arguments of the recorded statement for other events."""
 
-    def __init__(self, slots: list[_Slot], payload: dict[str, Any], probe: Probe) -> None:
+    def __init__(
+        self, slots: list[_Slot], payload: dict[str, Any], probe: Probe, binary: bool
+    ) -> None:
         self.slots = slots
         self.payload = payload
+        self.binary = binary  # payloads passed as bytes rather than str
         self.payload_keys: dict[str, list[str]] = {
             kind: [key for key, value in payload.items() if _matches(kind, value, probe)]
             for kind in (_EVENT_ID, _AGGREGATE, _VERSION, _AT, _AMOUNT)
@@ -116,6 +139,7 @@ class ArgTemplate:
     @classmethod
     def of(cls, args: Sequence[Any], probe: Probe) -> ArgTemplate:
         payload: dict[str, Any] | None = None
+        binary = False
         slots: list[_Slot] = []
         for arg in args:
             per_event = isinstance(arg, list)
@@ -125,6 +149,7 @@ class ArgTemplate:
             kind, text = _classify(value, probe, per_event)
             if kind == _PAYLOAD:
                 payload = json.loads(value)
+                binary = isinstance(value, bytes)
             slots.append(_Slot(kind, per_event, text, arg if kind == _CONST else None))
         kinds = {slot.kind for slot in slots}
         missing = {_AGGREGATE, _EVENT_ID, _PAYLOAD} - kinds
@@ -133,11 +158,11 @@ class ArgTemplate:
                 f"cannot place the library's append arguments (no {sorted(missing)} or no "
                 f"version among {args!r}): update benchmarks/_capture.py"
             )
-        return cls(slots, payload, probe)
+        return cls(slots, payload, probe, binary)
 
     def payloads(
         self, aggregate_id: UUID, base: int, ids: Sequence[UUID], at: datetime, amounts: list[int]
-    ) -> list[str]:
+    ) -> list[Any]:
         """The stored payloads of new events in the recorded shape, built by json.dumps: the
         keys that held the probe's event id, stream id, version, timestamp or amount get the
         new event's."""
@@ -157,7 +182,8 @@ class ArgTemplate:
                 doc[key] = stamp
             for key in keys[_AMOUNT]:
                 doc[key] = amount
-            out.append(json.dumps(doc))
+            text = json.dumps(doc)
+            out.append(text.encode() if self.binary else text)
         return out
 
     def statement_args(
@@ -168,7 +194,7 @@ class ArgTemplate:
         ids: Sequence[UUID],
         event_type: str,
         at: datetime,
-        payloads: list[str],
+        payloads: list[Any],
     ) -> list[Any]:
         """asyncpg style: one argument per slot, per-event slots as lists."""
         n = len(ids)
@@ -192,7 +218,7 @@ class ArgTemplate:
         ids: Sequence[UUID],
         event_type: str,
         at: datetime,
-        payloads: list[str],
+        payloads: list[Any],
     ) -> list[Any]:
         """SQLite style: the recorded arguments are one row; the flat values of len(ids) rows."""
         columns = [
@@ -215,6 +241,10 @@ def _classify(value: Any, probe: Probe, per_event: bool) -> tuple[str, bool]:
             return _BASE, False
         if value == probe.base + 1 and not per_event:
             return _VERSION, False
+    if isinstance(value, bytes) and value.startswith(b"{"):
+        with contextlib.suppress(ValueError):
+            if json.loads(value).get("amount") == probe.amount:
+                return _PAYLOAD, False
     if isinstance(value, str):
         if value == str(probe.aggregate_id):
             return _AGGREGATE, True
@@ -270,7 +300,7 @@ def _per_event(
     ids: Sequence[UUID],
     event_type: str,
     at: datetime,
-    payloads: list[str],
+    payloads: list[Any],
 ) -> list[Any]:
     kind, n = slot.kind, len(ids)
     if kind == _EVENT_ID:

@@ -282,6 +282,22 @@ class Appender(Protocol):
     async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int: ...
 
 
+class RawSide(Appender, Protocol):
+    async def load(self, aggregate_id: UUID) -> tuple[int, int]: ...
+
+
+async def raw_command(side: RawSide, aggregate_id: UUID) -> None:
+    """A hand-written command: load, decide, append one event; like
+    AggregateRepository.execute, reload and retry when the append raises `Conflict`."""
+    while True:
+        version, _ = await side.load(aggregate_id)
+        try:
+            await side.append(aggregate_id, version, [1])
+        except Conflict:
+            continue
+        return
+
+
 async def fill(side: Appender, events: int) -> None:
     """Append `events` events (rounded down to thousands) in streams of 1,000: setup."""
     for _ in range(events // 1000):

@@ -24,14 +24,14 @@ of the cluster's in-progress transactions, ordered by (txid, gp).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Hashable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-from _capture import ArgTemplate, Probe, recording
-from _common import NOTE, Conflict, Incremented, Lib
+from _capture import ArgTemplate, Probe, column_index, recording
+from _common import NOTE, Conflict, Incremented, Lib, raw_command
 
 from eventsource import ReadOptions
 from eventsource._internal.ids import uuid7
@@ -53,7 +53,7 @@ class SameSchemaSide:
         self.recorded_streams: dict[UUID, list[tuple[str, tuple[Any, ...]]]] = {}
         self.horizon: tuple[str, tuple[Any, ...]] = ("", ())
         self.first_page = self.next_page = ""
-        self.payload_column = self.version_column = 0
+        self.payload_column = self.version_column = self.feed_payload_column = 0
 
     @classmethod
     async def build(cls, pool: asyncpg.Pool, lib: Lib) -> SameSchemaSide:
@@ -79,9 +79,8 @@ class SameSchemaSide:
             await lib.load(probe_id)
         side.stream_calls = [c for c in calls if probe_id in c[1]]
         side.stream_probe = probe_id
-        columns = _select_list(side.stream_calls[0][0])
-        side.payload_column = _index(columns, "payload")
-        side.version_column = _index(columns, "aggregate_version")
+        side.payload_column = column_index(side.stream_calls[0][0], "payload")
+        side.version_column = column_index(side.stream_calls[0][0], "aggregate_version")
 
         with recording(asyncpg.connection.Connection, "fetch") as calls:
             async for _ in store.read_all(ReadOptions(batch_size=1, limit=2)):
@@ -93,6 +92,12 @@ class SameSchemaSide:
             )
         side.horizon = calls[0]
         side.first_page, side.next_page = calls[1][0], calls[2][0]
+        side.feed_payload_column = column_index(side.first_page, "payload")
+        # What the raw side writes, the library reads back as its own events.
+        check = uuid4()
+        await side.append(check, 0, [5, 6])
+        if await lib.load(check) != (2, 11) or await side.load(check) != (2, 11):
+            raise ValueError("the library does not read back what the same-schema side wrote")
         return side
 
     async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
@@ -142,13 +147,7 @@ class SameSchemaSide:
         return version, total
 
     async def command(self, aggregate_id: UUID) -> None:
-        while True:  # like AggregateRepository.execute: reload and retry on a conflict
-            version, _ = await self.load(aggregate_id)
-            try:
-                await self.append(aggregate_id, version, [1])
-            except Conflict:
-                continue
-            return
+        await raw_command(self, aggregate_id)
 
     async def _pages(
         self, conn: asyncpg.Connection, after: tuple[int, int] | None, page: int
@@ -166,7 +165,7 @@ class SameSchemaSide:
 
     async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, int]:
         total = count = 0
-        p = self.payload_column
+        p = self.feed_payload_column
         async with self.pool.acquire() as conn:
             async for rows in self._pages(conn, None, batch):
                 for row in rows[: limit - count]:
@@ -182,7 +181,7 @@ class SameSchemaSide:
 
     async def follow(self, after: Any) -> tuple[Any, list[Key]]:
         keys: list[Key] = []
-        p = self.payload_column
+        p = self.feed_payload_column
         async with self.pool.acquire() as conn:
             async for rows in self._pages(conn, after, 1000):
                 for row in rows:
@@ -250,13 +249,7 @@ class MinimalSide:
         return (rows[-1][0] if rows else 0), total
 
     async def command(self, aggregate_id: UUID) -> None:
-        while True:
-            version, _ = await self.load(aggregate_id)
-            try:
-                await self.append(aggregate_id, version, [1])
-            except Conflict:
-                continue
-            return
+        await raw_command(self, aggregate_id)
 
     async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, int]:
         after, total, count = (0, 0), 0, 0
@@ -301,15 +294,3 @@ Side = Lib | SameSchemaSide | MinimalSide
 
 def _holds(arg: Any, value: UUID) -> bool:
     return arg == value or (isinstance(arg, list) and value in arg)
-
-
-def _select_list(sql: str) -> list[str]:
-    head = sql[sql.index("SELECT ") + 7 : sql.index(" FROM ")]
-    return [column.strip() for column in head.split(",")]
-
-
-def _index(columns: Sequence[str], name: str) -> int:
-    for n, column in enumerate(columns):
-        if column.split("::")[0].split(" ")[0] == name:
-            return n
-    raise ValueError(f"the library's stream read has no {name} column: {columns}")

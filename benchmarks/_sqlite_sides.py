@@ -27,8 +27,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import aiosqlite
-from _capture import ArgTemplate, Probe, recording
-from _common import NOTE, Conflict, Incremented, Lib
+from _capture import ArgTemplate, Probe, column_index, recording
+from _common import NOTE, Conflict, Incremented, Lib, raw_command
 from _pg_sides import PROBE_AMOUNT
 
 from eventsource import ReadOptions
@@ -69,6 +69,7 @@ class SameSchemaSide(_Raw):
         self.stream_args: tuple[Any, ...] = ()
         self.probe_id = ""
         self.payload_column = self.version_column = self.position_column = 0
+        self.feed_payload_column = 0
 
     @classmethod
     async def build(cls, path: str, lib: Lib) -> SameSchemaSide:
@@ -102,10 +103,8 @@ class SameSchemaSide(_Raw):
         if len(reads) != 1 or reads[0][1][-2:] != (0, BATCH):
             raise ValueError(f"the library's stream read is not one keyset page: {reads}")
         side.stream_sql, side.stream_args = reads[0]
-        columns = _select_list(side.stream_sql)
-        side.payload_column = columns.index("payload")
-        side.version_column = columns.index("aggregate_version")
-        side.position_column = columns.index("position")
+        side.payload_column = column_index(side.stream_sql, "payload")
+        side.version_column = column_index(side.stream_sql, "aggregate_version")
 
         with recording(aiosqlite.Connection, "execute") as calls:
             async for _ in store.read_all(ReadOptions(batch_size=BATCH, limit=1)):
@@ -113,6 +112,13 @@ class SameSchemaSide(_Raw):
         if len(calls) != 1 or calls[0][1] != (0, 1):
             raise ValueError(f"the library's feed read is not one keyset page: {calls}")
         side.feed_sql = calls[0][0]
+        side.feed_payload_column = column_index(side.feed_sql, "payload")
+        side.position_column = column_index(side.feed_sql, "position")
+        # What the raw side writes, the library reads back as its own events.
+        check = uuid4()
+        await side.append(check, 0, [5, 6])
+        if await lib.load(check) != (2, 11) or await side.load(check) != (2, 11):
+            raise ValueError("the library does not read back what the same-schema side wrote")
         return side
 
     async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
@@ -173,7 +179,7 @@ class SameSchemaSide(_Raw):
 
     async def catch_up(self, limit: int) -> tuple[int, int]:
         total = count = after = 0
-        p, at = self.payload_column, self.position_column
+        p, at = self.feed_payload_column, self.position_column
         while count < limit:
             page = min(BATCH, limit - count)
             async with self.reader.execute(self.feed_sql, (after, page)) as cursor:
@@ -265,20 +271,3 @@ class MinimalSide(_Raw):
 
 
 Side = Lib | SameSchemaSide | MinimalSide
-
-
-def _select_list(sql: str) -> list[str]:
-    head = sql[sql.index("SELECT ") + 7 : sql.index(" FROM ")]
-    return [column.strip() for column in head.split(",")]
-
-
-async def raw_command(side: SameSchemaSide | MinimalSide, aggregate_id: UUID) -> None:
-    """Load, decide, append one event; like AggregateRepository.execute, reload and retry
-    on a conflict."""
-    while True:
-        version, _ = await side.load(aggregate_id)
-        try:
-            await side.append(aggregate_id, version, [1])
-        except Conflict:
-            continue
-        return
