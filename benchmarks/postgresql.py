@@ -1,7 +1,7 @@
 """PostgreSQLEventStore against two raw asyncpg baselines, in the same run.
 
     uv run python benchmarks/postgresql.py            # all workloads (several minutes)
-    uv run python benchmarks/postgresql.py --quick    # smaller sizes, 3 repeats
+    uv run python benchmarks/postgresql.py --quick    # smaller sizes, 3 repeats (--repeats N)
     uv run python benchmarks/postgresql.py --telemetry  # library with an OpenTelemetry SDK
     uv run python benchmarks/postgresql.py --rss 1000000  # peak RSS of a catch-up, per side
 
@@ -186,9 +186,9 @@ def record_telemetry() -> None:
     configure_telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
-async def run(quick: bool, rss: int | None) -> int:
+async def run(quick: bool, rss: int | None, repeats: int | None = None) -> int:
     scale = 10 if quick else 1
-    repeats = 3 if quick else 5
+    repeats = repeats or (3 if quick else 5)
     schema = f"eventsource_bench_{os.getpid()}"
     started = load_average()
     store = PostgreSQLEventStore.from_url(
@@ -384,15 +384,18 @@ async def rss_report(schema: str, events: int, lib: Lib, minimal: MinimalSide) -
     print()
 
 
-async def main(quick: bool, telemetry: bool, rss: int | None) -> int:
+async def main(quick: bool, telemetry: bool, rss: int | None, repeats: int | None) -> int:
     if telemetry:
         record_telemetry()
-    return await run(quick, rss)
+    return await run(quick, rss, repeats)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument(
+        "--repeats", type=int, metavar="N", help="rounds per workload (default 5, quick 3)"
+    )
     parser.add_argument(
         "--telemetry", action="store_true", help="record spans and metrics with the SDK"
     )
@@ -400,4 +403,4 @@ if __name__ == "__main__":
         "--rss", type=int, metavar="N", help="only: peak RSS of a catch-up of N events per side"
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.quick, args.telemetry, args.rss)))
+    sys.exit(asyncio.run(main(args.quick, args.telemetry, args.rss, args.repeats)))

@@ -1,7 +1,7 @@
 """SQLiteEventStore against two raw aiosqlite baselines, in the same run.
 
     uv run python benchmarks/sqlite.py            # all workloads
-    uv run python benchmarks/sqlite.py --quick    # smaller sizes, 3 repeats
+    uv run python benchmarks/sqlite.py --quick    # smaller sizes, 3 repeats (--repeats N)
     EVENTSOURCE_BENCH_SQLITE_DIR=/some/disk uv run python benchmarks/sqlite.py
 
 Three sides per workload (`_sqlite_sides`), each run in turn (the order rotated every round),
@@ -52,9 +52,9 @@ from eventsource.stores.sqlite import SQLiteEventStore
 BASELINES = ["same schema", "minimal"]
 
 
-async def run(quick: bool) -> None:
+async def run(quick: bool, repeats: int | None = None) -> None:
     scale = 5 if quick else 1
-    repeats = 3 if quick else 5
+    repeats = repeats or (3 if quick else 5)
     started = load_average()
     directory = tempfile.mkdtemp(
         prefix="eventsource-bench-", dir=os.environ.get("EVENTSOURCE_BENCH_SQLITE_DIR")
@@ -206,6 +206,9 @@ async def run(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument(
+        "--repeats", type=int, metavar="N", help="rounds per workload (default 5, quick 3)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.quick))
+    asyncio.run(run(args.quick, args.repeats))
     sys.exit(0)
