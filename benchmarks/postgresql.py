@@ -186,7 +186,9 @@ def record_telemetry() -> None:
     configure_telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
-async def run(quick: bool, rss: int | None, repeats: int | None = None) -> int:
+async def run(
+    quick: bool, rss: int | None, repeats: int | None = None, telemetry: bool = False
+) -> int:
     scale = 10 if quick else 1
     repeats = repeats or (3 if quick else 5)
     schema = f"eventsource_bench_{os.getpid()}"
@@ -213,12 +215,17 @@ async def run(quick: bool, rss: int | None, repeats: int | None = None) -> int:
             return 0
 
         def line(
-            name: str, unit: str, figures: dict[str, float], target: str, **kw: object
-        ) -> Line:
+            name: str,
+            unit: str,
+            figures: dict[str, float],
+            target: str,
+            higher_is_better: bool = True,
+            note: str = "",
+        ) -> None:
             baselines = {b: figures[b] for b in BASELINES}
-            made = Line(name, unit, figures["library"], baselines, target, **kw)  # type: ignore[arg-type]
-            lines.append(made)
-            return made
+            lines.append(
+                Line(name, unit, figures["library"], baselines, target, higher_is_better, note)
+            )
 
         # 1. commands: load + decide + append 1 event, on 200 aggregates of 10 events each
         streams = [uuid4() for _ in range(200)]
@@ -351,7 +358,9 @@ async def run(quick: bool, rss: int | None, repeats: int | None = None) -> int:
 
     print_lines(
         f"PostgreSQLEventStore vs raw asyncpg (median of {repeats} interleaved runs"
-        f"{', quick sizes' if quick else ''}; load average at start {started}, at end "
+        f"{', quick sizes' if quick else ''}"
+        f"{', library with an OpenTelemetry SDK recording' if telemetry else ''}"
+        f"; load average at start {started}, at end "
         f"{load_average()})",
         BASELINES,
         lines,
@@ -387,7 +396,7 @@ async def rss_report(schema: str, events: int, lib: Lib, minimal: MinimalSide) -
 async def main(quick: bool, telemetry: bool, rss: int | None, repeats: int | None) -> int:
     if telemetry:
         record_telemetry()
-    return await run(quick, rss, repeats)
+    return await run(quick, rss, repeats, telemetry)
 
 
 if __name__ == "__main__":
