@@ -1,15 +1,19 @@
-"""What the benchmarks share: the benchmark aggregate, the raw-asyncpg side, the library side,
-interleaved timing and the results table."""
+"""What the benchmarks share: the benchmark aggregate, timing (interleaved sides, medians,
+percentiles, the load average) and the results tables; plus the older two-sided raw-asyncpg and
+library sides that snapshots.py and subscriptions.py still use (postgresql.py has its three
+sides in `_pg_sides`, sqlite.py in `_sqlite_sides`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from uuid import UUID
+from typing import Any, Protocol
+from uuid import UUID, uuid4
 
 import asyncpg
 from pydantic import BaseModel
@@ -19,19 +23,23 @@ from eventsource import (
     DeclarativeAggregate,
     DomainEvent,
     EventRegistry,
+    EventStore,
     ReadOptions,
     handles,
 )
 from eventsource._internal.ids import uuid7
-from eventsource.stores.postgresql import PostgreSQLEventStore
 
 URL = os.environ.get("EVENTSOURCE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 registry = EventRegistry()
 
 
+NOTE = "benchmark payload of a typical size, a few fields and some text"
+"""The event's second domain field: with the amount, a payload of about 90 characters."""
+
+
 class Incremented(DomainEvent, registry=registry):
     amount: int
-    note: str = "benchmark payload of a typical size, a few fields and some text"
+    note: str = NOTE
 
 
 class CounterState(BaseModel):
@@ -168,31 +176,61 @@ class Raw:
 
 
 class Lib:
-    def __init__(self, store: PostgreSQLEventStore) -> None:
+    """The library through its public API: AggregateRepository and an event store (the
+    PostgreSQL or the SQLite one). Events are identified by their feed position, the key
+    every side uses to count what a reader missed."""
+
+    def __init__(self, store: EventStore) -> None:
         self.store = store
         self.counters = AggregateRepository(store, Counter)
 
+    async def close(self) -> None:
+        await self.store.close()
+
     async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int:
+        return (await self.append_keyed(aggregate_id, version, amounts))[0]
+
+    async def append_keyed(
+        self, aggregate_id: UUID, version: int, amounts: list[int]
+    ) -> tuple[int, list[Hashable]]:
         events = [Incremented(amount=a) for a in amounts]
         result = await self.store.append_events(aggregate_id, "Counter", events, version)
-        return result.new_version
+        return result.new_version, [(int(p.commit), p.sequence) for p in result.positions]
 
     async def load(self, aggregate_id: UUID) -> tuple[int, int]:
         counter = await self.counters.load(aggregate_id)
         return counter.version, counter.state.total
 
-    async def command(self, aggregate_id: UUID) -> None:
-        await self.counters.execute(aggregate_id, lambda c: c.increment(1))
+    async def command(self, aggregate_id: UUID) -> UUID:
+        """Load, decide, append one event; returns the id of the event appended."""
 
-    async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, set[UUID]]:
-        total = 0
-        seen: set[UUID] = set()
+        def increment(counter: Counter) -> UUID:
+            counter.increment(1)
+            return counter.uncommitted_events[-1].event_id
+
+        return await self.counters.execute(aggregate_id, increment)
+
+    async def catch_up(self, limit: int, batch: int = 1000) -> tuple[int, int]:
+        """Read the first `limit` events of the feed, decoding each; (sum, count)."""
+        total = count = 0
         async for stored in self.store.read_all(ReadOptions(batch_size=batch, limit=limit)):
             event = stored.event
             if isinstance(event, Incremented):
                 total += event.amount
-            seen.add(stored.event_id)
-        return total, seen
+            count += 1
+        return total, count
+
+    async def start(self) -> Any:
+        return await self.store.current_position()
+
+    async def follow(self, after: Any) -> tuple[Any, list[Hashable]]:
+        """Everything readable after `after`, decoded; (new after, keys read)."""
+        keys: list[Hashable] = []
+        async for stored in self.store.read_all(ReadOptions(after=after)):
+            stored.event  # noqa: B018 - decode, as a projection would
+            after = stored.position
+            keys.append((int(after.commit), after.sequence))
+        return after, keys
 
 
 # -- workloads ---------------------------------------------------------------------------------
@@ -235,3 +273,102 @@ def print_table(title: str, results: list[Result]) -> None:
 
 def _figure(value: float) -> str:
     return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+
+
+# -- several sides, several baselines ----------------------------------------------------------
+
+
+class Appender(Protocol):
+    async def append(self, aggregate_id: UUID, version: int, amounts: list[int]) -> int: ...
+
+
+class RawSide(Appender, Protocol):
+    async def load(self, aggregate_id: UUID) -> tuple[int, int]: ...
+
+
+async def raw_command(side: RawSide, aggregate_id: UUID) -> None:
+    """A hand-written command: load, decide, append one event; like
+    AggregateRepository.execute, reload and retry when the append raises `Conflict`."""
+    while True:
+        version, _ = await side.load(aggregate_id)
+        try:
+            await side.append(aggregate_id, version, [1])
+        except Conflict:
+            continue
+        return
+
+
+async def fill(side: Appender, events: int) -> None:
+    """Append `events` events (rounded down to thousands) in streams of 1,000: setup."""
+    for _ in range(events // 1000):
+        await side.append(uuid4(), 0, [1] * 1000)
+
+
+async def per_second(count: int, work: Callable[[], Awaitable[object]]) -> float:
+    """`count` divided by the seconds `work()` took."""
+    start = time.perf_counter()
+    await work()
+    return count / (time.perf_counter() - start)
+
+
+async def interleave_sides(
+    repeats: int, sides: Mapping[str, Callable[[], Awaitable[float]]]
+) -> dict[str, float]:
+    """Median of `repeats` runs of each side, the order rotated every round, so a noisy
+    neighbour or a warming cache hits every side alike."""
+    names = list(sides)
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for n in range(repeats):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            values[name].append(await sides[name]())
+    return {name: statistics.median(v) for name, v in values.items()}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+@dataclass
+class Line:
+    """One workload: the library's figure and each baseline's, same unit."""
+
+    name: str
+    unit: str
+    lib: float
+    baselines: dict[str, float]
+    target: str = ""
+    higher_is_better: bool = True
+    note: str = ""
+
+    def ratio(self, baseline: str) -> str:
+        other = self.baselines.get(baseline)
+        if not other:
+            return "-"
+        return f"{self.lib / other:.2f}x" + ("" if self.higher_is_better else " time")
+
+
+def print_lines(title: str, baselines: list[str], lines: list[Line]) -> None:
+    """A markdown table: library, each baseline, the ratio to each, the target (which
+    compares with the last baseline), notes."""
+    print(f"{title}\n")
+    heads = " | ".join(baselines)
+    ratios = " | ".join(f"vs {b}" for b in baselines)
+    print(f"| workload | library | {heads} | {ratios} | target | note |")
+    print("|---" * (4 + 2 * len(baselines)) + "|")
+    for line in lines:
+        cells = [f"{_figure(line.lib)} {line.unit}"]
+        cells += [
+            f"{_figure(line.baselines[b])} {line.unit}" if b in line.baselines else "-"
+            for b in baselines
+        ]
+        cells += [line.ratio(b) for b in baselines]
+        cells += [line.target or "-", line.note or ""]
+        print(f"| {line.name} | " + " | ".join(cells) + " |")
+    print()
