@@ -165,3 +165,18 @@ async def test_the_harness_uses_a_store_it_is_given_and_leaves_it_open() -> None
             await harness.repository(Account).execute(uuid4(), lambda a: a.open("x"), create=True)
             await harness.settle()
         assert len([e async for e in store.read_all()]) == 1
+
+
+async def test_a_recording_bus_dead_letters_a_failing_handler_at_once() -> None:
+    calls: list[str] = []
+
+    async def refuse(event: AccountOpened) -> None:
+        calls.append(event.owner)
+        raise ValueError("no")
+
+    async with RecordingEventBus(registry=registry) as bus:
+        bus.subscribe(AccountOpened, refuse)
+        await bus.publish([AccountOpened(owner="ann", aggregate_id=uuid4())])
+        letters = await bus.dead_letters()
+    assert calls == ["ann"]
+    assert [(letter.attempts, letter.error) for letter in letters] == [(1, "ValueError: no")]

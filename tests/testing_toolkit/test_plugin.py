@@ -11,6 +11,8 @@ import re
 import asyncpg
 import pytest
 
+from tests.docs.test_docs import DOCS, blocks
+
 # A user's test module: a domain, and tests using every fixture of the plugin.
 USER_TESTS = """
 from decimal import Decimal
@@ -162,3 +164,23 @@ def test_a_conftest_fixture_of_the_same_name_wins(pytester: pytest.Pytester) -> 
         """
     )
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def _documented_example() -> tuple[str, str]:
+    """docs/testing.md's application (its first python block) and its plugin example."""
+    found = blocks(DOCS / "testing.md")
+    library = next(b for b in found if b.language == "python" and "class Book(" in b.source)
+    tests = next(
+        b for b in found if b.language == "py" and b.source.startswith("# tests/test_library.py")
+    )
+    return library.source, tests.source
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict"])
+def test_the_documented_plugin_example_passes(pytester: pytest.Pytester, mode: str) -> None:
+    library, tests = _documented_example()
+    if mode == "strict":  # as the page says: strict mode wants the tests marked
+        tests = "import pytest\npytestmark = pytest.mark.asyncio\n" + tests
+    pytester.makepyfile(library=library, test_library=tests)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", f"asyncio_mode={mode}")
+    result.assert_outcomes(passed=2)

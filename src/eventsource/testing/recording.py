@@ -76,7 +76,12 @@ class RecordingPublisher:
 class RecordingEventBus(InMemoryEventBus):
     """An `InMemoryEventBus` that records what was published through it (`published`) and
     can wait until it is idle (`await bus.wait_idle()`). Buses sharing one `broker` are
-    consumer groups of one bus, as with `InMemoryEventBus`."""
+    consumer groups of one bus, as with `InMemoryEventBus`.
+
+    Without a `config`, a failing handler is not retried (`max_attempts=1`): its message is
+    dead-lettered at once (`await bus.dead_letters()`), so a test sees the failure without
+    waiting out retry delays. Pass an `InMemoryEventBusConfig` to test retries.
+    """
 
     def __init__(
         self,
@@ -85,6 +90,7 @@ class RecordingEventBus(InMemoryEventBus):
         broker: InMemoryBroker | None = None,
         registry: EventRegistry | None = None,
     ) -> None:
+        config = config or InMemoryEventBusConfig(max_attempts=1, retry_delay=0.0)
         super().__init__(config, broker=broker, registry=registry)
         self._recorded: list[DomainEvent] = []
         self._retries_pending: set[int] = set()
