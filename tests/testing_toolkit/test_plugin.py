@@ -67,6 +67,7 @@ class Owners(ReadModelProjection[Owner]):
 async def test_repository_factory_store_and_bus(repository_factory, event_store, event_bus):
     assert isinstance(event_bus, RecordingEventBus)
     accounts = repository_factory(PluginAccount)
+    assert repository_factory.create_repository(PluginAccount, "Other").aggregate_type == "Other"
     account_id = uuid4()
     await accounts.execute(account_id, lambda a: a.open("ann"), create=True)
     await assert_stream(event_store, account_id, [PluginAccountOpened(owner="ann")])

@@ -77,10 +77,22 @@ class RepositoryFactory:
     def __call__(
         self, aggregate_class: Callable[[UUID], TAggregate], **options: Any
     ) -> AggregateRepository[TAggregate]:
+        """A repository of `aggregate_class`; `options` are `AggregateRepository`'s
+        (`aggregate_type=`, `snapshot_store=`, ...)."""
         options.setdefault("event_publisher", self.bus)
         repository = AggregateRepository(self.store, aggregate_class, **options)
         self.made.append(repository)
         return repository
+
+    def create_repository(
+        self,
+        aggregate_class: Callable[[UUID], TAggregate],
+        aggregate_type: str | None = None,
+        **options: Any,
+    ) -> AggregateRepository[TAggregate]:
+        """The same, in the spelling of a repository factory
+        (`factory.create_repository(Account, "Account")`)."""
+        return self(aggregate_class, aggregate_type=aggregate_type, **options)
 
     async def close(self) -> None:
         for repository in self.made:
