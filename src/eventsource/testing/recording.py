@@ -118,6 +118,8 @@ class RecordingEventBus(InMemoryEventBus):
         finally:
             if delivery.attempt > attempt:
                 self._retries_pending.add(id(delivery))
+        # The consumer clears its in-flight delivery right after this returns; waiters check
+        # `idle` only once it has yielded again (in the queue's wait, or the next handler).
         await self._notify()
 
     async def _notify(self) -> None:
