@@ -220,6 +220,32 @@ async def test_without_a_dlq_a_poison_event_stops_the_subscription_and_is_kept(
     assert fixed.seen == [4, 5, 6, 7, 8, 9]
 
 
+class SlowSaves(InMemoryCheckpointRepository):
+    """Checkpoints whose saves take a while, as a remote database's do."""
+
+    async def save(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await super().save(*args, **kwargs)
+
+
+async def test_a_failed_subscription_has_saved_its_checkpoint_when_it_says_failed(
+    store: EventStore,
+) -> None:
+    checkpoints = SlowSaves()
+    config = dataclass_replace(
+        FAST, max_attempts=1, checkpoint=CheckpointStrategy("periodic", 3600.0)
+    )
+    failing = Recorder(poison=frozenset({4}))
+    async with SubscriptionManager(store, checkpoints, config=config) as manager:
+        subscription = manager.subscribe(failing)
+        await append(store, *range(10))
+        await reaches(subscription, SubscriptionState.FAILED)
+        saved = await checkpoints.get(subscription.name)
+        assert saved is not None, "FAILED was visible before the checkpoint was saved"
+        assert saved.position == subscription.position
+    assert failing.seen == [0, 1, 2, 3]
+
+
 async def test_restart_resumes_from_the_checkpoint(store: EventStore) -> None:
     checkpoints = InMemoryCheckpointRepository()
     first = Recorder()

@@ -135,6 +135,7 @@ class Subscription:
         self._running = asyncio.Event()
         self._running.set()
         self._stopping = False
+        self._failed = False
         self._task: asyncio.Task[None] | None = None
         self._unsaved = 0
         self._consecutive_failures = 0
@@ -341,6 +342,8 @@ class Subscription:
     # -- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._failed = False  # set where an event stops the subscription (see below)
+        failed = False
         try:
             while not self._stopping:
                 try:
@@ -351,18 +354,22 @@ class Subscription:
                         raise
                     await self._wait_out_outage(exc)
         except Exception as exc:
-            self.state = SubscriptionState.FAILED
+            failed = True
             self.last_error = f"{type(exc).__qualname__}: {exc}"
             logger.exception("subscription %s failed", self.name)
             return
         finally:
-            if self.state is not SubscriptionState.FAILED:
-                self.state = SubscriptionState.STOPPED
-                telemetry.unwatch("subscription", self)  # a failed one stays visible
+            # The checkpoint is saved before the state says the subscription ended, so
+            # whoever sees FAILED or STOPPED reads the checkpoint it ended at.
             try:
                 await self._save()
             except Exception:
                 logger.exception("subscription %s could not save its checkpoint", self.name)
+            if failed or self._failed:
+                self.state = SubscriptionState.FAILED  # a failed one stays visible
+            else:
+                self.state = SubscriptionState.STOPPED
+                telemetry.unwatch("subscription", self)
 
     async def _run_leased(self) -> bool:
         """Under the lease (if leases are used), from the checkpoint: until stopped (True),
@@ -555,7 +562,7 @@ class Subscription:
 
     def _stop_at_undecodable(self, stored: StoredEvent, error: Exception) -> bool:
         """`on_undecodable="stop"`: FAILED at this event, which stays unprocessed."""
-        self.state = SubscriptionState.FAILED
+        self._failed = True  # `_run` says FAILED once the checkpoint is saved
         self.last_error = (
             f"cannot decode the stored {stored.event_type!r} event {stored.event_id} at "
             f"position {stored.position} (on_undecodable='stop'): "
@@ -584,7 +591,7 @@ class Subscription:
 
     async def _park(self, stored: StoredEvent, error: Exception) -> bool:
         if self._dead_letters is None:
-            self.state = SubscriptionState.FAILED
+            self._failed = True  # `_run` says FAILED once the checkpoint is saved
             logger.error(
                 "subscription %s stopped at %s (%s %s): %s; no dead-letter sink to park it in",
                 self.name,
