@@ -27,6 +27,7 @@ from eventsource.stores.interface import EventStore, Position, ReadOptions, Stor
 from eventsource.subscriptions._faults import is_infrastructure_error
 from eventsource.subscriptions.interface import (
     AggregateParkedError,
+    BatchCallback,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
@@ -103,9 +104,15 @@ class Subscription:
         leases: LeaseProvider | None = None,
         *,
         only: Callable[[StoredEvent], bool] | None = None,
+        batch: BatchCallback | None = None,
     ) -> None:
         self.name = name
         self._only = only
+        self._batch = batch
+        """A `BatchHandler`'s `handle_batch`: pages go to it, not to `handler` (see
+        `_deliver_page`)."""
+        self._handler_saved: Position | None = None
+        """Where the batch handler last moved the checkpoint itself (counted there)."""
         self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
@@ -163,6 +170,7 @@ class Subscription:
             self.config,
             self._leases,
             only=self._only,
+            batch=self._batch,
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -306,10 +314,13 @@ class Subscription:
 
     def _delivery(self) -> EventCallback:
         """The handler, under a span per delivery attempt when tracing."""
+        return self._traced(self._handler)
+
+    def _traced(self, handler: EventCallback) -> EventCallback:
+        """`handler` under a span per delivery attempt when tracing."""
         found = telemetry.tracer()
         if found is None:
-            return self._handler
-        handler = self._handler
+            return handler
         span_name = f"project {self.name}"
 
         async def traced(stored: StoredEvent) -> None:
@@ -442,39 +453,28 @@ class Subscription:
     async def _read_and_deliver(self) -> bool:
         """One batch; False when the subscription must stop (an event it cannot place)."""
         head = await self._store.current_position() if self._filtered else None
-        handler = self._deliver = self._delivery()
-        only = self._only
-        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
+        if self._batch is not None:
+            handler = self._deliver = self._one_event_batch()
+        else:
+            handler = self._deliver = self._delivery()
         every_event = self.config.checkpoint.kind == "event"
         read = 0
+        page: list[StoredEvent] = []
         # Delivered as decoded, never held as a decoded batch: events die young, so the
         # garbage collector never has to promote them (a held batch halves the throughput).
+        # A batch handler takes the page at once, after the read (its transaction's writes
+        # cost far more than holding the page).
         async with closing_iterator(
             self._store.read_all(replace(self._options, after=self.position))
         ) as feed:
             async for stored in feed:
                 read += 1
-                # Events `only` refuses (another partition's) count as processed, unhandled.
-                if (only is None or only(stored)) and not (
-                    parked and await self._parked_behind(stored)
-                ):
-                    try:
-                        await handler(stored)  # the fast path; failures take the retry path
-                    except Exception as exc:
-                        if not await self._deliver_failed(stored, exc):
-                            if self._last_delivered is not None:
-                                await self._advance(self._last_delivered.position)
-                            return False
-                    else:
-                        if self._consecutive_failures:
-                            self._recovered()
-                self._unsaved += 1
-                self.processed += 1
-                self._last_delivered = stored
-                self.position = stored.position
-                if every_event:
-                    await self._advance(stored.position)
-                    await self._save()
+                if self._batch is not None:
+                    page.append(stored)
+                elif not await self._deliver_one(stored, handler, every_event=every_event):
+                    return False
+        if page and not await self._deliver_page(page, every_event=every_event):
+            return False
         if read and self.position is not None:
             await self._advance(self.position)  # wake waiters once per batch
         caught_up = read < self.config.batch_size
@@ -489,6 +489,120 @@ class Subscription:
         else:
             self.state = SubscriptionState.CATCHING_UP
         return True
+
+    async def _deliver_one(
+        self, stored: StoredEvent, handler: EventCallback, *, every_event: bool
+    ) -> bool:
+        """`stored`, in feed order, to `handler`; False when the subscription must stop at it
+        (it stays unprocessed)."""
+        only = self._only
+        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
+        # Events `only` refuses (another partition's) count as processed, unhandled.
+        if (only is None or only(stored)) and not (parked and await self._parked_behind(stored)):
+            try:
+                await handler(stored)  # the fast path; failures take the retry path
+            except Exception as exc:
+                if not await self._deliver_failed(stored, exc):
+                    if self._last_delivered is not None:
+                        await self._advance(self._last_delivered.position)
+                    return False
+            else:
+                if self._consecutive_failures:
+                    self._recovered()
+        self._count(stored)
+        if every_event:
+            await self._advance(stored.position)
+            await self._save()
+        return True
+
+    def _count(self, stored: StoredEvent) -> None:
+        """`stored` is processed (handled, passed over or dead-lettered)."""
+        self._unsaved += 1
+        self.processed += 1
+        self._last_delivered = stored
+        self.position = stored.position
+        if self._handler_saved is not None and self._handler_saved == stored.position:
+            self._unsaved = 0  # a batch handler moved the checkpoint here, counting them
+            self._saved_position = stored.position
+
+    # -- pages to a batch handler (`BatchHandler`, e.g. a DatabaseProjection) ----------------
+
+    async def _deliver_page(self, page: list[StoredEvent], *, every_event: bool) -> bool:
+        """A page of the feed to the batch handler, its admitted events in as few calls as
+        possible: one, unless an event of a parked aggregate splits it (the events before
+        it go first, as they would one at a time). False when the subscription must stop."""
+        pending: list[StoredEvent] = []
+        for stored in page:
+            parked = self._parked
+            if parked and stored.aggregate_id in parked:
+                if not await self._deliver_batch(pending, every_event=every_event):
+                    return False
+                pending = []
+                if not await self._deliver_one(stored, self._deliver, every_event=every_event):
+                    return False
+                continue
+            pending.append(stored)
+        return await self._deliver_batch(pending, every_event=every_event)
+
+    async def _deliver_batch(self, events: list[StoredEvent], *, every_event: bool) -> bool:
+        """`events` in one `handle_batch` call (those `only` refuses count as processed,
+        unhandled). When it fails (not the infrastructure: that propagates, and the events
+        come again after the outage), it applied none of them: they go one at a time, each
+        in a one-event batch, so that exactly the failing event takes the retry and
+        dead-letter path and the events before it are applied once."""
+        assert self._batch is not None
+        only = self._only
+        admitted = events if only is None else [s for s in events if only(s)]
+        if admitted:
+            last = admitted[-1]
+            through = len(events) if only is None else events.index(last) + 1
+            try:
+                await self._call_batch(admitted, processed=self._unsaved + through)
+            except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
+                for stored in events:
+                    if not await self._deliver_one(stored, self._deliver, every_event=every_event):
+                        return False
+                return True
+            if self._consecutive_failures:
+                self._recovered()
+            self._handler_saved = last.position
+        for stored in events:
+            self._count(stored)
+        if every_event and events and self.position is not None:
+            await self._advance(self.position)
+            await self._save()
+        return True
+
+    async def _call_batch(self, events: list[StoredEvent], *, processed: int) -> None:
+        """The batch handler on `events`, under one span when tracing."""
+        assert self._batch is not None
+        found = telemetry.tracer()
+        if found is None:
+            await self._batch(events, processed=processed)
+            return
+        attributes: dict[str, object] = {
+            telemetry.SUBSCRIPTION: self.name,
+            telemetry.POSITION: str(events[-1].position),
+            telemetry.EVENT_COUNT: len(events),
+        }
+        with telemetry.Operation(
+            telemetry.start_span(found, f"project {self.name}", "consumer", attributes)
+        ):
+            await self._batch(events, processed=processed)
+
+    def _one_event_batch(self) -> EventCallback:
+        """The batch handler as an `EventCallback` taking one event (retries, and finding
+        the event that failed a batch), under a span per attempt when tracing."""
+        batch = self._batch
+        assert batch is not None
+
+        async def one(stored: StoredEvent) -> None:
+            await batch([stored], processed=self._unsaved + 1)
+            self._handler_saved = stored.position
+
+        return self._traced(one)
 
     def _recovered(self) -> None:
         self._consecutive_failures = 0
