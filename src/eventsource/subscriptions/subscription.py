@@ -25,6 +25,7 @@ from eventsource.exceptions import EventTypeNotFoundError, SerializationError
 from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions._faults import is_infrastructure_error
+from eventsource.subscriptions._pages import PageReader
 from eventsource.subscriptions.interface import (
     AggregateParkedError,
     BatchCallback,
@@ -47,23 +48,12 @@ _PARKED_LIMIT = 10_000
 """Dead letters read to find the parked aggregates (the oldest first)."""
 
 
-_Page = tuple[Position | None, list[StoredEvent]]
-"""A page of the feed, and the feed's head read before it (for a filtered subscription)."""
-
-
 def _known_id(stored: StoredEvent | None) -> UUID | None:
     """The event's id for a checkpoint, None when even the store's row cannot tell it."""
     try:
         return stored.event_id if stored is not None else None
     except (EventTypeNotFoundError, SerializationError):
         return None
-
-
-async def _cancelled(ahead: tuple[Position, asyncio.Task[_Page]] | None) -> None:
-    """A page read ahead that is not needed: cancelled, and its outcome dropped."""
-    if ahead is not None:
-        ahead[1].cancel()
-        await asyncio.gather(ahead[1], return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +114,6 @@ class Subscription:
         `_deliver_page`)."""
         self._handler_saved: Position | None = None
         """Where the batch handler last moved the checkpoint itself (counted there)."""
-        self._ahead: tuple[Position, asyncio.Task[_Page]] | None = None
-        """The page after a position, read while the page before it is applied."""
         self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
@@ -171,6 +159,12 @@ class Subscription:
         self._filtered = any(
             v is not None for v in (config.event_types, config.aggregate_type, config.tenant_id)
         )
+        self._pages = (
+            None
+            if batch is None
+            else PageReader(event_store, self._options, with_head=self._filtered)
+        )
+        """Pages for the batch handler, the next one read while it applies one."""
 
     def renewed(self) -> Subscription:
         """A new, unstarted subscription with this one's settings (for a rebuild)."""
@@ -368,7 +362,8 @@ class Subscription:
             logger.exception("subscription %s failed", self.name)
             return
         finally:
-            await self._drop_ahead()
+            if self._pages is not None:
+                await self._pages.close()
             if self.state is not SubscriptionState.FAILED:
                 self.state = SubscriptionState.STOPPED
                 telemetry.unwatch("subscription", self)  # a failed one stays visible
@@ -471,7 +466,8 @@ class Subscription:
             # A batch handler takes the page at once (its transaction's writes cost far more
             # than holding the page), and the next page is read while it applies this one.
             self._deliver = self._one_event_batch()
-            head, page = await self._next_page()
+            assert self._pages is not None
+            head, page = await self._pages.next(self.position)
             read = len(page)
             if page and not await self._deliver_page(page, every_event=every_event):
                 return False
@@ -540,31 +536,6 @@ class Subscription:
             self._saved_position = stored.position
 
     # -- pages to a batch handler (`BatchHandler`, e.g. a DatabaseProjection) ----------------
-
-    async def _next_page(self) -> _Page:
-        """The page after `position`: read ahead when the page before it was full (a page read
-        earlier is still right: the feed below its horizon never changes), else now."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == self.position:
-            head, page = await ahead[1]
-        else:
-            await _cancelled(ahead)
-            head, page = await self._read_page(self.position)
-        if len(page) == self.config.batch_size:  # more to read: read it while this is applied
-            after = page[-1].position
-            self._ahead = (after, asyncio.create_task(self._read_page(after)))
-        return head, page
-
-    async def _read_page(self, after: Position | None) -> _Page:
-        head = await self._store.current_position() if self._filtered else None
-        async with closing_iterator(
-            self._store.read_all(replace(self._options, after=after))
-        ) as feed:
-            return head, [stored async for stored in feed]
-
-    async def _drop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        await _cancelled(ahead)
 
     async def _deliver_page(self, page: list[StoredEvent], *, every_event: bool) -> bool:
         """A page of the feed to the batch handler, its admitted events in as few calls as
