@@ -268,3 +268,51 @@ async def test_live_events_are_applied_as_they_arrive(setup: Setup) -> None:
     checkpoint = await setup.checkpoints.get(projection.name)
     assert checkpoint is not None
     assert checkpoint.events_processed == 5
+
+
+async def test_an_undecodable_event_in_a_page_is_dead_lettered_alone(setup: Setup) -> None:
+    """A corrupt payload in the middle of a page fails the page; the event is dead-lettered
+    (with its raw row) and the others are applied once."""
+    aggregate = uuid4()
+    last = await setup.append(aggregate, list(range(30)))
+    feed = await setup.feed()
+    corrupt = feed[12]
+    await setup.admin.execute(
+        f"UPDATE {setup.store.table} SET payload = '\"corrupt\"'::jsonb WHERE event_id = $1",
+        corrupt.event_id,
+    )
+    dead_letters = InMemoryDLQRepository()
+    projection = setup.log()
+    async with SubscriptionManager(
+        setup.store, setup.checkpoints, dead_letters, config=CONFIG
+    ) as manager:
+        subscription = manager.subscribe(projection)
+        await subscription.wait_for(last, timeout=30)
+    applied = await setup.applied()
+    (letter,) = await dead_letters.list(projection.name)
+    applied_once_in_feed_order(applied, [s for s in feed if s is not corrupt])
+    assert letter.event_id == corrupt.event_id
+
+
+async def test_a_page_is_one_project_span(setup: Setup) -> None:
+    """Tracing: one `project <subscription>` span per page, with its event count and last
+    position; the one-event deliveries that find a failing event have a span each."""
+    from eventsource.observability import EVENT_COUNT, POSITION, SUBSCRIPTION
+    from eventsource.testing import capture_telemetry
+
+    aggregate = uuid4()
+    last = await setup.append(aggregate, list(range(120)))
+    projection = setup.log(poison=frozenset({110}))
+    config = replace(CONFIG, max_attempts=1)
+    with capture_telemetry() as telemetry:
+        async with SubscriptionManager(
+            setup.store, setup.checkpoints, InMemoryDLQRepository(), config=config
+        ) as manager:
+            subscription = manager.subscribe(projection)
+            await subscription.wait_for(last, timeout=30)
+        spans = telemetry.spans(f"project {projection.name}")
+    pages = [s for s in spans if EVENT_COUNT in s.attributes]
+    assert [s.attributes[EVENT_COUNT] for s in pages] == [50, 50, 20]
+    assert pages[-1].attributes[POSITION] == str(last)
+    assert {s.attributes[SUBSCRIPTION] for s in spans} == {projection.name}
+    assert len(spans) - len(pages) == 20  # the failed page's events, one at a time
