@@ -4,6 +4,11 @@ Catch-up and live delivery are the same loop over the store's ordered feed (neve
 payloads): read a batch after the last position, deliver it in order, save the position, and
 when a read comes back short, wait for an append signal or the poll interval. There is no
 hand-over between a catch-up reader and a live stream, so no gap and no duplicate there.
+
+A handler that takes pages (`BatchHandler`: a `DatabaseProjection`) gets each page whole, as
+read (live, that is what has arrived), and records it in the checkpoint itself; the next page
+is read meanwhile (`_pages.py`). A page it fails goes again one event at a time, so the retry
+and dead-letter path below sees exactly the event that fails.
 """
 
 from __future__ import annotations
