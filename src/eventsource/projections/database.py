@@ -10,8 +10,8 @@ one transaction per page, with one checkpoint write, to the page's last event. A
 per event spends most of its time in BEGIN/COMMIT round trips and the checkpoint upsert; a page
 of 500 pays them once. The handlers still run one event at a time (`apply_batch` may be
 overridden to write the page in a few statements). A page that fails is rolled back whole and
-the subscription delivers its events again one at a time, so that the failing event alone
-takes the retry and dead-letter path.
+the subscription delivers its events again one at a time up to the failing one, so that it
+alone takes the retry and dead-letter path (the events after it go on in a page again).
 
 Each page transaction starts by reading the checkpoint with its row locked (created at the
 start of the feed when missing, so there is always a row to lock) and skips the events at or

@@ -7,8 +7,9 @@ hand-over between a catch-up reader and a live stream, so no gap and no duplicat
 
 A handler that takes pages (`BatchHandler`: a `DatabaseProjection`) gets each page whole, as
 read (live, that is what has arrived), and records it in the checkpoint itself; the next page
-is read meanwhile (`_pages.py`). A page it fails goes again one event at a time, so the retry
-and dead-letter path below sees exactly the event that fails.
+is read meanwhile (`_pages.py`). A page it fails goes again one event at a time up to the
+event that fails, so the retry and dead-letter path below sees exactly that event; the rest
+goes on in a page again.
 """
 
 from __future__ import annotations
@@ -544,27 +545,34 @@ class Subscription:
 
     async def _deliver_page(self, page: list[StoredEvent], *, every_event: bool) -> bool:
         """A page of the feed to the batch handler, its admitted events in as few calls as
-        possible: one, unless an event of a parked aggregate splits it (the events before
-        it go first, as they would one at a time). False when the subscription must stop."""
-        pending: list[StoredEvent] = []
-        for stored in page:
-            parked = self._parked
-            if parked and stored.aggregate_id in parked:
-                if not await self._deliver_batch(pending, every_event=every_event):
+        possible: one, unless an event of a parked aggregate splits it (the events before it
+        go first, as they would one at a time) or an event fails (the events after it go on
+        in a batch again). False when the subscription must stop."""
+        rest = page
+        while rest:
+            parked = self._parked  # grows when an event of the page is dead-lettered
+            cut = next(
+                (i for i, s in enumerate(rest) if parked and s.aggregate_id in parked), len(rest)
+            )
+            if cut == 0:  # parked behind its aggregate's dead letter, untried
+                if not await self._deliver_one(rest[0], self._deliver, every_event=every_event):
                     return False
-                pending = []
-                if not await self._deliver_one(stored, self._deliver, every_event=every_event):
-                    return False
+                rest = rest[1:]
                 continue
-            pending.append(stored)
-        return await self._deliver_batch(pending, every_event=every_event)
+            done = await self._deliver_batch(rest[:cut], every_event=every_event)
+            if done is None:
+                return False
+            rest = rest[done:]
+        return True
 
-    async def _deliver_batch(self, events: list[StoredEvent], *, every_event: bool) -> bool:
+    async def _deliver_batch(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
         """`events` in one `handle_batch` call (those `only` refuses count as processed,
-        unhandled). When it fails (not the infrastructure: that propagates, and the events
-        come again after the outage), it applied none of them: they go one at a time, each
-        in a one-event batch, so that exactly the failing event takes the retry and
-        dead-letter path and the events before it are applied once."""
+        unhandled); how many of them are processed, None when the subscription must stop.
+        When the call fails (not the infrastructure: that propagates, and the events come
+        again after the outage), it applied none of them: they go one at a time, each in a
+        one-event batch, until one fails, so that exactly that event takes the retry and
+        dead-letter path and the events before it are applied once; the rest are left to
+        the next batch."""
         assert self._batch is not None
         only = self._only
         admitted = events if only is None else [s for s in events if only(s)]
@@ -576,10 +584,7 @@ class Subscription:
             except Exception as exc:
                 if is_infrastructure_error(exc):
                     raise
-                for stored in events:
-                    if not await self._deliver_one(stored, self._deliver, every_event=every_event):
-                        return False
-                return True
+                return await self._isolate(events, every_event=every_event)
             if self._consecutive_failures:
                 self._recovered()
             self._handler_saved = last.position
@@ -588,7 +593,28 @@ class Subscription:
         if every_event and events and self.position is not None:
             await self._advance(self.position)
             await self._save()
-        return True
+        return len(events)
+
+    async def _isolate(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
+        """`events` one at a time up to the first that fails its first attempt (retried or
+        dead-lettered by then); how many were processed, None when the subscription must
+        stop."""
+        failed = False
+
+        async def first_attempt(stored: StoredEvent) -> None:
+            nonlocal failed
+            try:
+                await self._deliver(stored)
+            except Exception:
+                failed = True
+                raise
+
+        for done, stored in enumerate(events, 1):
+            if not await self._deliver_one(stored, first_attempt, every_event=every_event):
+                return None
+            if failed:
+                return done
+        return len(events)
 
     async def _call_batch(self, events: list[StoredEvent], *, processed: int) -> None:
         """The batch handler on `events`, under one span when tracing."""
