@@ -5,6 +5,8 @@ connections carrying the test's application_name are killed).
 Writers retry an append that raised with the same events (appends are idempotent by event
 id), and count an event as acknowledged only when its append returned. Required: acked =
 stored = projected exactly once, every stream in order, no dead letter, no restart by hand.
+With a backlog appended first, the projection catches up in full pages (a transaction of 50
+events each) while its connections are killed.
 """
 
 from __future__ import annotations
@@ -64,7 +66,18 @@ async def _writer(
         await asyncio.sleep(random.uniform(0, 0.03))
 
 
-async def test_killed_connections_lose_and_repeat_nothing(postgres_url: str, schema: str) -> None:
+async def _backlog(store: PostgreSQLEventStore, events: int, acked: list[Acked]) -> None:
+    for _ in range(events // 10):
+        account = uuid4()
+        deposits = [Deposited(amount=n) for n in range(1, 11)]
+        await store.append_events(account, "Account", deposits, ExpectedVersion.NO_STREAM)
+        acked += [(d.event_id, account, n) for n, d in enumerate(deposits, 1)]
+
+
+@pytest.mark.parametrize("backlog", [0, 2000])
+async def test_killed_connections_lose_and_repeat_nothing(
+    postgres_url: str, schema: str, backlog: int
+) -> None:
     import asyncpg
 
     application = f"es-fault-{uuid4().hex[:12]}"
@@ -88,6 +101,7 @@ async def test_killed_connections_lose_and_repeat_nothing(postgres_url: str, sch
     errors: list[str] = []
     killer = BackendKiller(postgres_url, application_name=application)
     try:
+        await _backlog(store, backlog, acked)
         async with SubscriptionManager(store, checkpoints, dead_letters, config=FAST) as manager:
             subscription = manager.subscribe(ledger)
             async with killer.running():

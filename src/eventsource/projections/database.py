@@ -1,22 +1,39 @@
 """`DatabaseProjection`: read-model writes and the checkpoint commit in one transaction.
 
-When the read model lives in the database that keeps the projection's checkpoint, each event's
-effect and the checkpoint's move commit together: a crash rolls both back, the event is
-delivered again, and its effect lands once. Exactly-once effects, not just at-least-once
+When the read model lives in the database that keeps the projection's checkpoint, the effects
+of events and the checkpoint's move commit together: a crash rolls both back, the events are
+delivered again, and their effects land once. Exactly-once effects, not just at-least-once
 delivery.
 
-One case needs more than a shared transaction: the connection dies while the COMMIT is on its
-way, after the server committed but before its reply arrived. The client cannot tell that from
-a rollback, and the subscription delivers the event again. Such an event is marked "in doubt";
-its next delivery first reads the checkpoint with its row locked (a COMMIT still in flight
-finishes first) and skips the handler when the checkpoint is at or past the event; its
-checkpoint write must then move the checkpoint, or the transaction rolls back. Other
+A subscription hands it whole pages of the feed (`handle_batch`, the `BatchHandler` protocol):
+one transaction per page, with one checkpoint write, to the page's last event. A transaction
+per event spends most of its time in BEGIN/COMMIT round trips and the checkpoint upsert; a page
+of 500 pays them once. The handlers still run one event at a time (`apply_batch` may be
+overridden to write the page in a few statements). A page that fails is rolled back whole and
+the subscription delivers its events again one at a time up to the failing one, so that it
+alone takes the retry and dead-letter path (the events after it go on in a page again).
+
+Each page transaction starts by reading the checkpoint with its row locked (created at the
+start of the feed when missing, so there is always a row to lock) and skips the events at or
+before it. That one statement per page covers what a shared transaction cannot: the
+connection dies while the COMMIT is on its way, after the server committed but before its
+reply arrived; the client cannot tell that from a rollback and the page comes again, and a
+COMMIT still in flight finishes first. It also serialises two processes that run the same
+projection at once (a lease holder that has not yet seen its lease go): the second waits for
+the first's transaction and skips what it applied.
+
+A single event (`handle`: a dead-letter retry, or a caller outside a subscription) runs in a
+transaction of its own and is applied even when it lies behind the checkpoint (a dead letter
+does). Such an event is marked "in doubt" when its COMMIT reply is lost; its next delivery then
+reads the locked checkpoint and skips the handler when the checkpoint is at or past the event;
+its checkpoint write must then move the checkpoint, or the transaction rolls back. Other single
 deliveries pay nothing for this.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
@@ -49,9 +66,13 @@ class TransactionalCheckpoints(CheckpointStore, Protocol):
         `position` already (nothing changed)."""
         ...
 
-    async def locked_position_in(self, connection: AsyncConnection, name: str) -> Position | None:
+    async def locked_position_in(
+        self, connection: AsyncConnection, name: str, *, create: bool = False
+    ) -> Position | None:
         """The checkpoint's position read in `connection`'s transaction, its row locked until
-        that transaction ends (a transaction still committing a move finishes first)."""
+        that transaction ends (a transaction still committing a move finishes first). With
+        `create`, a missing checkpoint is first created at `Position.START` in that
+        transaction (and locked: never None then)."""
         ...
 
 
@@ -81,7 +102,7 @@ def _lost_connection(exc: BaseException) -> bool:
 
 
 class _AppliedMeanwhile(Exception):
-    """Rolls back a delivery whose event turned out to be applied already."""
+    """Rolls back a delivery whose events turned out to be applied already."""
 
 
 class DatabaseProjection(DeclaredHandlers, Projection):
@@ -90,10 +111,12 @@ class DatabaseProjection(DeclaredHandlers, Projection):
 
     Build it with the engine of the read model's database and checkpoints kept in that same
     database. Subscribed to a `SubscriptionManager`, it is its own checkpoint store, so the
-    subscription resumes exactly where the last committed transaction left off. A lost
-    connection raises `StoreConnectionError` (the subscription retries); an event whose COMMIT
-    reply was lost is recognised on its retry and not applied again (`already_applied` counts
-    those).
+    subscription resumes exactly where the last committed transaction left off, and it gets
+    the feed a page at a time (`handle_batch`): one transaction per page (the
+    subscription's `batch_size` at most, only what is there when it is live). Override
+    `apply_batch` to write a page in fewer statements. A lost connection raises
+    `StoreConnectionError` (the subscription retries); events whose COMMIT reply was lost are
+    recognised on their retry and not applied again (`already_applied` counts those).
     """
 
     def __init__(self, engine: AsyncEngine, checkpoints: TransactionalCheckpoints) -> None:
@@ -146,6 +169,58 @@ class DatabaseProjection(DeclaredHandlers, Projection):
                 ) from exc
             raise
         self._in_doubt = None
+
+    async def handle_batch(self, events: Sequence[StoredEvent], *, processed: int) -> None:
+        """Apply `events` (in feed order) in one transaction that moves the checkpoint to the
+        last of them, adding `processed` to its count; those at or before the checkpoint are
+        skipped (applied already: `already_applied` counts them). All or nothing: a failing
+        handler rolls the whole batch back and its error propagates."""
+        if not events:
+            return
+        last = events[-1]
+        skipped = 0
+        try:
+            async with self.engine.begin() as connection:
+                done = await self.checkpoints.locked_position_in(connection, self.name, create=True)
+                fresh = events if done is None else [s for s in events if s.position > done]
+                skipped = len(events) - len(fresh)
+                if not fresh:
+                    raise _AppliedMeanwhile
+                await self.apply_batch(connection, fresh)
+                moved = await self.checkpoints.save_in(
+                    connection,
+                    self.name,
+                    last.position,
+                    event_id=last.event_id,
+                    event_type=last.event_type,
+                    processed=max(0, processed - skipped),  # the skipped ones counted already
+                )
+                if moved is False:  # moved meanwhile (a checkpoint store that does not lock)
+                    skipped = len(events)
+                    raise _AppliedMeanwhile
+        except _AppliedMeanwhile:
+            pass
+        except BaseException as exc:
+            if _lost_connection(exc):
+                where = (
+                    f"DatabaseProjection {self.name!r}: a batch of {len(events)} events at "
+                    f"{events[0].position}..{last.position}"
+                )
+                raise StoreConnectionError(
+                    f"{where}: the connection to the database was lost ({exc}); delivering"
+                    " the batch again is safe (applied events are recognised and skipped)"
+                ) from exc
+            raise
+        self.already_applied += skipped
+
+    async def apply_batch(self, connection: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+        """Apply `events` (in feed order, none applied yet) in `connection`'s transaction:
+        each to its `@handles` method in turn. Override it to write a batch in fewer
+        statements, e.g. one upsert executed for many rows
+        (`await connection.execute(statement, [{...}, {...}])`); raising rolls the batch back.
+        """
+        for stored in events:
+            await self._apply(connection, stored)
 
     async def _applied(self, connection: AsyncConnection, position: Position) -> bool:
         checkpoint = await self.checkpoints.locked_position_in(connection, self.name)

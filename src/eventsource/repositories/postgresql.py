@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
 from eventsource._internal import postgresql as pg
+from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
 from eventsource.migrations import apply_postgresql_migrations, check_names
@@ -115,6 +116,12 @@ class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointReposit
             f"SELECT position_commit, position_sequence FROM {table}"
             f" WHERE name = {param(1)} FOR UPDATE"
         )
+        # Waits for a transaction inserting the same name to end; then the row is there.
+        self._create_sql = (
+            f"INSERT INTO {table} (name, position_commit, position_sequence,"
+            f" events_processed, updated_at) VALUES ({param(1)}, 0, 0, 0, {param(2)})"
+            " ON CONFLICT (name) DO NOTHING"
+        )
 
     async def save_in(
         self,
@@ -135,13 +142,20 @@ class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointReposit
         )
         return bool(rows)
 
-    async def locked_position_in(self, connection: AsyncConnection, name: str) -> Position | None:
+    async def locked_position_in(
+        self, connection: AsyncConnection, name: str, *, create: bool = False
+    ) -> Position | None:
         """The checkpoint's position read in `connection`'s transaction with its row locked
         (`FOR UPDATE`) until the transaction ends: a transaction that is still committing a
-        move of it finishes first, so what this reads is settled."""
-        rows = await pg.fetch_in(
-            connection, f"PostgreSQL {self.table}: lock {name!r}", self._locked_sql, name
-        )
+        move of it finishes first, so what this reads is settled. With `create`, a missing
+        checkpoint is created at `Position.START` in that transaction first (it commits or
+        rolls back with it), so there is always a row to lock: two transactions never both
+        find none."""
+        what = f"PostgreSQL {self.table}: lock {name!r}"
+        rows = await pg.fetch_in(connection, what, self._locked_sql, name)
+        if not rows and create:
+            await pg.fetch_in(connection, what, self._create_sql, name, utc_now())
+            rows = await pg.fetch_in(connection, what, self._locked_sql, name)
         return Position(int(rows[0][0]), int(rows[0][1])) if rows else None
 
 

@@ -3,6 +3,7 @@ dead letters, pause/resume, health and read-your-writes waits."""
 
 from eventsource.subscriptions.interface import (
     AggregateParkedError,
+    BatchHandler,
     CheckpointStore,
     CheckpointStrategy,
     CircuitBreaker,
@@ -17,6 +18,7 @@ from eventsource.subscriptions.subscription import Subscription, SubscriptionHea
 
 __all__ = [
     "AggregateParkedError",
+    "BatchHandler",
     "CheckpointStore",
     "CheckpointStrategy",
     "CircuitBreaker",

@@ -10,7 +10,7 @@ import enum
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsource.exceptions import EventSourceError
@@ -19,6 +19,8 @@ from eventsource.stores.interface import StoredEvent
 
 __all__ = [
     "AggregateParkedError",
+    "BatchCallback",
+    "BatchHandler",
     "CheckpointStore",
     "CheckpointStrategy",
     "CircuitBreaker",
@@ -32,6 +34,30 @@ __all__ = [
 ]
 
 EventCallback = Callable[[StoredEvent], Awaitable[None]]
+
+
+class BatchCallback(Protocol):
+    """`BatchHandler.handle_batch`, as a subscription calls it."""
+
+    async def __call__(self, events: Sequence[StoredEvent], *, processed: int) -> None: ...
+
+
+@runtime_checkable
+class BatchHandler(Protocol):
+    """A handler that takes a subscription's events several at a time and records them in
+    the subscription's checkpoint itself, in the transaction of their effects
+    (`DatabaseProjection`). A subscription detects it and hands it each page of the feed it
+    reads, as much as is there (it never waits to fill a batch)."""
+
+    async def handle_batch(self, events: Sequence[StoredEvent], *, processed: int) -> None:
+        """Apply `events` (admitted by the subscription's filter, in feed order) and move the
+        checkpoint to the last of them, adding `processed` to its count (these events and
+        those the subscription passed over since its checkpoint last moved). All or nothing:
+        raise having applied none of them; the subscription then delivers them one at a
+        time (one-event batches) to find the one that fails. Events at or before the
+        checkpoint were applied already (a COMMIT whose reply was lost, another process):
+        skip them."""
+        ...
 
 
 class AggregateParkedError(EventSourceError):

@@ -21,6 +21,7 @@ from eventsource.projections.database import DatabaseProjection
 from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position
 from eventsource.subscriptions.interface import (
+    BatchHandler,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
@@ -164,13 +165,16 @@ class SubscriptionManager:
         requested = config or self.config
         name, callback, config = self._callback(handler, name, requested)
         checkpoints: CheckpointStore = self.checkpoints
+        batch = None
         if isinstance(handler, DatabaseProjection):
             # its checkpoint moves inside each event's transaction: read and save it there
             checkpoints = handler.checkpoint_store
+        if isinstance(handler, Projection) and isinstance(handler, BatchHandler):
+            batch = handler.handle_batch  # pages of the feed go to it, at once
             if name != handler.name:
                 raise ConfigurationError(
-                    f"DatabaseProjection {handler.name!r} keeps its checkpoint under its own "
-                    f"name, but would run as {name!r}: give each tenant's projection a name "
+                    f"{type(handler).__name__} {handler.name!r} keeps its checkpoint under its"
+                    f" own name, but would run as {name!r}: give each tenant's projection a name "
                     f"that contains its tenant id (projection.name = f'{handler.name}@{{tenant}}'"
                     ") and subscribe it without another name"
                 )
@@ -184,6 +188,7 @@ class SubscriptionManager:
             self.dead_letters,
             config,
             self.leases,
+            batch=batch,
         )
         self._subscriptions[name] = subscription
         self._handlers[name] = handler

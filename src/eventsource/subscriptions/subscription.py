@@ -4,6 +4,12 @@ Catch-up and live delivery are the same loop over the store's ordered feed (neve
 payloads): read a batch after the last position, deliver it in order, save the position, and
 when a read comes back short, wait for an append signal or the poll interval. There is no
 hand-over between a catch-up reader and a live stream, so no gap and no duplicate there.
+
+A handler that takes pages (`BatchHandler`: a `DatabaseProjection`) gets each page whole, as
+read (live, that is what has arrived), and records it in the checkpoint itself; the next page
+is read meanwhile (`_pages.py`). A page it fails goes again one event at a time up to the
+event that fails, so the retry and dead-letter path below sees exactly that event; the rest
+goes on in a page again.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from eventsource.exceptions import EventTypeNotFoundError, SerializationError
 from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
 from eventsource.subscriptions._faults import is_infrastructure_error
+from eventsource.subscriptions._pages import PageReader
 from eventsource.subscriptions.interface import (
     AggregateParkedError,
+    BatchCallback,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
@@ -105,6 +113,7 @@ class Subscription:
         *,
         only: Callable[[StoredEvent], bool] | None = None,
         partition: tuple[int, int] | None = None,
+        batch: BatchCallback | None = None,
     ) -> None:
         self.name = name
         if partition is not None and only is None:
@@ -116,6 +125,11 @@ class Subscription:
         # on another, the loop reads everything and skips the rest with `only`.
         pushed = partition is not None and event_store.filters_partitions
         self._skip = None if pushed else only
+        self._batch = batch
+        """A `BatchHandler`'s `handle_batch`: pages go to it, not to `handler` (see
+        `_deliver_page`)."""
+        self._handler_saved: Position | None = None
+        """Where the batch handler last moved the checkpoint itself (counted there)."""
         self.checkpoints = checkpoints
         self._leases = leases
         self.config = config
@@ -163,6 +177,12 @@ class Subscription:
         self._filtered = pushed or any(
             v is not None for v in (config.event_types, config.aggregate_type, config.tenant_id)
         )
+        self._pages = (
+            None
+            if batch is None
+            else PageReader(event_store, self._options, with_head=self._filtered)
+        )
+        """Pages for the batch handler, the next one read while it applies one."""
 
     def renewed(self) -> Subscription:
         """A new, unstarted subscription with this one's settings (for a rebuild)."""
@@ -176,6 +196,7 @@ class Subscription:
             self._leases,
             only=self._only,
             partition=self.partition,
+            batch=self._batch,
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -319,10 +340,13 @@ class Subscription:
 
     def _delivery(self) -> EventCallback:
         """The handler, under a span per delivery attempt when tracing."""
+        return self._traced(self._handler)
+
+    def _traced(self, handler: EventCallback) -> EventCallback:
+        """`handler` under a span per delivery attempt when tracing."""
         found = telemetry.tracer()
         if found is None:
-            return self._handler
-        handler = self._handler
+            return handler
         span_name = f"project {self.name}"
 
         async def traced(stored: StoredEvent) -> None:
@@ -359,6 +383,8 @@ class Subscription:
             logger.exception("subscription %s failed", self.name)
             return
         finally:
+            if self._pages is not None:
+                await self._pages.close()
             # The checkpoint is saved before the state says the subscription ended, so
             # whoever sees FAILED or STOPPED reads the checkpoint it ended at.
             try:
@@ -460,40 +486,30 @@ class Subscription:
 
     async def _read_and_deliver(self) -> bool:
         """One batch; False when the subscription must stop (an event it cannot place)."""
-        head = await self._store.current_position() if self._filtered else None
-        handler = self._deliver = self._delivery()
-        only = self._skip  # a filter the store's read did not apply
-        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
         every_event = self.config.checkpoint.kind == "event"
-        read = 0
-        # Delivered as decoded, never held as a decoded batch: events die young, so the
-        # garbage collector never has to promote them (a held batch halves the throughput).
-        async with closing_iterator(
-            self._store.read_all(replace(self._options, after=self.position))
-        ) as feed:
-            async for stored in feed:
-                read += 1
-                # Events `only` refuses (another partition's) count as processed, unhandled.
-                if (only is None or only(stored)) and not (
-                    parked and await self._parked_behind(stored)
-                ):
-                    try:
-                        await handler(stored)  # the fast path; failures take the retry path
-                    except Exception as exc:
-                        if not await self._deliver_failed(stored, exc):
-                            if self._last_delivered is not None:
-                                await self._advance(self._last_delivered.position)
-                            return False
-                    else:
-                        if self._consecutive_failures:
-                            self._recovered()
-                self._unsaved += 1
-                self.processed += 1
-                self._last_delivered = stored
-                self.position = stored.position
-                if every_event:
-                    await self._advance(stored.position)
-                    await self._save()
+        if self._batch is not None:
+            # A batch handler takes the page at once (its transaction's writes cost far more
+            # than holding the page), and the next page is read while it applies this one.
+            self._deliver = self._one_event_batch()
+            assert self._pages is not None
+            head, page = await self._pages.next(self.position)
+            read = len(page)
+            if page and not await self._deliver_page(page, every_event=every_event):
+                return False
+        else:
+            head = await self._store.current_position() if self._filtered else None
+            handler = self._deliver = self._delivery()
+            read = 0
+            # Delivered as decoded, never held as a decoded batch: events die young, so the
+            # garbage collector never has to promote them (a held batch halves the
+            # throughput).
+            async with closing_iterator(
+                self._store.read_all(replace(self._options, after=self.position))
+            ) as feed:
+                async for stored in feed:
+                    read += 1
+                    if not await self._deliver_one(stored, handler, every_event=every_event):
+                        return False
         if read and self.position is not None:
             await self._advance(self.position)  # wake waiters once per batch
         caught_up = read < self.config.batch_size
@@ -508,6 +524,145 @@ class Subscription:
         else:
             self.state = SubscriptionState.CATCHING_UP
         return True
+
+    async def _deliver_one(
+        self, stored: StoredEvent, handler: EventCallback, *, every_event: bool
+    ) -> bool:
+        """`stored`, in feed order, to `handler`; False when the subscription must stop at it
+        (it stays unprocessed)."""
+        only = self._skip  # a filter the store's read did not apply
+        parked = self._parked  # `park_aggregate`: aggregates behind a dead letter
+        # Events `only` refuses (another partition's) count as processed, unhandled.
+        if (only is None or only(stored)) and not (parked and await self._parked_behind(stored)):
+            try:
+                await handler(stored)  # the fast path; failures take the retry path
+            except Exception as exc:
+                if not await self._deliver_failed(stored, exc):
+                    if self._last_delivered is not None:
+                        await self._advance(self._last_delivered.position)
+                    return False
+            else:
+                if self._consecutive_failures:
+                    self._recovered()
+        self._count(stored)
+        if every_event:
+            await self._advance(stored.position)
+            await self._save()
+        return True
+
+    def _count(self, stored: StoredEvent) -> None:
+        """`stored` is processed (handled, passed over or dead-lettered)."""
+        self._unsaved += 1
+        self.processed += 1
+        self._last_delivered = stored
+        self.position = stored.position
+        if self._handler_saved is not None and self._handler_saved == stored.position:
+            self._unsaved = 0  # a batch handler moved the checkpoint here, counting them
+            self._saved_position = stored.position
+
+    # -- pages to a batch handler (`BatchHandler`, e.g. a DatabaseProjection) ----------------
+
+    async def _deliver_page(self, page: list[StoredEvent], *, every_event: bool) -> bool:
+        """A page of the feed to the batch handler, its admitted events in as few calls as
+        possible: one, unless an event of a parked aggregate splits it (the events before it
+        go first, as they would one at a time) or an event fails (the events after it go on
+        in a batch again). False when the subscription must stop."""
+        rest = page
+        while rest:
+            parked = self._parked  # grows when an event of the page is dead-lettered
+            cut = next(
+                (i for i, s in enumerate(rest) if parked and s.aggregate_id in parked), len(rest)
+            )
+            if cut == 0:  # parked behind its aggregate's dead letter, untried
+                if not await self._deliver_one(rest[0], self._deliver, every_event=every_event):
+                    return False
+                rest = rest[1:]
+                continue
+            done = await self._deliver_batch(rest[:cut], every_event=every_event)
+            if done is None:
+                return False
+            rest = rest[done:]
+        return True
+
+    async def _deliver_batch(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
+        """`events` in one `handle_batch` call (those `only` refuses count as processed,
+        unhandled); how many of them are processed, None when the subscription must stop.
+        When the call fails (not the infrastructure: that propagates, and the events come
+        again after the outage), it applied none of them: they go one at a time, each in a
+        one-event batch, until one fails, so that exactly that event takes the retry and
+        dead-letter path and the events before it are applied once; the rest are left to
+        the next batch."""
+        assert self._batch is not None
+        only = self._skip  # a filter the store's read did not apply
+        admitted = events if only is None else [s for s in events if only(s)]
+        if admitted:
+            last = admitted[-1]
+            through = len(events) if only is None else events.index(last) + 1
+            try:
+                await self._call_batch(admitted, processed=self._unsaved + through)
+            except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
+                return await self._isolate(events, every_event=every_event)
+            if self._consecutive_failures:
+                self._recovered()
+            self._handler_saved = last.position
+        for stored in events:
+            self._count(stored)
+        if every_event and events and self.position is not None:
+            await self._advance(self.position)
+            await self._save()
+        return len(events)
+
+    async def _isolate(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
+        """`events` one at a time up to the first that fails its first attempt (retried or
+        dead-lettered by then); how many were processed, None when the subscription must
+        stop."""
+        failed = False
+
+        async def first_attempt(stored: StoredEvent) -> None:
+            nonlocal failed
+            try:
+                await self._deliver(stored)
+            except Exception:
+                failed = True
+                raise
+
+        for done, stored in enumerate(events, 1):
+            if not await self._deliver_one(stored, first_attempt, every_event=every_event):
+                return None
+            if failed:
+                return done
+        return len(events)
+
+    async def _call_batch(self, events: list[StoredEvent], *, processed: int) -> None:
+        """The batch handler on `events`, under one span when tracing."""
+        assert self._batch is not None
+        found = telemetry.tracer()
+        if found is None:
+            await self._batch(events, processed=processed)
+            return
+        attributes: dict[str, object] = {
+            telemetry.SUBSCRIPTION: self.name,
+            telemetry.POSITION: str(events[-1].position),
+            telemetry.EVENT_COUNT: len(events),
+        }
+        with telemetry.Operation(
+            telemetry.start_span(found, f"project {self.name}", "consumer", attributes)
+        ):
+            await self._batch(events, processed=processed)
+
+    def _one_event_batch(self) -> EventCallback:
+        """The batch handler as an `EventCallback` taking one event (retries, and finding
+        the event that failed a batch), under a span per attempt when tracing."""
+        batch = self._batch
+        assert batch is not None
+
+        async def one(stored: StoredEvent) -> None:
+            await batch([stored], processed=self._unsaved + 1)
+            self._handler_saved = stored.position
+
+        return self._traced(one)
 
     def _recovered(self) -> None:
         self._consecutive_failures = 0
