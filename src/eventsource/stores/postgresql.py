@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
@@ -31,7 +31,7 @@ from eventsource._internal.postgresql_listen import listening
 from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
-from eventsource.events.serialization import EventCodec
+from eventsource.events.serialization import EventCodec, parse_utc
 from eventsource.exceptions import (
     EventNotFoundError,
     EventStoreError,
@@ -43,7 +43,6 @@ from eventsource.stores._append import (
     EventRecord,
     attach_events,
     check_expected_version,
-    record_event,
     replayed_result,
     validate_expected_version,
 )
@@ -70,34 +69,59 @@ if TYPE_CHECKING:
 
 __all__ = ["HorizonLag", "PostgreSQLEventStore"]
 
+_UTC_TEXT = "to_json({} AT TIME ZONE 'UTC')::text"
+"""A timestamptz as JSON text of its UTC time: the same whatever the session's DateStyle and
+TimeZone, and `datetime.fromisoformat` reads it several times faster than asyncpg builds a
+datetime from the binary value (which costs the feed ~2 us per timestamp per row)."""
 _READ_COLUMNS = (
-    "transaction_id, position, event_type, event_version, payload::text, recorded_at, "
-    "aggregate_version"
+    "transaction_id, position, event_type, event_version, payload::text,"
+    f" {_UTC_TEXT.format('recorded_at')}, aggregate_version, event_id, aggregate_id,"
+    f" aggregate_type, {_UTC_TEXT.format('occurred_at')}, tenant_id, correlation_id,"
+    " causation_id, metadata::text"
 )
-"""What the feed reads: what decoding needs. The ids and the aggregate type come from the
-payload (each extra column costs the catch-up read about 8%); `load_envelope` reads them for
-an event that cannot be decoded."""
-_RECORD_COLUMNS = (
-    "transaction_id, position, event_id, event_type, event_version, aggregate_id, "
-    "aggregate_type, aggregate_version, tenant_id, occurred_at, recorded_at, payload::text"
-)
+"""What every read returns: the envelope columns and the payload. A lean row (correlation_id
+set) holds the event's own fields in its payload; a row written before migration 0008 holds
+the complete event there."""
+_STREAM_COLUMNS = _READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
+"""`_READ_COLUMNS` for a stream read, which knows its aggregate id."""
+assert _STREAM_COLUMNS != _READ_COLUMNS
 _MAX_RACE_ATTEMPTS = 100  # ANY / STREAM_EXISTS read the version again after a lost race
 _T = TypeVar("_T")
 
 
-def _record(row: Sequence[Any]) -> EventRecord:
+def _stored(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) -> StoredEvent:
+    """The stored event of a row of `_READ_COLUMNS` (decoded when its `event` is read)."""
+    correlation_id = row[12]
+    return StoredEvent.from_row(
+        codec,
+        row[0:2],
+        row[5],
+        row[7],
+        row[2],
+        row[3],
+        row[8] if aggregate_id is None else aggregate_id,
+        row[9],
+        row[6],
+        row[4],
+        None if correlation_id is None else row[10:15],
+    )
+
+
+def _record(codec: EventCodec, row: Any) -> EventRecord:
+    """A row of `_READ_COLUMNS` as `replayed_result` compares it: with its complete JSON."""
+    stored = _stored(codec, row)
     return EventRecord(
-        position=Position(int(row[0]), row[1]),
-        event_id=UUID(str(row[2])),
-        event_type=row[3],
-        event_version=row[4],
-        aggregate_id=UUID(str(row[5])),
-        aggregate_type=row[6],
-        aggregate_version=row[7],
-        tenant_id=UUID(str(row[8])) if row[8] is not None else None,
-        occurred_at=row[9],
-        recorded_at=row[10],
-        payload=row[11],
+        position=stored.position,
+        event_id=stored.event_id,
+        event_type=stored.event_type,
+        event_version=stored.event_version,
+        aggregate_id=stored.aggregate_id,
+        aggregate_type=stored.aggregate_type,
+        aggregate_version=stored.version,
+        tenant_id=row[11],
+        occurred_at=parse_utc(row[10]),
+        recorded_at=stored.recorded_at,
+        payload=stored.payload,
     )
 
 
@@ -238,9 +262,10 @@ class PostgreSQLEventStore(EventStore):
     def _build_sql(self) -> None:
         t = self.table
         notify = ", (SELECT pg_notify($11, $2)) IS NULL" if self.notify else ", $11::text IS NULL"
-        # what the outbox CTE copies; without an outbox the append returns positions only
+        # what the outbox CTE needs to rebuild the complete event; else positions only
         outboxed = (
-            ", event_id, event_type, event_version, aggregate_version, payload"
+            ", event_id, event_type, event_version, aggregate_version, tenant_id, occurred_at,"
+            " correlation_id, causation_id, metadata, payload"
             if self.outbox
             else ""
         )
@@ -248,17 +273,21 @@ class PostgreSQLEventStore(EventStore):
         # hence before the transaction gets its id. The version guard also refuses to append
         # after a version written by a younger transaction (only possible in a caller's
         # transaction that already has an id: then `_conflict` raises FeedOrderConflictError).
+        # Rows are lean: the payload holds the event's own fields, the envelope has columns.
         self._append_sql = (
             f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
             f" $13::int) IS NULL AS locked),"
             f" appended AS ("
             f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
-            f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload)"
+            f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
+            f" correlation_id, causation_id, metadata)"
             f" SELECT e.event_id, e.event_type, e.event_version, $1, $2, $10 + e.ord,"
-            f" e.tenant_id, e.occurred_at, e.payload::jsonb"
+            f" e.tenant_id, e.occurred_at, e.payload::jsonb, e.correlation_id, e.causation_id,"
+            f" e.metadata::jsonb"
             f" FROM writer, unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[],"
-            f" $7::timestamptz[], $8::text[]) WITH ORDINALITY"
-            f" AS e(event_id, event_type, event_version, tenant_id, occurred_at, payload, ord)"
+            f" $7::timestamptz[], $8::text[], $14::uuid[], $15::uuid[], $16::text[])"
+            f" WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
+            f" occurred_at, payload, correlation_id, causation_id, metadata, ord)"
             f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
             f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint"
             f" AND (transaction_id <= pg_current_xact_id_if_assigned()) IS NOT FALSE)"
@@ -271,10 +300,7 @@ class PostgreSQLEventStore(EventStore):
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
         )
         self._exists_sql = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE event_id = $1)"
-        self._records_sql = f"SELECT {_RECORD_COLUMNS} FROM {t} WHERE event_id = ANY($1::uuid[])"
-        self._envelope_sql = (
-            f"SELECT event_id, aggregate_id, aggregate_type FROM {t} WHERE position = $1"
-        )
+        self._records_sql = f"SELECT {_READ_COLUMNS} FROM {t} WHERE event_id = ANY($1::uuid[])"
         self._current_sql = (
             f"SELECT transaction_id, position FROM {t} WHERE transaction_id < $1::xid8"
             " ORDER BY transaction_id DESC, position DESC LIMIT 1"
@@ -291,11 +317,20 @@ class PostgreSQLEventStore(EventStore):
         if not self.outbox:
             return ""
         outbox = f"{quote_identifier(self.schema)}.{quote_identifier(self.prefix + 'outbox')}"
+        # The outbox keeps the complete event (what the relay publishes): the envelope
+        # columns put back into the JSON, in the statement.
+        complete = (
+            "(jsonb_build_object('event_id', event_id, 'event_type', event_type,"
+            " 'event_version', event_version, 'occurred_at', occurred_at, 'aggregate_id', $1,"
+            " 'aggregate_type', $2, 'aggregate_version', aggregate_version, 'tenant_id',"
+            " tenant_id, 'correlation_id', correlation_id, 'causation_id', causation_id,"
+            " 'metadata', COALESCE(metadata, '{}'::jsonb)) || payload)::text"
+        )
         return (
             f", outboxed AS (INSERT INTO {outbox} (event_id, event_type, event_version,"
             f" aggregate_id, aggregate_type, aggregate_version, payload)"
             f" SELECT event_id, event_type, event_version, $1, $2, aggregate_version,"
-            f" payload::text FROM appended ORDER BY position)"
+            f" {complete} FROM appended ORDER BY position)"
         )
 
     # -- connections -------------------------------------------------------------------------
@@ -379,7 +414,7 @@ class PostgreSQLEventStore(EventStore):
         expected_version: int,
     ) -> AppendResult:
         what = f"append to stream {aggregate_id}"
-        encode = self._codec.encode
+        encode = self._codec.encode_lean
         if self._bound is not None:
             await self._enter_feed(aggregate_id)
         for _ in range(_MAX_RACE_ATTEMPTS):
@@ -397,6 +432,11 @@ class PostgreSQLEventStore(EventStore):
                     continue
                 return result
             attached = attach_events(events, aggregate_id, aggregate_type, base + 1)
+            payloads, metadata = [], []
+            for event in attached:
+                payload, meta = encode(event)
+                payloads.append(payload)
+                metadata.append(meta)
             args = (
                 aggregate_id,
                 aggregate_type,
@@ -405,12 +445,15 @@ class PostgreSQLEventStore(EventStore):
                 [e.event_version for e in attached],
                 [e.tenant_id for e in attached],
                 [e.occurred_at for e in attached],
-                [encode(e) for e in attached],
+                payloads,
                 base,
                 base,
                 self.channel,
                 WRITER_CLASS,
                 self._feed_key,
+                [e.correlation_id for e in attached],
+                [e.causation_id for e in attached],
+                metadata,
             )
             try:
                 rows = await self._insert(what, args)
@@ -524,7 +567,9 @@ class PostgreSQLEventStore(EventStore):
             "look up event ids", self._records_sql, [e.event_id for e in events]
         )
         if rows:
-            return replayed_result(events, aggregate_id, aggregate_type, [_record(r) for r in rows])
+            return replayed_result(
+                events, aggregate_id, aggregate_type, [_record(self._codec, r) for r in rows]
+            )
         current = await self.get_stream_version(aggregate_id)
         check_expected_version(aggregate_id, expected_version, current)
         if self._bound is not None and base > 0 and current == base:
@@ -559,25 +604,12 @@ class PostgreSQLEventStore(EventStore):
 
     def _decode_rows(
         self, rows: Sequence[Sequence[Any]], aggregate_id: UUID | None = None
-    ) -> Iterator[StoredEvent]:
-        """Stored events as the caller consumes them; each decodes its payload when its
-        `event` is first read (a reader that skips it by type never decodes it, and an event
-        that cannot be decoded fails where it is used, not in the middle of a page)."""
+    ) -> list[StoredEvent]:
+        """Stored events of a page; each decodes its payload when its `event` is first read
+        (a reader that skips it by type never decodes it, and an event that cannot be decoded
+        fails where it is used, not in the middle of a page)."""
         codec = self._codec
-        from_row = StoredEvent.from_row
-        for row in rows:
-            yield from_row(
-                codec,
-                Position(row[0], row[1]),
-                row[5],
-                None,
-                row[2],
-                row[3],
-                aggregate_id,
-                None,
-                row[6],
-                row[4],
-            )
+        return [_stored(codec, row, aggregate_id) for row in rows]
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
@@ -592,7 +624,7 @@ class PostgreSQLEventStore(EventStore):
         filtered = len(clauses) > (options.aggregate_type is not None)
         order = "ASC" if options.forward else "DESC"
         sql = (
-            f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
+            f"SELECT {_STREAM_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
             f" AND aggregate_version BETWEEN $2 AND $3{''.join(' AND ' + c for c in clauses)}"
             f" ORDER BY aggregate_version {order}"
         )
@@ -681,19 +713,7 @@ class PostgreSQLEventStore(EventStore):
         rows = await self._fetch(f"read event {event_id}", self._records_sql, [event_id])
         if not rows:
             raise EventNotFoundError(event_id)
-        return record_event(self._codec, _record(rows[0]))
-
-    async def load_envelope(self, stored: StoredEvent) -> None:
-        if stored.envelope_complete:
-            return
-        position = stored.position
-        rows = await self._fetch(
-            f"read the envelope of the event at {position}",
-            self._envelope_sql,
-            position.sequence,
-        )
-        if rows:
-            stored.set_envelope(UUID(str(rows[0][0])), UUID(str(rows[0][1])), rows[0][2])
+        return _stored(self._codec, rows[0])
 
     async def current_position(self) -> Position:
         """The last readable position of the global feed (`Position.START` when empty).
