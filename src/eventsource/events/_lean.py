@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import NoneType, UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin
 from uuid import UUID
@@ -33,7 +33,7 @@ from pydantic_core import SchemaValidator, to_json
 
 from eventsource.events.base import DomainEvent
 
-__all__ = ["ENVELOPE_FIELDS", "LeanEnvelope", "LeanPlan", "compose", "parse_utc"]
+__all__ = ["ENVELOPE_FIELDS", "LeanEnvelope", "LeanPlan", "compose", "utc_from_epoch"]
 
 ENVELOPE_FIELDS = frozenset(
     {
@@ -53,24 +53,23 @@ ENVELOPE_FIELDS = frozenset(
 """The `DomainEvent` fields a lean row keeps in columns rather than in its payload."""
 
 
-def parse_utc(text: str) -> datetime:
-    """The UTC datetime of ISO 8601 text without offset, JSON-quoted or not (what
-    PostgreSQL's ``to_json(t AT TIME ZONE 'UTC')`` writes): `datetime.fromisoformat` builds
-    it several times faster than a driver builds one from a binary timestamp."""
-    if text.startswith('"'):
-        text = text[1:-1]
-    return _fromisoformat(text + "+00:00")
+def utc_from_epoch(seconds: float) -> datetime:
+    """The UTC datetime of Unix epoch seconds, exact to the microsecond for any time a
+    float8 of PostgreSQL's ``date_part('epoch', t)`` can carry (its error is far below half
+    a microsecond, and this rounds to the nearest one). Several times cheaper than the
+    datetime a driver builds from a binary timestamp, and cheap for the server to send."""
+    return _fromtimestamp(seconds, UTC)
 
 
-_fromisoformat = datetime.fromisoformat
+_fromtimestamp = datetime.fromtimestamp
 
 
 class LeanEnvelope(NamedTuple):
     """The envelope columns of a lean row beyond what `StoredEvent` holds already (ids,
     type, versions). A store may build it as a plain tuple of these five values."""
 
-    occurred_at: datetime | str
-    """The time the event occurred, or its text for `parse_utc`."""
+    occurred_at: datetime | float
+    """The time the event occurred, or its Unix epoch seconds (see `utc_from_epoch`)."""
     tenant_id: UUID | None
     correlation_id: UUID
     causation_id: UUID | None
@@ -100,7 +99,9 @@ def compose(
             "event_id": event_id,
             "event_type": event_type,
             "event_version": event_version,
-            "occurred_at": parse_utc(occurred_at) if isinstance(occurred_at, str) else occurred_at,
+            "occurred_at": occurred_at
+            if isinstance(occurred_at, datetime)
+            else utc_from_epoch(occurred_at),
             "aggregate_id": aggregate_id,
             "aggregate_type": aggregate_type,
             "aggregate_version": aggregate_version,
@@ -158,7 +159,9 @@ class LeanPlan:
             "event_id": event_id,
             "event_type": event_type,
             "event_version": event_version,
-            "occurred_at": parse_utc(occurred_at) if type(occurred_at) is str else occurred_at,
+            "occurred_at": utc_from_epoch(occurred_at)
+            if type(occurred_at) is float
+            else occurred_at,
             "aggregate_id": aggregate_id,
             "aggregate_type": aggregate_type,
             "aggregate_version": aggregate_version,

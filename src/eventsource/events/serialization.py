@@ -19,12 +19,18 @@ from uuid import UUID
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
-from eventsource.events._lean import ENVELOPE_FIELDS, LeanEnvelope, LeanPlan, compose, parse_utc
+from eventsource.events._lean import (
+    ENVELOPE_FIELDS,
+    LeanEnvelope,
+    LeanPlan,
+    compose,
+    utc_from_epoch,
+)
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry, default_registry
 from eventsource.exceptions import SerializationError
 
-__all__ = ["ENVELOPE_FIELDS", "EventCodec", "LeanEnvelope", "parse_utc"]
+__all__ = ["ENVELOPE_FIELDS", "EventCodec", "LeanEnvelope", "utc_from_epoch"]
 
 _METADATA_START = len('{"metadata":')
 _ENVELOPE = set(ENVELOPE_FIELDS)  # pydantic's `exclude` wants a set

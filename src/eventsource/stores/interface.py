@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsource._internal import telemetry
 from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
-from eventsource.events.serialization import EventCodec, LeanEnvelope, parse_utc
+from eventsource.events.serialization import EventCodec, LeanEnvelope, utc_from_epoch
 from eventsource.exceptions import (
     EventTypeNotFoundError,
     InvalidEventError,
@@ -136,7 +136,7 @@ class StoredEvent:
     _event_version: int
     _payload: str | None
     _position: Position | tuple[int, int]
-    _recorded_at: datetime | str
+    _recorded_at: datetime | float
 
     def __init__(self, event: DomainEvent, position: Position, recorded_at: datetime) -> None:
         self._event = event
@@ -157,7 +157,7 @@ class StoredEvent:
         cls,
         codec: EventCodec,
         position: Position | tuple[int, int],
-        recorded_at: datetime | str,
+        recorded_at: datetime | float,
         event_id: UUID | None,
         event_type: str,
         event_version: int,
@@ -177,8 +177,8 @@ class StoredEvent:
         holds the rest of the envelope columns.
 
         So that a page of rows costs little more than the rows, `position` may be given as
-        its (commit, sequence) tuple and `recorded_at` as the ISO 8601 text of a UTC time
-        (JSON-quoted or not, without offset): each is built when first read.
+        its (commit, sequence) tuple and `recorded_at` as Unix epoch seconds: each is built
+        when first read.
         """
         self = _new(cls)
         self._event = None
@@ -254,8 +254,8 @@ class StoredEvent:
     @property
     def recorded_at(self) -> datetime:
         recorded_at = self._recorded_at
-        if isinstance(recorded_at, str):
-            recorded_at = self._recorded_at = parse_utc(recorded_at)
+        if not isinstance(recorded_at, datetime):
+            recorded_at = self._recorded_at = utc_from_epoch(recorded_at)
         return recorded_at
 
     @property
@@ -432,13 +432,19 @@ def _type_names(types: Iterable[str | type[DomainEvent]] | str) -> frozenset[str
     return frozenset(t if isinstance(t, str) else t.type_name() for t in types)
 
 
+DEFAULT_BATCH_SIZE = 1000
+"""`ReadOptions.batch_size` unless given."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadOptions:
     """How to read a stream (`read_stream`) or the global feed (`read_all`).
 
     Versions are inclusive; `after` is exclusive (resume after the last position handled).
     Filters combine with AND. `batch_size` is the page size backends fetch at a time, so a
-    read of any length holds a bounded number of events in memory.
+    read of any length holds a bounded number of events in memory. (With the default or a
+    larger `batch_size`, PostgreSQL reads the first page of a stream up to 10,000 events
+    long, so a typical stream loads in one round trip.)
     """
 
     direction: ReadDirection = ReadDirection.FORWARD
@@ -452,7 +458,7 @@ class ReadOptions:
     tenant_id: UUID | None = None
     from_timestamp: datetime | None = None
     to_timestamp: datetime | None = None
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
         if self.event_types is not None and not isinstance(self.event_types, frozenset):
