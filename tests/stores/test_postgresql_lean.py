@@ -170,3 +170,29 @@ async def test_the_outbox_keeps_the_complete_event(postgres_url: str, schema: st
         )
         codec = EventCodec(contract_registry)
         assert [codec.decode(r[0], r[1], r[2]) for r in rows] == list(result.events)
+
+
+async def test_a_writer_of_a_rolling_deploy_writes_complete_rows(
+    store: PostgreSQLEventStore, postgres_url: str
+) -> None:
+    """`lean_payloads=False` writes what releases before 0008 wrote (the complete event, no
+    correlation_id), which older readers still understand; lean readers read both."""
+    async with PostgreSQLEventStore.from_url(
+        postgres_url, schema=store.schema, registry=contract_registry, lean_payloads=False
+    ) as old_style:
+        cart = uuid4()
+        event = ItemAdded(name="a", tenant_id=uuid4()).with_metadata(user="ann")
+        result = await old_style.append_events(cart, "Cart", [event], 0)
+        await store.append_events(cart, "Cart", [ItemAdded(name="b")], 1)
+        rows = await _rows(
+            postgres_url,
+            f"SELECT payload::text, correlation_id, metadata FROM {store.table}"
+            " ORDER BY aggregate_version",
+        )
+        assert json.loads(rows[0][0]) == json.loads(EventCodec.encode(result.events[0]))
+        assert (rows[0][1], rows[0][2]) == (None, None)
+        assert rows[1][1] is not None
+        for reader in (store, old_style):
+            read = [s async for s in reader.read_stream(cart)]
+            assert [s.lean for s in read] == [False, True]
+            assert read[0].event == result.events[0]

@@ -149,6 +149,12 @@ class PostgreSQLEventStore(EventStore):
     statements run on at most `max_connections` connections that it keeps checked out of the
     engine's pool (so size the pool for them plus your sessions). `enable_tracing=False`
     leaves this store's appends out of OpenTelemetry spans and metrics.
+
+    Rows are written in the lean form (the payload holds the event's own fields, the envelope
+    has columns; see docs/postgresql.md). `lean_payloads=False` writes the complete event in
+    the payload instead, as releases before migration 0008 did: for the writers of a rolling
+    deploy while readers of an older release still run (they would misread lean rows). This
+    release reads both forms whatever the setting.
     """
 
     backend = "postgresql"
@@ -167,6 +173,7 @@ class PostgreSQLEventStore(EventStore):
         max_connections: int = 10,
         outbox_enabled: bool | None = None,
         enable_tracing: bool = True,
+        lean_payloads: bool = True,
         _bound: AsyncConnection | AsyncSession | None = None,
         _owns_engine: bool = False,
         _connections: pg.ConnectionCache | None = None,
@@ -190,6 +197,7 @@ class PostgreSQLEventStore(EventStore):
         self.notify = notify
         self.outbox = outbox if outbox_enabled is None else outbox_enabled
         self.enable_tracing = enable_tracing
+        self.lean_payloads = lean_payloads
         self.retry_timeout = retry_timeout
         self.max_connections = max_connections
         self.transient_retries = transient_retries
@@ -218,6 +226,7 @@ class PostgreSQLEventStore(EventStore):
         transient_retries: int | None = None,
         retry_timeout: float = 5.0,
         max_connections: int = 10,
+        lean_payloads: bool = True,
         **engine_kwargs: Any,
     ) -> Self:
         """A store with its own engine (disposed of by `close()`); `engine_kwargs` go to
@@ -235,6 +244,7 @@ class PostgreSQLEventStore(EventStore):
             transient_retries=transient_retries,
             retry_timeout=retry_timeout,
             max_connections=max_connections,
+            lean_payloads=lean_payloads,
             _owns_engine=True,
         )
 
@@ -259,6 +269,7 @@ class PostgreSQLEventStore(EventStore):
             retry_timeout=self.retry_timeout,
             max_connections=self.max_connections,
             enable_tracing=self.enable_tracing,
+            lean_payloads=self.lean_payloads,
             _bound=connection,
             _connections=self._connections,
         )
@@ -436,11 +447,21 @@ class PostgreSQLEventStore(EventStore):
                     continue
                 return result
             attached = attach_events(events, aggregate_id, aggregate_type, base + 1)
-            payloads, metadata = [], []
-            for event in attached:
-                payload, meta = encode(event)
-                payloads.append(payload)
-                metadata.append(meta)
+            payloads: list[str] = []
+            metadata: list[str | None] = []
+            correlation_ids: list[UUID | None] = []
+            causation_ids: list[UUID | None] = []
+            if self.lean_payloads:
+                for event in attached:
+                    payload, meta = encode(event)
+                    payloads.append(payload)
+                    metadata.append(meta)
+                    correlation_ids.append(event.correlation_id)
+                    causation_ids.append(event.causation_id)
+            else:  # complete rows: the envelope columns of 0008 stay NULL
+                payloads = [EventCodec.encode(e) for e in attached]
+                metadata = [None] * len(attached)
+                correlation_ids = causation_ids = [None] * len(attached)
             args = (
                 aggregate_id,
                 aggregate_type,
@@ -455,8 +476,8 @@ class PostgreSQLEventStore(EventStore):
                 self.channel,
                 WRITER_CLASS,
                 self._feed_key,
-                [e.correlation_id for e in attached],
-                [e.causation_id for e in attached],
+                correlation_ids,
+                causation_ids,
                 metadata,
             )
             try:
