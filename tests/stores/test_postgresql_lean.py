@@ -7,7 +7,9 @@ Every test works in its own schema, dropped afterwards.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -196,3 +198,23 @@ async def test_a_writer_of_a_rolling_deploy_writes_complete_rows(
             read = [s async for s in reader.read_stream(cart)]
             assert [s.lean for s in read] == [False, True]
             assert read[0].event == result.events[0]
+
+
+async def test_times_travel_as_epoch_seconds_exact_to_the_microsecond(
+    store: PostgreSQLEventStore,
+) -> None:
+    """occurred_at is sent and recorded_at and occurred_at are read as float8 epoch seconds:
+    every microsecond must come back as it was, from 1970 to 2100."""
+    rng = random.Random(8)
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    span = int((datetime(2100, 1, 1, tzinfo=UTC) - start).total_seconds() * 1_000_000)
+    times = [start + timedelta(microseconds=rng.randrange(span)) for _ in range(300)]
+    times += [datetime(2026, 12, 7, 14, 1, 18, us, tzinfo=UTC) for us in (0, 1, 499999, 999999)]
+    cart = uuid4()
+    events = [ItemAdded(name=str(n), occurred_at=t) for n, t in enumerate(times)]
+    before = datetime.now(UTC)
+    await store.append_events(cart, "Cart", events, 0)
+    read = [s async for s in store.read_stream(cart)]
+    assert [s.event.occurred_at for s in read] == times
+    assert all(s.recorded_at.tzinfo is UTC for s in read)
+    assert before - timedelta(seconds=5) <= read[0].recorded_at <= datetime.now(UTC)

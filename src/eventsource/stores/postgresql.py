@@ -289,6 +289,8 @@ class PostgreSQLEventStore(EventStore):
         # after a version written by a younger transaction (only possible in a caller's
         # transaction that already has an id: then `_conflict` raises FeedOrderConflictError).
         # Rows are lean: the payload holds the event's own fields, the envelope has columns.
+        # occurred_at travels as epoch seconds (exact to the microsecond both ways): asyncpg
+        # encodes a datetime at ~1.3 us, ten times a float.
         self._append_sql = (
             f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
             f" $13::int) IS NULL AS locked),"
@@ -297,10 +299,11 @@ class PostgreSQLEventStore(EventStore):
             f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
             f" correlation_id, causation_id, metadata)"
             f" SELECT e.event_id, e.event_type, e.event_version, $1, $2, $10 + e.ord,"
-            f" e.tenant_id, e.occurred_at, e.payload::jsonb, e.correlation_id, e.causation_id,"
+            f" e.tenant_id, to_timestamp(e.occurred_at), e.payload::jsonb, e.correlation_id,"
+            f" e.causation_id,"
             f" e.metadata::jsonb"
             f" FROM writer, unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[],"
-            f" $7::timestamptz[], $8::text[], $14::uuid[], $15::uuid[], $16::text[])"
+            f" $7::float8[], $8::text[], $14::uuid[], $15::uuid[], $16::text[])"
             f" WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
             f" occurred_at, payload, correlation_id, causation_id, metadata, ord)"
             f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
@@ -469,7 +472,7 @@ class PostgreSQLEventStore(EventStore):
                 [e.event_type for e in attached],
                 [e.event_version for e in attached],
                 [e.tenant_id for e in attached],
-                [e.occurred_at for e in attached],
+                [e.occurred_at.timestamp() for e in attached],
                 payloads,
                 base,
                 base,
