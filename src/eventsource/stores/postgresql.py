@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
@@ -632,12 +632,15 @@ class PostgreSQLEventStore(EventStore):
 
     def _decode_rows(
         self, rows: Sequence[Sequence[Any]], aggregate_id: UUID | None = None
-    ) -> list[StoredEvent]:
-        """Stored events of a page; each decodes its payload when its `event` is first read
-        (a reader that skips it by type never decodes it, and an event that cannot be decoded
-        fails where it is used, not in the middle of a page)."""
+    ) -> Iterator[StoredEvent]:
+        """Stored events of a page, built as the caller consumes them (so each dies with its
+        decoded event once the caller moves on: a page alive at once would make the garbage
+        collector scan it over and over); each decodes its payload when its `event` is first
+        read (a reader that skips it by type never decodes it, and an event that cannot be
+        decoded fails where it is used, not in the middle of a page)."""
         codec = self._codec
-        return [_stored(codec, row, aggregate_id) for row in rows]
+        for row in rows:
+            yield _stored(codec, row, aggregate_id)
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
