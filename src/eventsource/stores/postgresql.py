@@ -12,6 +12,10 @@
   that resumes from its last position never skips an event whose transaction committed late,
   and transactions that write no events never hold it back. An append never lands behind its
   stream's previous version in that order (`FeedOrderConflictError` otherwise).
+* Rows are lean (migration 0008): the payload holds the event's own fields and the envelope
+  lives in typed columns, read back without validating it again (`_postgresql_rows`,
+  `EventCodec.decode_lean`); rows written before keep the complete event and read as before.
+  A stream of up to 10,000 events loads in one statement.
 * Reads and the store's own appends are retried after transient errors (a lost connection, a
   serialization failure, a deadlock) for up to `retry_timeout` seconds; a caller's transaction
   is never retried (it is gone: the error is raised).
@@ -31,7 +35,7 @@ from eventsource._internal.postgresql_listen import listening
 from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
-from eventsource.events.serialization import EventCodec, utc_from_epoch
+from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import (
     EventNotFoundError,
     EventStoreError,
@@ -40,7 +44,6 @@ from eventsource.exceptions import (
 )
 from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.stores._append import (
-    EventRecord,
     attach_events,
     check_expected_version,
     replayed_result,
@@ -52,6 +55,13 @@ from eventsource.stores._postgresql_feed import (
     FeedSql,
     HorizonLag,
     lock_key,
+)
+from eventsource.stores._postgresql_rows import (
+    FIRST_STREAM_PAGE,
+    READ_COLUMNS,
+    STREAM_COLUMNS,
+    record_of,
+    stored_event,
 )
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
@@ -70,63 +80,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HorizonLag", "PostgreSQLEventStore"]
 
-_EPOCH = "date_part('epoch', {})"
-"""A timestamptz as float8 Unix epoch seconds, read back with `utc_from_epoch`: asyncpg
-builds a datetime from the binary value at about 2 us a column a row, ten times what this
-costs the server to send and the client to convert (exact to the microsecond)."""
-_READ_COLUMNS = (
-    "transaction_id, position, event_type, event_version, payload::text,"
-    f" {_EPOCH.format('recorded_at')}, aggregate_version, event_id, aggregate_id,"
-    f" aggregate_type, {_EPOCH.format('occurred_at')}, tenant_id, correlation_id,"
-    " causation_id, metadata::text"
-)
-"""What every read returns: the envelope columns and the payload. A lean row (correlation_id
-set) holds the event's own fields in its payload; a row written before migration 0008 holds
-the complete event there."""
-_STREAM_COLUMNS = _READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
-"""`_READ_COLUMNS` for a stream read, which knows its aggregate id."""
-assert _STREAM_COLUMNS != _READ_COLUMNS
-_FIRST_STREAM_PAGE = 10_001
-"""Versions the first page of a forward stream read covers: a stream of up to 10,000 events
-comes back short of it, so in one round trip."""
 _MAX_RACE_ATTEMPTS = 100  # ANY / STREAM_EXISTS read the version again after a lost race
 _T = TypeVar("_T")
-
-
-def _stored(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) -> StoredEvent:
-    """The stored event of a row of `_READ_COLUMNS` (decoded when its `event` is read)."""
-    correlation_id = row[12]
-    return StoredEvent.from_row(
-        codec,
-        row[0:2],
-        row[5],
-        row[7],
-        row[2],
-        row[3],
-        row[8] if aggregate_id is None else aggregate_id,
-        row[9],
-        row[6],
-        row[4],
-        None if correlation_id is None else row[10:15],
-    )
-
-
-def _record(codec: EventCodec, row: Any) -> EventRecord:
-    """A row of `_READ_COLUMNS` as `replayed_result` compares it: with its complete JSON."""
-    stored = _stored(codec, row)
-    return EventRecord(
-        position=stored.position,
-        event_id=stored.event_id,
-        event_type=stored.event_type,
-        event_version=stored.event_version,
-        aggregate_id=stored.aggregate_id,
-        aggregate_type=stored.aggregate_type,
-        aggregate_version=stored.version,
-        tenant_id=row[11],
-        occurred_at=utc_from_epoch(row[10]),
-        recorded_at=stored.recorded_at,
-        payload=stored.payload,
-    )
 
 
 class PostgreSQLEventStore(EventStore):
@@ -318,7 +273,7 @@ class PostgreSQLEventStore(EventStore):
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
         )
         self._exists_sql = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE event_id = $1)"
-        self._records_sql = f"SELECT {_READ_COLUMNS} FROM {t} WHERE event_id = ANY($1::uuid[])"
+        self._records_sql = f"SELECT {READ_COLUMNS} FROM {t} WHERE event_id = ANY($1::uuid[])"
         self._current_sql = (
             f"SELECT transaction_id, position FROM {t} WHERE transaction_id < $1::xid8"
             " ORDER BY transaction_id DESC, position DESC LIMIT 1"
@@ -596,7 +551,7 @@ class PostgreSQLEventStore(EventStore):
         )
         if rows:
             return replayed_result(
-                events, aggregate_id, aggregate_type, [_record(self._codec, r) for r in rows]
+                events, aggregate_id, aggregate_type, [record_of(self._codec, r) for r in rows]
             )
         current = await self.get_stream_version(aggregate_id)
         check_expected_version(aggregate_id, expected_version, current)
@@ -640,7 +595,7 @@ class PostgreSQLEventStore(EventStore):
         decoded fails where it is used, not in the middle of a page)."""
         codec = self._codec
         for row in rows:
-            yield _stored(codec, row, aggregate_id)
+            yield stored_event(codec, row, aggregate_id)
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
@@ -655,7 +610,7 @@ class PostgreSQLEventStore(EventStore):
         filtered = len(clauses) > (options.aggregate_type is not None)
         order = "ASC" if options.forward else "DESC"
         sql = (
-            f"SELECT {_STREAM_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
+            f"SELECT {STREAM_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
             f" AND aggregate_version BETWEEN $2 AND $3{''.join(' AND ' + c for c in clauses)}"
             f" ORDER BY aggregate_version {order}"
         )
@@ -670,7 +625,7 @@ class PostgreSQLEventStore(EventStore):
         # The first page holds a typical stream whole, so a load is one round trip (a short
         # page means the end), unless the caller asked for smaller pages; later pages, of
         # huge streams only, have `batch_size` events.
-        page = max(step, _FIRST_STREAM_PAGE) if step >= DEFAULT_BATCH_SIZE else step
+        page = max(step, FIRST_STREAM_PAGE) if step >= DEFAULT_BATCH_SIZE else step
         if remaining is not None:
             page = max(1, min(page, remaining))
         if options.forward:
@@ -712,7 +667,7 @@ class PostgreSQLEventStore(EventStore):
         clauses.append(f"transaction_id < ${len(args)}::xid8")
         op, order = (">", "ASC") if options.forward else ("<", "DESC")
         n = len(args)
-        head = f"SELECT {_READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
+        head = f"SELECT {READ_COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)}"
         tail = f" ORDER BY transaction_id {order}, position {order} LIMIT "
         first_sql = f"{head}{tail}${n + 1}"
         next_sql = (
@@ -751,7 +706,7 @@ class PostgreSQLEventStore(EventStore):
         rows = await self._fetch(f"read event {event_id}", self._records_sql, [event_id])
         if not rows:
             raise EventNotFoundError(event_id)
-        return _stored(self._codec, rows[0])
+        return stored_event(self._codec, rows[0])
 
     async def current_position(self) -> Position:
         """The last readable position of the global feed (`Position.START` when empty).
