@@ -1,8 +1,12 @@
-"""The stored form of events: JSON text written and read by pydantic's Rust core.
+"""The stored forms of events: JSON text written and read by pydantic's Rust core.
 
-Reading an event of the current schema version is a single `model_validate_json` call (no
-`json.loads` + `model_validate` double pass). Only payloads of an older version take the slow
-path through the registry's upcaster chain.
+The *complete* form (`encode` / `decode`) is the whole event as JSON: what buses, the outbox,
+dead letters, SQLite and the in-memory store keep. Reading an event of the current schema
+version is a single `model_validate_json` call (no `json.loads` + `model_validate` double
+pass). The *lean* form (`encode_lean` / `decode_lean`, see `_lean`) is what a store with typed
+envelope columns keeps: the event's own fields only. Only payloads of an older schema version
+take the slow path through the registry's upcaster chain, which receives the complete form's
+dict in both cases.
 """
 
 from __future__ import annotations
@@ -10,26 +14,39 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, to_json
 
+from eventsource.events._lean import (
+    ENVELOPE_FIELDS,
+    LeanEnvelope,
+    LeanPlan,
+    compose,
+    utc_from_epoch,
+)
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry, default_registry
 from eventsource.exceptions import SerializationError
 
-__all__ = ["EventCodec"]
+__all__ = ["ENVELOPE_FIELDS", "EventCodec", "LeanEnvelope", "utc_from_epoch"]
+
+_METADATA_START = len('{"metadata":')
+_ENVELOPE = set(ENVELOPE_FIELDS)  # pydantic's `exclude` wants a set
 
 
 class EventCodec:
     """Encodes events to JSON text and decodes stored rows back into event classes."""
 
-    __slots__ = ("_current", "_generation", "registry")
+    __slots__ = ("_current", "_generation", "_plans", "registry")
 
     def __init__(self, registry: EventRegistry | None = None) -> None:
         self.registry = registry if registry is not None else default_registry
         self._current: dict[tuple[str, int], type[DomainEvent]] = {}
         """(type name, current schema version) -> class: the fast path of `decode`."""
+        self._plans: dict[tuple[str, int], LeanPlan] = {}
+        """(type name, current schema version) -> how its lean rows are read."""
         self._generation = -1
 
     @staticmethod
@@ -43,23 +60,33 @@ class EventCodec:
         try:
             text = event.model_dump_json()
         except (PydanticSerializationError, TypeError, ValueError) as exc:
-            raise SerializationError(
-                f"event {event.event_type!r} {event.event_id} cannot be serialized to JSON: {exc}"
-            ) from exc
-        # Cheap scans on the hot path (a NUL is escaped, so it needs a backslash, which
-        # `in` finds with memchr); the full check runs only on a possible hit.
-        if (("\\" in text and "\\u0000" in text) or "NaN" in text or "Infinity" in text) and (
-            problem := _unstorable(json.loads(text), "")
-        ):
-            raise SerializationError(
-                f"event {event.event_type!r} {event.event_id} cannot be stored: {problem}. "
-                "No backend can store it so that it reads back as written (JSON has no NaN "
-                "or infinity, PostgreSQL refuses U+0000), so it is refused on every store "
-                "before anything is written; refuse such input where it enters (for example "
-                "a pydantic field with allow_inf_nan=False) or store another value (None, a "
-                "Decimal, a string without NUL)"
+            raise _unserializable(event, exc) from exc
+        return _storable(event, text)
+
+    @staticmethod
+    def encode_lean(event: DomainEvent) -> tuple[str, str | None]:
+        """The lean stored form of `event`: (JSON of its own fields, JSON of its metadata or
+        None when it has none); the rest of its envelope goes to typed columns. Refuses what
+        `encode` refuses."""
+        try:
+            text = event.model_dump_json(exclude=_ENVELOPE)
+            # the class's own serializer, so metadata reads back as `encode` would write it
+            metadata = (
+                event.model_dump_json(include={"metadata"})[_METADATA_START:-1]
+                if event.metadata
+                else None
             )
-        return text
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise _unserializable(event, exc) from exc
+        _storable(event, text)
+        for name in ("aggregate_type", "event_type"):  # text columns: no NUL either
+            if "\x00" in getattr(event, name):
+                _storable(event, to_json({name: getattr(event, name)}).decode())
+        if metadata is not None:
+            _storable(event, metadata, "metadata")
+        return text, metadata
+
+    compose = staticmethod(compose)
 
     def decode(
         self, event_type: str, event_version: int, payload: str | bytes, origin: object = None
@@ -70,8 +97,7 @@ class EventCodec:
         version cannot be upcast, and `SerializationError` for a corrupt or invalid payload.
         """
         if self._generation != self.registry.generation:  # a type was (un)registered
-            self._current.clear()
-            self._generation = self.registry.generation
+            self._forget()
         cls = self._current.get((event_type, event_version))
         if cls is not None:
             try:
@@ -95,6 +121,62 @@ class EventCodec:
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self._invalid(cls, event_type, event_version, origin, exc) from exc
 
+    def decode_lean(
+        self,
+        event_type: str,
+        event_version: int,
+        payload: str,
+        event_id: UUID,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        aggregate_version: int,
+        envelope: LeanEnvelope,
+        origin: object = None,
+    ) -> DomainEvent:
+        """Rebuild the event of a lean row from its typed envelope columns and its payload of
+        the event's own fields. Raises what `decode` raises."""
+        if self._generation != self.registry.generation:  # a type was (un)registered
+            self._forget()
+        plan = self._plans.get((event_type, event_version))
+        if plan is None:
+            cls = self.registry.get(event_type)
+            if event_version == cls.schema_version():
+                plan = self._plans[(event_type, event_version)] = LeanPlan.of(cls)
+        if plan is not None and plan.validator is not None:
+            try:
+                return plan.build(
+                    payload,
+                    event_type,
+                    event_version,
+                    event_id,
+                    aggregate_id,
+                    aggregate_type,
+                    aggregate_version,
+                    envelope,
+                )
+            except ValidationError as exc:
+                raise self._invalid(plan.cls, event_type, event_version, origin, exc) from exc
+            except (ValueError, TypeError) as exc:  # metadata that is not JSON
+                raise SerializationError(
+                    f"stored {event_type!r} event at {origin}: its metadata is not JSON: {exc}"
+                ) from exc
+        complete = compose(
+            payload,
+            event_type,
+            event_version,
+            event_id,
+            aggregate_id,
+            aggregate_type,
+            aggregate_version,
+            envelope,
+        )
+        return self.decode(event_type, event_version, complete, origin)
+
+    def _forget(self) -> None:
+        self._current.clear()
+        self._plans.clear()
+        self._generation = self.registry.generation
+
     @staticmethod
     def _invalid(
         cls: type[DomainEvent], event_type: str, version: int, origin: object, exc: Exception
@@ -103,6 +185,31 @@ class EventCodec:
             f"stored {event_type!r} event (schema version {version}) at {origin} "
             f"is not valid for {cls.__qualname__}: {exc}"
         )
+
+
+def _unserializable(event: DomainEvent, exc: Exception) -> SerializationError:
+    return SerializationError(
+        f"event {event.event_type!r} {event.event_id} cannot be serialized to JSON: {exc}"
+    )
+
+
+def _storable(event: DomainEvent, text: str, where: str = "") -> str:
+    """`text`, JSON written for `event` (its field `where`), unless no backend could store
+    it so that it reads back as written: then `SerializationError`."""
+    # Cheap scans on the hot path (a NUL is escaped, so it needs a backslash, which `in`
+    # finds with memchr); the full check runs only on a possible hit.
+    if (("\\" in text and "\\u0000" in text) or "NaN" in text or "Infinity" in text) and (
+        problem := _unstorable(json.loads(text), where)
+    ):
+        raise SerializationError(
+            f"event {event.event_type!r} {event.event_id} cannot be stored: {problem}. "
+            "No backend can store it so that it reads back as written (JSON has no NaN "
+            "or infinity, PostgreSQL refuses U+0000), so it is refused on every store "
+            "before anything is written; refuse such input where it enters (for example "
+            "a pydantic field with allow_inf_nan=False) or store another value (None, a "
+            "Decimal, a string without NUL)"
+        )
+    return text
 
 
 def _unstorable(value: Any, where: str) -> str | None:

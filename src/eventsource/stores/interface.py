@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsource._internal import telemetry
 from eventsource._internal.closing import AsyncClosing
 from eventsource.events.base import DomainEvent
-from eventsource.events.serialization import EventCodec
+from eventsource.events.serialization import EventCodec, LeanEnvelope, utc_from_epoch
 from eventsource.exceptions import (
     EventTypeNotFoundError,
     InvalidEventError,
@@ -114,6 +114,7 @@ class StoredEvent:
         "_aggregate_type",
         "_aggregate_version",
         "_codec",
+        "_envelope",
         "_event",
         "_event_id",
         "_event_type",
@@ -128,13 +129,14 @@ class StoredEvent:
     _aggregate_type: str | None
     _aggregate_version: int
     _codec: EventCodec | None
+    _envelope: LeanEnvelope | None
     _event: DomainEvent | None
     _event_id: UUID | None
     _event_type: str
     _event_version: int
     _payload: str | None
-    _position: Position
-    _recorded_at: datetime
+    _position: Position | tuple[int, int]
+    _recorded_at: datetime | float
 
     def __init__(self, event: DomainEvent, position: Position, recorded_at: datetime) -> None:
         self._event = event
@@ -148,13 +150,14 @@ class StoredEvent:
         self._aggregate_version = event.aggregate_version
         self._payload = None
         self._codec = None
+        self._envelope = None
 
     @classmethod
     def from_row(
         cls,
         codec: EventCodec,
-        position: Position,
-        recorded_at: datetime,
+        position: Position | tuple[int, int],
+        recorded_at: datetime | float,
         event_id: UUID | None,
         event_type: str,
         event_version: int,
@@ -162,13 +165,20 @@ class StoredEvent:
         aggregate_type: str | None,
         aggregate_version: int,
         payload: str,
+        envelope: LeanEnvelope | None = None,
     ) -> StoredEvent:
         """A stored row whose payload `codec` decodes when `event` is first read.
 
         A store may leave out the ids and the aggregate type (None) where reading them would
         slow its feed down: they are then taken from the decoded event, or, for an event that
         cannot be decoded, from its payload's JSON, and `EventStore.load_envelope` reads them
-        from the store when even that fails.
+        from the store when even that fails. With `envelope` the row is lean: `payload` holds
+        the event's own fields, the ids and the aggregate type must be given, and `envelope`
+        holds the rest of the envelope columns.
+
+        So that a page of rows costs little more than the rows, `position` may be given as
+        its (commit, sequence) tuple and `recorded_at` as Unix epoch seconds: each is built
+        when first read.
         """
         self = _new(cls)
         self._event = None
@@ -182,6 +192,7 @@ class StoredEvent:
         self._aggregate_type = aggregate_type
         self._aggregate_version = aggregate_version
         self._payload = payload
+        self._envelope = envelope
         return self
 
     @property
@@ -193,11 +204,29 @@ class StoredEvent:
         """
         event = self._event
         if event is None:
-            assert self._codec is not None
-            assert self._payload is not None
-            event = self._event = self._codec.decode(
-                self._event_type, self._event_version, self._payload, self._position
-            )
+            codec = self._codec
+            payload = self._payload
+            assert codec is not None
+            assert payload is not None
+            envelope = self._envelope
+            if envelope is None:
+                event = codec.decode(self._event_type, self._event_version, payload, self.position)
+            else:
+                assert self._event_id is not None
+                assert self._aggregate_id is not None
+                assert self._aggregate_type is not None
+                event = codec.decode_lean(
+                    self._event_type,
+                    self._event_version,
+                    payload,
+                    self._event_id,
+                    self._aggregate_id,
+                    self._aggregate_type,
+                    self._aggregate_version,
+                    envelope,
+                    self.position,
+                )
+            self._event = event
         return event
 
     def decode_error(self) -> EventTypeNotFoundError | SerializationError | None:
@@ -217,11 +246,17 @@ class StoredEvent:
 
     @property
     def position(self) -> Position:
-        return self._position
+        position = self._position
+        if not isinstance(position, Position):
+            position = self._position = Position(*position)
+        return position
 
     @property
     def recorded_at(self) -> datetime:
-        return self._recorded_at
+        recorded_at = self._recorded_at
+        if not isinstance(recorded_at, datetime):
+            recorded_at = self._recorded_at = utc_from_epoch(recorded_at)
+        return recorded_at
 
     @property
     def event_id(self) -> UUID:
@@ -283,19 +318,42 @@ class StoredEvent:
     @property
     def payload(self) -> str:
         """The stored JSON text as the store returned it, decodable or not (for an event
-        built in memory: its JSON encoding)."""
+        built in memory: its JSON encoding). For a lean row: the complete JSON, its envelope
+        columns put back in front of the stored fields (`EventCodec.compose`), so that the
+        text alone (a dead letter's) is enough to rebuild the event."""
         payload = self._payload
         if payload is None:
             assert self._event is not None
             return EventCodec.encode(self._event)
+        envelope = self._envelope
+        if envelope is not None:
+            assert self._event_id is not None
+            assert self._aggregate_id is not None
+            assert self._aggregate_type is not None
+            return EventCodec.compose(
+                payload,
+                self._event_type,
+                self._event_version,
+                self._event_id,
+                self._aggregate_id,
+                self._aggregate_type,
+                self._aggregate_version,
+                envelope,
+            )
         return payload
+
+    @property
+    def lean(self) -> bool:
+        """Whether the row is lean: its stored payload holds the event's own fields only, the
+        envelope came from the store's columns."""
+        return self._envelope is not None
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not StoredEvent:
             return NotImplemented
-        if (self._position, self._recorded_at, self._event_type) != (
-            other._position,
-            other._recorded_at,
+        if (self.position, self.recorded_at, self._event_type) != (
+            other.position,
+            other.recorded_at,
             other._event_type,
         ):
             return False
@@ -305,13 +363,13 @@ class StoredEvent:
             return self.payload == other.payload
 
     def __hash__(self) -> int:
-        return hash((self._position, self._event_type))
+        return hash((self.position, self._event_type))
 
     def __repr__(self) -> str:
         state = "" if self._event is not None else ", undecoded"
         return (
-            f"StoredEvent({self._event_type} at {self._position}, "
-            f"recorded_at={self._recorded_at.isoformat()}{state})"
+            f"StoredEvent({self._event_type} at {self.position}, "
+            f"recorded_at={self.recorded_at.isoformat()}{state})"
         )
 
 
@@ -374,13 +432,19 @@ def _type_names(types: Iterable[str | type[DomainEvent]] | str) -> frozenset[str
     return frozenset(t if isinstance(t, str) else t.type_name() for t in types)
 
 
+DEFAULT_BATCH_SIZE = 1000
+"""`ReadOptions.batch_size` unless given."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadOptions:
     """How to read a stream (`read_stream`) or the global feed (`read_all`).
 
     Versions are inclusive; `after` is exclusive (resume after the last position handled).
     Filters combine with AND. `batch_size` is the page size backends fetch at a time, so a
-    read of any length holds a bounded number of events in memory.
+    read of any length holds a bounded number of events in memory. (With the default or a
+    larger `batch_size`, PostgreSQL reads the first page of a stream up to 10,000 events
+    long, so a typical stream loads in one round trip.)
     """
 
     direction: ReadDirection = ReadDirection.FORWARD
@@ -394,7 +458,7 @@ class ReadOptions:
     tenant_id: UUID | None = None
     from_timestamp: datetime | None = None
     to_timestamp: datetime | None = None
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
     partition: tuple[int, int] | None = None
     """`(p, n)`: only the events of the aggregates with `aggregate_id.int % n == p` (partition
     p of n, as `subscribe_partitioned` splits a subscription; n from 1 to 2**31). Every row
