@@ -4,9 +4,8 @@ PostgreSQL takes a global lock on its notification queue when a transaction that
 commits, and holds it until the commit is flushed: NOTIFYing transactions commit one after
 another and cannot share a WAL flush. A NOTIFY in every append statement therefore serialises
 all appends of the cluster (16 concurrent commands ran at 0.64x of the minimal design with
-it, 0.95x without).
-So the store's own appends do not NOTIFY. Once an append has committed, the store asks the
-`Notifier` for a wake-up and returns at once:
+it, 0.95x without). So the store's own appends do not NOTIFY. Once an append has committed,
+the store asks the `Notifier` for a wake-up and returns at once:
 
 * readers in this process (`store.listen()` blocks that share the notifier) are signalled
   right away, without a round trip to PostgreSQL;
@@ -17,9 +16,12 @@ So the store's own appends do not NOTIFY. Once an append has committed, the stor
   covers several appends (0.3-0.4 NOTIFYs per append at 16 concurrent commands), and a
   request waits for the sooner of two round trips, not for one that began just before it
   (a busy event loop stretches round trips; one connection gave a p99 wake-up latency of
-  13 ms where two gave 11 ms, in the same run). None is sent while idle. A transaction that
-  only NOTIFYs writes no WAL before its commit record, so PostgreSQL does not wait for a
-  flush to commit it: it holds the queue lock only briefly, and no append waits for it.
+  13 ms where two gave 11 ms, in the same run). None is sent while idle. No pause between
+  NOTIFYs: at least 5 ms between them halved their number and gained about 8% throughput
+  (fewer wake-ups for readers to act on), but added 2 ms to the p50 and p99 wake-up latency.
+  A transaction that only NOTIFYs writes no WAL before its commit record, so PostgreSQL does
+  not wait for a flush to commit it: it holds the queue lock only briefly, and no append
+  waits for it.
 
 The payload lists the aggregate types appended since the previous NOTIFY, one per line (empty
 when they do not fit PostgreSQL's 8000 bytes: then "anything"). The library's readers ignore
