@@ -19,6 +19,10 @@
 * Reads and the store's own appends are retried after transient errors (a lost connection, a
   serialization failure, a deadlock) for up to `retry_timeout` seconds; a caller's transaction
   is never retried (it is gone: the error is raised).
+* Wake-ups for readers stay off the commit path: the store's own appends do not NOTIFY (that
+  would serialise their commits); once committed they ask a shared, coalescing notifier for
+  one (`_postgresql_notify`). Appends in the caller's transaction NOTIFY in their statement,
+  since only PostgreSQL sees that commit.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.optional import require
-from eventsource._internal.postgresql_listen import listening
 from eventsource._internal.sql import notify_channel, quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -57,6 +60,7 @@ from eventsource.stores._postgresql_feed import (
     lock_key,
     partition_clause,
 )
+from eventsource.stores._postgresql_notify import StoreWakeups
 from eventsource.stores._postgresql_rows import (
     FIRST_STREAM_PAGE,
     READ_COLUMNS,
@@ -95,7 +99,9 @@ class PostgreSQLEventStore(EventStore):
 
     Tables live in `schema`, their names start with `prefix`; both are quoted, never formatted
     raw into SQL. With `notify=True` each append signals the channel `store.channel`
-    (LISTEN/NOTIFY) for subscriptions. With `outbox=True` (the package guide spells it
+    (LISTEN/NOTIFY) for subscriptions: after commit and coalesced with other appends of the
+    process, or, in the caller's transaction (`using`), by a NOTIFY in that transaction.
+    With `outbox=True` (the package guide spells it
     `outbox_enabled=True`) each append also queues its events
     in the outbox table of the same schema, in the same statement (see `OutboxRelay`).
     Reads and appends on the store's own connections are retried after a lost connection,
@@ -168,6 +174,7 @@ class PostgreSQLEventStore(EventStore):
         self._feed_key = lock_key(f"{schema}\x00{prefix}events")
         self._feed = FeedSql(self.table, self._feed_key)
         self._constraint_event_id = prefix + "events_event_id_key"
+        self._wakeups = StoreWakeups(self.engine, self.channel, f"PostgreSQL store {self.table}")
         self._build_sql()
 
     @classmethod
@@ -233,7 +240,14 @@ class PostgreSQLEventStore(EventStore):
 
     def _build_sql(self) -> None:
         t = self.table
-        notify = ", (SELECT pg_notify($11, $2)) IS NULL" if self.notify else ", $11::text IS NULL"
+        # Only in the caller's transaction, whose commit we do not see; the store's own appends
+        # are announced after commit (`_postgresql_notify`): a NOTIFY in the statement would
+        # serialise the commits of every appending transaction.
+        notify = (
+            ", (SELECT pg_notify($11, $2)) IS NULL"
+            if self.notify and self._bound is not None
+            else ", $11::text IS NULL"
+        )
         # what the outbox CTE needs to rebuild the complete event; else positions only
         outboxed = (
             ", event_id, event_type, event_version, aggregate_version, tenant_id, occurred_at,"
@@ -352,12 +366,13 @@ class PostgreSQLEventStore(EventStore):
             )
 
     async def close(self) -> None:
-        """Return the store's connections to the engine's pool, and dispose of the engine if
-        `from_url` created it (a shared engine is left open). A store from `using` owns
-        nothing: closing it leaves its parent's connections alone."""
+        """Return the store's connections to the engine's pool, send a pending wake-up, and
+        dispose of the engine if `from_url` created it (a shared engine is left open). A
+        store from `using` owns nothing: closing it leaves its parent's connections alone."""
         if self._bound is not None:
             return
         await self._connections.close()
+        await self._wakeups.close()  # flushes a pending wake-up (the pool may need the above)
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -377,9 +392,12 @@ class PostgreSQLEventStore(EventStore):
             return AppendResult(aggregate_id, current, (), ())
         if self._bound is not None:  # the caller's transaction: its owner retries it
             return await self._append(aggregate_id, aggregate_type, events, expected_version)
-        return await self._retrying(
+        result = await self._retrying(
             lambda: self._append(aggregate_id, aggregate_type, events, expected_version)
         )
+        if self.notify:  # committed: wake readers, off the append's path
+            self._wakeups.appended(aggregate_type)
+        return result
 
     async def _append(
         self,
@@ -781,14 +799,13 @@ class PostgreSQLEventStore(EventStore):
     async def listen(self) -> AsyncIterator[AppendSignal]:
         """Receive a signal for every committed append (needs `notify=True` on the writers).
 
-        Holds one pooled connection for the duration of the block. A listening session that
-        dies (terminated, server restart, half-open connection) is detected and replaced,
-        and the signal fires once after each reconnection (see `_internal/postgresql_listen`).
+        Appends of this process's stores on the same engine signal at once; other appends
+        through their (coalesced) NOTIFY. Holds one pooled connection for the duration of the
+        block. A listening session that dies (terminated, server restart, half-open
+        connection) is detected and replaced, and the signal fires once after each
+        reconnection (see `_internal/postgresql_listen`).
         """
-        signal = AppendSignal()
-        async with listening(
-            self.engine, self.channel, signal.notify, f"PostgreSQL store {self.table}: listen"
-        ):
+        async with self._wakeups.listen() as signal:
             yield signal
 
 
