@@ -69,12 +69,17 @@ def _items(count: int, tag: str) -> list[ItemAdded]:
 # -- the gap-free global feed ----------------------------------------------------------------
 
 
-async def _naive_read(conn: asyncpg.Connection, table: str, after: int) -> list[tuple[int, UUID]]:
-    """What a reader ordering by position alone (with the xmin guard) would return."""
+async def _naive_read(
+    conn: asyncpg.Connection, table: str, after: int, xmin: int
+) -> list[tuple[int, UUID]]:
+    """What a reader ordering by position alone (with an xmin guard) would return. The guard
+    `xmin` is the oldest transaction of this test still open: the cluster-wide
+    `pg_snapshot_xmin` would also wait for unrelated sessions, which a shared server has."""
     rows = await conn.fetch(
         f"SELECT position, event_id FROM {table} WHERE position > $1"
-        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY position",
+        " AND transaction_id < $2::text::xid8 ORDER BY position",
         after,
+        str(xmin),
     )
     return [(r[0], r[1]) for r in rows]
 
@@ -93,6 +98,7 @@ async def test_late_commit_of_a_younger_transaction_is_not_skipped(
         t1, t2 = await c1.begin(), await c2.begin()
         first = await store.using(c1).append_events(uuid4(), "Cart", _items(1, "t1a"), 0)
         second = await store.using(c2).append_events(uuid4(), "Cart", _items(1, "t2"), 0)
+        t2_xid = int(second.positions[0].commit)
         third = await store.using(c1).append_events(uuid4(), "Cart", _items(1, "t1b"), 0)
         assert first.positions[0].sequence < second.positions[0].sequence
         assert second.positions[0].sequence < third.positions[0].sequence
@@ -101,7 +107,7 @@ async def test_late_commit_of_a_younger_transaction_is_not_skipped(
         ours = [s async for s in store.read_all()]
         naive_conn = await asyncpg.connect(postgres_url)
         try:
-            naive = await _naive_read(naive_conn, store.table, 0)
+            naive = await _naive_read(naive_conn, store.table, 0, t2_xid)
             assert [p for p, _ in naive] == [
                 first.positions[0].sequence,
                 third.positions[0].sequence,
@@ -109,7 +115,8 @@ async def test_late_commit_of_a_younger_transaction_is_not_skipped(
             assert [s.position for s in ours] == [first.positions[0], third.positions[0]]
 
             await t2.commit()
-            naive_after = await _naive_read(naive_conn, store.table, naive[-1][0])
+            now = int(await naive_conn.fetchval("SELECT pg_current_xact_id()::text"))
+            naive_after = await _naive_read(naive_conn, store.table, naive[-1][0], now)
             ours_after = [s async for s in store.read_all(ReadOptions(after=ours[-1].position))]
         finally:
             await naive_conn.close()
