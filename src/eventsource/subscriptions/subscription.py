@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import cast
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -28,19 +27,18 @@ from eventsource._internal.clock import utc_now
 from eventsource._internal.closing import closing_iterator
 from eventsource._internal.retry import backoff_delay
 from eventsource.exceptions import EventTypeNotFoundError, SerializationError
-from eventsource.protocols import DeadLetterStatus
 from eventsource.stores.interface import EventStore, Position, ReadOptions, StoredEvent
+from eventsource.subscriptions._batches import PageDelivery
+from eventsource.subscriptions._failures import FailurePolicy
 from eventsource.subscriptions._faults import is_infrastructure_error
 from eventsource.subscriptions._pages import PageReader
 from eventsource.subscriptions.interface import (
-    AggregateParkedError,
     BatchCallback,
     CheckpointStore,
     DeadLetterSink,
     EventCallback,
     Lease,
     LeaseProvider,
-    ListingDeadLetterSink,
     NotAdmittedError,
     SubscriptionConfig,
     SubscriptionState,
@@ -50,9 +48,6 @@ from eventsource.subscriptions.partitions import in_partition
 __all__ = ["Subscription", "SubscriptionHealth"]
 
 logger = logging.getLogger(__name__)
-
-_PARKED_LIMIT = 10_000
-"""Dead letters read to find the parked aggregates (the oldest first)."""
 
 
 def _known_id(stored: StoredEvent | None) -> UUID | None:
@@ -94,7 +89,7 @@ class SubscriptionHealth:
         return self.state is SubscriptionState.LIVE and self.events_behind == 0
 
 
-class Subscription:
+class Subscription(PageDelivery, FailurePolicy):
     """Delivers the feed to `handler` in order, with checkpoints, retries and dead letters.
 
     Created and started by a `SubscriptionManager`. Delivery is at least once: events after
@@ -559,281 +554,6 @@ class Subscription:
         if self._handler_saved is not None and self._handler_saved == stored.position:
             self._unsaved = 0  # a batch handler moved the checkpoint here, counting them
             self._saved_position = stored.position
-
-    # -- pages to a batch handler (`BatchHandler`, e.g. a DatabaseProjection) ----------------
-
-    async def _deliver_page(self, page: list[StoredEvent], *, every_event: bool) -> bool:
-        """A page of the feed to the batch handler, its admitted events in as few calls as
-        possible: one, unless an event of a parked aggregate splits it (the events before it
-        go first, as they would one at a time) or an event fails (the events after it go on
-        in a batch again). False when the subscription must stop."""
-        rest = page
-        while rest:
-            parked = self._parked  # grows when an event of the page is dead-lettered
-            cut = next(
-                (i for i, s in enumerate(rest) if parked and s.aggregate_id in parked), len(rest)
-            )
-            if cut == 0:  # parked behind its aggregate's dead letter, untried
-                if not await self._deliver_one(rest[0], self._deliver, every_event=every_event):
-                    return False
-                rest = rest[1:]
-                continue
-            done = await self._deliver_batch(rest[:cut], every_event=every_event)
-            if done is None:
-                return False
-            rest = rest[done:]
-        return True
-
-    async def _deliver_batch(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
-        """`events` in one `handle_batch` call (those `only` refuses count as processed,
-        unhandled); how many of them are processed, None when the subscription must stop.
-        When the call fails (not the infrastructure: that propagates, and the events come
-        again after the outage), it applied none of them: they go one at a time, each in a
-        one-event batch, until one fails, so that exactly that event takes the retry and
-        dead-letter path and the events before it are applied once; the rest are left to
-        the next batch."""
-        assert self._batch is not None
-        only = self._skip  # a filter the store's read did not apply
-        admitted = events if only is None else [s for s in events if only(s)]
-        if admitted:
-            last = admitted[-1]
-            through = len(events) if only is None else events.index(last) + 1
-            try:
-                await self._call_batch(admitted, processed=self._unsaved + through)
-            except Exception as exc:
-                if is_infrastructure_error(exc):
-                    raise
-                return await self._isolate(events, every_event=every_event)
-            if self._consecutive_failures:
-                self._recovered()
-            self._handler_saved = last.position
-        for stored in events:
-            self._count(stored)
-        if every_event and events and self.position is not None:
-            await self._advance(self.position)
-            await self._save()
-        return len(events)
-
-    async def _isolate(self, events: list[StoredEvent], *, every_event: bool) -> int | None:
-        """`events` one at a time up to the first that fails its first attempt (retried or
-        dead-lettered by then); how many were processed, None when the subscription must
-        stop."""
-        failed = False
-
-        async def first_attempt(stored: StoredEvent) -> None:
-            nonlocal failed
-            try:
-                await self._deliver(stored)
-            except Exception:
-                failed = True
-                raise
-
-        for done, stored in enumerate(events, 1):
-            if not await self._deliver_one(stored, first_attempt, every_event=every_event):
-                return None
-            if failed:
-                return done
-        return len(events)
-
-    async def _call_batch(self, events: list[StoredEvent], *, processed: int) -> None:
-        """The batch handler on `events`, under one span when tracing."""
-        assert self._batch is not None
-        found = telemetry.tracer()
-        if found is None:
-            await self._batch(events, processed=processed)
-            return
-        attributes: dict[str, object] = {
-            telemetry.SUBSCRIPTION: self.name,
-            telemetry.POSITION: str(events[-1].position),
-            telemetry.EVENT_COUNT: len(events),
-        }
-        with telemetry.Operation(
-            telemetry.start_span(found, f"project {self.name}", "consumer", attributes)
-        ):
-            await self._batch(events, processed=processed)
-
-    def _one_event_batch(self) -> EventCallback:
-        """The batch handler as an `EventCallback` taking one event (retries, and finding
-        the event that failed a batch), under a span per attempt when tracing."""
-        batch = self._batch
-        assert batch is not None
-
-        async def one(stored: StoredEvent) -> None:
-            await batch([stored], processed=self._unsaved + 1)
-            self._handler_saved = stored.position
-
-        return self._traced(one)
-
-    def _recovered(self) -> None:
-        self._consecutive_failures = 0
-        if self.state is SubscriptionState.CIRCUIT_OPEN:
-            logger.info("subscription %s: circuit closed again", self.name)
-            self.state = SubscriptionState.CATCHING_UP
-
-    async def _deliver_failed(self, stored: StoredEvent, first: Exception) -> bool:
-        """The handler failed once on `stored`: retry, or park it; False when the
-        subscription must stop (the event stays unprocessed)."""
-        error: Exception | None = first
-        tried = 1
-        decode_error = stored.decode_error()
-        undecodable = decode_error is not None
-        if undecodable:
-            await self._store.load_envelope(stored)  # its ids, for the log and the dead letter
-        if decode_error is not None and self.config.on_undecodable == "stop":
-            return self._stop_at_undecodable(stored, decode_error)
-        while True:
-            if error is None:
-                self._recovered()
-                return True
-            if is_infrastructure_error(error):
-                raise error  # the database, not the event: `_run` backs off, delivers it again
-            if tried < self.config.max_attempts:
-                error = await self._attempt(stored, first_attempt=tried + 1)
-                tried = self.config.max_attempts
-                continue
-            self.last_error = f"{type(error).__qualname__}: {error}"
-            if not undecodable:  # poison by itself, never a sign of a systemic failure
-                self._consecutive_failures += 1
-            breaker = self.config.circuit_breaker
-            if breaker is not None and self._consecutive_failures >= breaker.failures:
-                # So many events in a row failing is the handler's world failing (a database
-                # down), not these events: stop dead-lettering, wait, and try this one again.
-                if self.state is not SubscriptionState.CIRCUIT_OPEN:
-                    logger.warning(
-                        "subscription %s: %d events failed in a row, circuit open for %ss: %s",
-                        self.name,
-                        self._consecutive_failures,
-                        breaker.cooldown,
-                        self.last_error,
-                    )
-                self.state = SubscriptionState.CIRCUIT_OPEN
-                self._wake.clear()
-                await self._sleep_until_woken(breaker.cooldown, stop_only=True)
-                if self._stopping:
-                    return False
-                error = await self._attempt(stored, first_attempt=1)
-                continue
-            return await self._park(stored, error)
-
-    def _stop_at_undecodable(self, stored: StoredEvent, error: Exception) -> bool:
-        """`on_undecodable="stop"`: FAILED at this event, which stays unprocessed."""
-        self._failed = True  # `_run` says FAILED once the checkpoint is saved
-        self.last_error = (
-            f"cannot decode the stored {stored.event_type!r} event {stored.event_id} at "
-            f"position {stored.position} (on_undecodable='stop'): "
-            f"{type(error).__qualname__}: {error}"
-        )
-        logger.error("subscription %s stopped: %s", self.name, self.last_error)
-        return False
-
-    async def _attempt(self, stored: StoredEvent, *, first_attempt: int) -> Exception | None:
-        """Tries `first_attempt`..`max_attempts`, with backoff before each: None when one
-        succeeded, else the last error."""
-        error: Exception | None = None
-        for attempt in range(first_attempt, self.config.max_attempts + 1):
-            if attempt > 1:
-                pause = backoff_delay(
-                    attempt - 1, base=self.config.retry_base, cap=self.config.retry_cap
-                )
-                await asyncio.sleep(pause)
-            try:
-                await self._deliver(stored)
-            except Exception as exc:
-                error = exc
-                continue
-            return None
-        return error
-
-    async def _park(self, stored: StoredEvent, error: Exception) -> bool:
-        if self._dead_letters is None:
-            self._failed = True  # `_run` says FAILED once the checkpoint is saved
-            logger.error(
-                "subscription %s stopped at %s (%s %s): %s; no dead-letter sink to park it in",
-                self.name,
-                stored.position,
-                stored.event_type,
-                stored.event_id,
-                self.last_error,
-            )
-            return False
-        await self._dead_letters.add(self.name, stored, error, self.config.max_attempts)
-        self.dead_lettered += 1
-        if self._parked is not None:
-            self._parked.add(stored.aggregate_id)
-        logger.warning(
-            "subscription %s dead-lettered %s %s at %s after %d attempts: %s",
-            self.name,
-            stored.event_type,
-            stored.event_id,
-            stored.position,
-            self.config.max_attempts,
-            self.last_error,
-        )
-        return True
-
-    # -- parking per aggregate (`park_aggregate`) -------------------------------------------
-
-    def _listing_sink(self) -> ListingDeadLetterSink:
-        return cast(ListingDeadLetterSink, self._dead_letters)
-
-    async def _load_parked(self) -> set[UUID]:
-        """The aggregates of this subscription's waiting dead letters (kept across restarts
-        by the dead-letter repository itself)."""
-        parked: set[UUID] = set()
-        sink = self._listing_sink()
-        for status in (DeadLetterStatus.FAILED, DeadLetterStatus.RETRYING):
-            for letter in await sink.list(self.name, status=status, limit=_PARKED_LIMIT):
-                parked.add((await self._store.get_event(letter.event_id)).aggregate_id)
-        return parked
-
-    async def _parked_behind(self, stored: StoredEvent) -> bool:
-        """Park `stored` untried when its aggregate is parked; True when it was."""
-        parked = self._parked
-        if parked is None or stored.aggregate_id not in parked:
-            return False
-        async with self._park_lock:  # a release in progress decides first
-            if stored.aggregate_id not in parked:
-                return False
-            error = AggregateParkedError(stored.aggregate_id)
-            await self._listing_sink().add(self.name, stored, error, 0)
-        self.dead_lettered += 1
-        return True
-
-    async def release_parked(self, aggregate_id: UUID) -> bool:
-        """Deliver the events parked behind `aggregate_id`'s dead letter, in feed order, each
-        resolved (by "retry") once handled; then the aggregate flows again and True is
-        returned. False when one fails again: it and the rest stay parked."""
-        parked = self._parked
-        if parked is None or aggregate_id not in parked:
-            return True
-        sink = self._listing_sink()
-        async with self._park_lock:
-            waiting = []
-            for letter in await sink.list(self.name, limit=_PARKED_LIMIT):
-                stored = await self._store.get_event(letter.event_id)
-                if stored.aggregate_id == aggregate_id:
-                    waiting.append((stored.position, letter.id, stored))
-            for _, letter_id, stored in sorted(waiting, key=lambda w: w[0]):
-                reason = await self.refusal(stored)
-                if reason is not None:  # left as it is; the aggregate stays parked
-                    logger.warning(
-                        "subscription %s: %s",
-                        self.name,
-                        NotAdmittedError(
-                            self.name, stored.event_id, reason, dead_letter_id=letter_id
-                        ),
-                    )
-                    return False
-                if not await sink.mark_retrying(letter_id):
-                    return False  # being retried elsewhere
-                try:
-                    await self.handle(stored)
-                except Exception as exc:
-                    await sink.add(self.name, stored, exc, 1)
-                    return False
-                await sink.resolve(letter_id, resolved_by="retry")
-            parked.discard(aggregate_id)
-        return True
 
     async def _advance(self, position: Position) -> None:
         self.position = position
