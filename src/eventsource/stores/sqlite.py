@@ -387,9 +387,10 @@ class SQLiteEventStore(EventStore):
             if remaining is not None:
                 remaining -= len(events)
 
-    async def read_stream(
+    def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
+        # The pages' generator itself, not one wrapping it: each row crosses one generator.
         options = options or ReadOptions()
         low = max(options.from_version, 1) - 1
         high = options.to_version
@@ -397,8 +398,7 @@ class SQLiteEventStore(EventStore):
             start, stop = low, high
         else:
             start, stop = (high + 1 if high is not None else 2**62), low + 1
-        async for stored in self._pages("aggregate_version", start, stop, aggregate_id, options):
-            yield stored
+        return self._pages("aggregate_version", start, stop, aggregate_id, options)
 
     @staticmethod
     def _feed_start(options: ReadOptions) -> int:
@@ -407,10 +407,9 @@ class SQLiteEventStore(EventStore):
             return options.after.sequence
         return 0 if options.forward else 2**62
 
-    async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
+    def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
         options = options or ReadOptions()
-        async for stored in self._pages("position", self._feed_start(options), None, None, options):
-            yield stored
+        return self._pages("position", self._feed_start(options), None, None, options)
 
     async def count_events(self, options: ReadOptions | None = None) -> int:
         """One `count(*)` over the rows `read_all` would page through (an index range)."""
