@@ -363,8 +363,10 @@ class SQLiteEventStore(EventStore):
         remaining = options.limit
         cursor_value = start
         step = options.batch_size
+        # A stream has one aggregate type: filtering on it keeps the stream whole or empty.
+        thinned = len(filters) > (options.aggregate_type is not None)
         first_page = (
-            aggregate_id is not None and forward and step >= DEFAULT_BATCH_SIZE and not filters
+            aggregate_id is not None and forward and step >= DEFAULT_BATCH_SIZE and not thinned
         )
         page_size = max(step, FIRST_STREAM_PAGE) if first_page else step
         while remaining is None or remaining > 0:
