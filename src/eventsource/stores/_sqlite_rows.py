@@ -104,7 +104,9 @@ def upgrade(conn: sqlite3.Connection, table: str) -> list[str]:
 
 def timestamp(value: datetime) -> str:
     """Fixed-width UTC text, so SQL comparisons of the column order correctly."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:  # events hold UTC already: no conversion on the append path
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 _new = object.__new__
