@@ -1,17 +1,11 @@
-"""The raw sides of the SQLite benchmark (the library's side is `_common.Lib` on a
-`SQLiteEventStore`): aiosqlite on the library's own table and statements ("same schema"), and
-aiosqlite on a minimal table.
+"""The raw side of the SQLite benchmark (the library's side is `_common.Lib` on a
+`SQLiteEventStore`): aiosqlite on a minimal table. (The "same schema" side, which replayed the
+library's recorded statements, went when the library started running each operation as one
+function on aiosqlite's thread: its statements no longer pass through `execute`.)
 
-Every raw connection is opened the way the library opens its own: autocommit, WAL,
+The raw connection is opened the way the library opens its own: autocommit, WAL,
 `synchronous = FULL`, `busy_timeout` 10 s; every write runs in `BEGIN IMMEDIATE ... COMMIT`.
-Each side holds a writer and a reader connection, like the store.
-
-Same schema: the statements are the library's, recorded from one probe append and one probe
-load when the side is built (see `_capture`): the transaction's statements in order (the
-version read, the multi-row INSERT ... RETURNING, whatever else the library sends), the
-INSERT's row repeated for more events (500 rows per statement, like the library), the stream
-and feed pages as the library issued them. The keyset paging (cursor then LIMIT as the last
-two parameters) is written here by hand.
+The side holds a writer and a reader connection, like the store.
 
 Minimal: `(gp INTEGER PRIMARY KEY, stream_id, version, event_type, payload)` with
 UNIQUE (stream_id, version), payload = the event's domain fields, json.loads; an append is one
