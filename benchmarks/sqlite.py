@@ -1,21 +1,21 @@
-"""SQLiteEventStore against two raw aiosqlite baselines, in the same run.
+"""SQLiteEventStore against a raw aiosqlite baseline, in the same run.
 
     uv run python benchmarks/sqlite.py            # all workloads
     uv run python benchmarks/sqlite.py --quick    # smaller sizes, 3 repeats (--repeats N)
     EVENTSOURCE_BENCH_SQLITE_DIR=/some/disk uv run python benchmarks/sqlite.py
 
-Three sides per workload (`_sqlite_sides`), each run in turn (the order rotated every round),
+Two sides per workload (`_sqlite_sides`), each run in turn (the order rotated every round),
 median of the rounds (5; 3 with --quick):
 * library: `SQLiteEventStore` and `AggregateRepository`, pydantic events;
-* same schema: aiosqlite running the library's own statements on its table (recorded from the
-  library at start), json.dumps/json.loads: the ratio to it is the library's Python cost;
 * minimal: aiosqlite on `(gp INTEGER PRIMARY KEY, stream_id, version, event_type, payload)`,
   UNIQUE (stream_id, version), payload = the domain fields: what a user writes by hand.
+(There is no "same schema" side any more: the library runs each operation as one function on
+aiosqlite's thread, so its statements can no longer be recorded from aiosqlite's `execute`.)
 Every side uses the library's PRAGMAs (WAL, synchronous = FULL, busy_timeout 10 s) and writes
-in BEGIN IMMEDIATE. The library and the same-schema side share one file (one table), the
-minimal side has its own; both live in a fresh temporary directory (EVENTSOURCE_BENCH_SQLITE_DIR
-or the system's), removed at the end. With synchronous = FULL every commit waits for the disk,
-so single-event appends mostly measure the disk.
+in BEGIN IMMEDIATE. The library and the minimal side have a file each, in a fresh temporary
+directory (EVENTSOURCE_BENCH_SQLITE_DIR or the system's), removed at the end.
+With synchronous = FULL every commit waits for the disk, so single-event appends mostly
+measure the disk.
 
 Workloads: single-event appends one after the other; `AggregateRepository.execute` (load,
 decide, append one event) over 200 aggregates; appends of 100 events per call; loading a
@@ -45,11 +45,11 @@ from _common import (
     print_lines,
     registry,
 )
-from _sqlite_sides import MinimalSide, SameSchemaSide, Side
+from _sqlite_sides import MinimalSide, Side
 
 from eventsource.stores.sqlite import SQLiteEventStore
 
-BASELINES = ["same schema", "minimal"]
+BASELINES = ["minimal"]
 
 
 async def run(quick: bool, repeats: int | None = None) -> None:
@@ -65,11 +65,9 @@ async def run(quick: bool, repeats: int | None = None) -> None:
     opened: list[Side] = [lib]
     lines: list[Line] = []
     try:
-        same = await SameSchemaSide.build(library_path, lib)
-        opened.append(same)
         minimal = await MinimalSide.open(minimal_path)
         opened.append(minimal)
-        sides: dict[str, Side] = {"library": lib, "same schema": same, "minimal": minimal}
+        sides: dict[str, Side] = {"library": lib, "minimal": minimal}
 
         async def measure(
             name: str,
@@ -89,14 +87,12 @@ async def run(quick: bool, repeats: int | None = None) -> None:
         versions: dict[tuple[str, UUID], int] = {}
         for s in streams:
             for n, side in sides.items():
-                if n != "same schema":  # it shares the library's table
-                    await side.append(s, 0, [1] * 10)
+                await side.append(s, 0, [1] * 10)
                 versions[(n, s)] = 10
         appends = 400 // scale
 
         async def single(side: Side) -> float:
-            name = next(n for n, s in sides.items() if s is side)
-            key = "library" if name == "same schema" else name
+            key = next(n for n, s in sides.items() if s is side)
 
             async def work() -> None:
                 for i in range(appends):
@@ -170,8 +166,6 @@ async def run(quick: bool, repeats: int | None = None) -> None:
                 for store in stores:
                     await store.connect()
                 own: list[Side] = [Lib(store) for store in stores]
-            elif isinstance(side, SameSchemaSide):
-                own = [await SameSchemaSide.build(library_path, lib) for _ in range(4)]
             else:
                 own = [await MinimalSide.open(minimal_path) for _ in range(4)]
 

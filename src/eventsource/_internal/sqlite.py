@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from eventsource.exceptions import EventStoreError, TransientStoreError
 
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["SYNCHRONOUS_MODES", "open_connection", "store_error", "synchronous_mode"]
+__all__ = [
+    "SYNCHRONOUS_MODES",
+    "begin_immediate",
+    "open_connection",
+    "run_on",
+    "store_error",
+    "synchronous_mode",
+]
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -129,3 +137,43 @@ async def open_connection(
             "writable, and that the file is an SQLite database)"
         ) from exc
     return connection
+
+
+_T = TypeVar("_T")
+
+
+async def run_on(
+    connection: aiosqlite.Connection, function: Callable[..., _T], *args: object
+) -> _T:
+    """`function(raw_connection, *args)` run on the connection's worker thread: one thread
+    hop for a whole operation (a transaction, a page of rows) instead of one per statement
+    and per fetch, which is what aiosqlite's own methods cost."""
+    raw = connection._conn  # raises ValueError once the connection is closed
+    result: _T = await connection._execute(function, raw, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+_BUSY_SLEEPS = (0.0002, 0.0005, 0.001, 0.002)
+"""Our own pauses between attempts at the write lock, shortest first, then the last one
+again: short enough to take the lock in the gap between another writer's COMMIT and its next
+BEGIN (SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms, so a waiter falls behind a
+writer that comes back at once, and one process starves the other)."""
+
+
+def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
+    """`BEGIN IMMEDIATE` on a connection whose `busy_timeout` is 0, retried with short
+    pauses of our own (`_BUSY_SLEEPS`, jittered) until `timeout` seconds have passed; then
+    the `sqlite3.OperationalError` ("database is locked") of the last attempt is raised."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        pause = _BUSY_SLEEPS[min(attempt, len(_BUSY_SLEEPS) - 1)]
+        time.sleep(pause * (0.5 + random.random()))
+        attempt += 1

@@ -5,6 +5,14 @@ are handed out in commit order and the global feed is gap-free by construction. 
 one transaction on a dedicated writer connection; reads page through a second connection by
 keyset (`position > ?` / `version > ?`), so they never block the writer (WAL) and hold at most
 `batch_size` rows in memory.
+
+Every operation is one hop to the connection's aiosqlite thread: an append runs its whole
+transaction there (`_sqlite_append`), a read page runs its query, fetches its rows and builds
+their stored events there (aiosqlite's own methods hop once per statement and per fetch, and
+those hops were half of what a small operation cost). Rows are lean (`_sqlite_rows`): the
+payload holds the event's own fields, the envelope has columns; older rows read as before.
+Writers wait for the file's write lock with short pauses of their own instead of SQLite's
+busy handler (`begin_immediate`), so writers in several processes get their fair share.
 """
 
 from __future__ import annotations
@@ -12,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -21,20 +28,22 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
+from eventsource._internal.sqlite import open_connection, run_on, store_error, synchronous_mode
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
-from eventsource.exceptions import EventNotFoundError, OptimisticLockError
-from eventsource.stores._append import (
-    EventRecord,
-    attach_events,
-    check_expected_version,
-    record_event,
-    replayed_result,
-    validate_expected_version,
+from eventsource.exceptions import EventNotFoundError
+from eventsource.stores._append import attach_events, replayed_result, validate_expected_version
+from eventsource.stores._sqlite_append import AppendStatements, Replay, append_transaction
+from eventsource.stores._sqlite_rows import (
+    READ_COLUMNS,
+    event_ddl,
+    read_page,
+    timestamp,
+    upgrade,
 )
 from eventsource.stores.interface import (
+    DEFAULT_BATCH_SIZE,
     AppendResult,
     AppendSignal,
     AppendSignals,
@@ -47,14 +56,14 @@ from eventsource.stores.interface import (
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["SQLiteEventStore", "outbox_ddl"]
 
-_COLUMNS = (
-    "position, event_id, event_type, event_version, aggregate_id, aggregate_type, "
-    "aggregate_version, tenant_id, occurred_at, recorded_at, payload"
-)
-_INSERT_COLUMNS = _COLUMNS.removeprefix("position, ")
-_ROWS_PER_INSERT = 500  # 10 parameters a row, well below SQLite's variable limit
+FIRST_STREAM_PAGE = 10_001
+"""Versions the first page of a forward stream read covers, as on PostgreSQL."""
+
+_STREAM_COLUMNS = READ_COLUMNS.replace(" aggregate_id,", " NULL,")
+"""`READ_COLUMNS` for a stream read, which knows its aggregate id."""
+assert _STREAM_COLUMNS != READ_COLUMNS
 
 
 def outbox_ddl(table: str) -> list[str]:
@@ -100,27 +109,6 @@ def _partition_of(aggregate_id: object, partitions: int) -> int:
         return 0
 
 
-def _timestamp(value: datetime) -> str:
-    """Fixed-width UTC text, so SQL comparisons of the column order correctly."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> EventRecord:
-    return EventRecord(
-        position=Position(0, row[0]),
-        event_id=UUID(row[1]),
-        event_type=row[2],
-        event_version=row[3],
-        aggregate_id=UUID(row[4]),
-        aggregate_type=row[5],
-        aggregate_version=row[6],
-        tenant_id=UUID(row[7]) if row[7] is not None else None,
-        occurred_at=datetime.fromisoformat(row[8]),
-        recorded_at=datetime.fromisoformat(row[9]),
-        payload=row[10],
-    )
-
-
 class SQLiteEventStore(EventStore):
     """An event store in one SQLite file; the embedded default for apps, demos and tests.
 
@@ -156,25 +144,8 @@ class SQLiteEventStore(EventStore):
         self._write_lock = asyncio.Lock()
         self._signals = AppendSignals()
         t = quote_identifier(table)
-        self._ddl = [
-            f"CREATE TABLE IF NOT EXISTS {t} ("
-            " position INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " event_id TEXT NOT NULL UNIQUE,"
-            " event_type TEXT NOT NULL,"
-            " event_version INTEGER NOT NULL,"
-            " aggregate_id TEXT NOT NULL,"
-            " aggregate_type TEXT NOT NULL,"
-            " aggregate_version INTEGER NOT NULL,"
-            " tenant_id TEXT,"
-            " occurred_at TEXT NOT NULL,"
-            " recorded_at TEXT NOT NULL,"
-            " payload TEXT NOT NULL,"
-            " UNIQUE (aggregate_id, aggregate_version))",
-            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_type_pos')} "
-            f"ON {t} (aggregate_type, position)",
-            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_event_type_pos')} "
-            f"ON {t} (event_type, position)",
-        ]
+        self.table = table
+        self._ddl = event_ddl(table)
         self.outbox = outbox
         self._outbox_insert = ""
         if outbox:
@@ -184,13 +155,11 @@ class SQLiteEventStore(EventStore):
                 " event_version, aggregate_id, aggregate_type, aggregate_version, payload,"
                 " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
-        self._select = f"SELECT {_COLUMNS} FROM {t}"
+        self._statements = AppendStatements.of(t, self._outbox_insert)
+        self._select = f"SELECT {READ_COLUMNS} FROM {t}"
+        self._stream_select = f"SELECT {_STREAM_COLUMNS} FROM {t}"
         self._count_from = f"SELECT 1 FROM {t}"
-        self._insert_row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        self._insert = f"INSERT INTO {t} ({_INSERT_COLUMNS}) VALUES "
-        self._version_sql = (
-            f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = ?"
-        )
+        self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
         self._current_sql = f"SELECT MAX(position) FROM {t}"
 
@@ -215,6 +184,17 @@ class SQLiteEventStore(EventStore):
 
     async def _open(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
         writer = await self._open_one(self._ddl)
+        try:
+            # Lean columns for a table an older release created; then the writer waits for
+            # the write lock with pauses of its own (`begin_immediate`), not SQLite's.
+            await run_on(writer, upgrade, self.table)
+            await writer.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error as exc:
+            await writer.close()
+            raise store_error(f"SQLite store {self.path!r}: cannot open: {exc}", exc) from exc
+        except BaseException:
+            await writer.close()
+            raise
         if self.path == ":memory:":
             return writer, writer
         try:
@@ -259,117 +239,76 @@ class SQLiteEventStore(EventStore):
         expected_version: int,
     ) -> AppendResult:
         validate_expected_version(expected_version)
+        # Checked and stamped before the transaction, with the versions an exact expectation
+        # gives (stamped again after it in the rare case the stream was elsewhere).
+        first = expected_version + 1 if expected_version >= 0 else 1
+        attached = attach_events(events, aggregate_id, aggregate_type, first)
+        rows = self._rows(attached, aggregate_id, aggregate_type)
         writer, _ = await self._connections()
         async with self._write_lock:
             try:
-                await writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise store_error(f"SQLite store {self.path!r}: cannot append: {exc}", exc) from exc
-            try:
-                result = await self._append_in_transaction(
-                    writer, aggregate_id, aggregate_type, events, expected_version
+                outcome = await run_on(
+                    writer,
+                    append_transaction,
+                    self._statements,
+                    self._codec,
+                    aggregate_id,
+                    attached,
+                    rows,
+                    expected_version,
+                    self._busy_timeout,
                 )
-                await writer.execute("COMMIT")
-            except BaseException as exc:
-                await writer.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise store_error(
-                        f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
-                    ) from exc
-                raise
-        if result.positions and not result.already_stored:
+            except sqlite3.Error as exc:
+                raise store_error(
+                    f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
+                ) from exc
+        if isinstance(outcome, Replay):
+            return replayed_result(events, aggregate_id, aggregate_type, outcome.records)
+        if outcome.current + 1 != first:
+            attached = attach_events(attached, aggregate_id, aggregate_type, outcome.current + 1)
+        if outcome.positions:
             self._signals.signal_append()
-        return result
-
-    async def _append_in_transaction(
-        self,
-        conn: aiosqlite.Connection,
-        aggregate_id: UUID,
-        aggregate_type: str,
-        events: list[DomainEvent],
-        expected_version: int,
-    ) -> AppendResult:
-        # The happy path costs four statements (BEGIN, version, INSERT, COMMIT); the event ids
-        # are looked up only when a check fails, to tell an idempotent retry from a conflict.
-        async with conn.execute(self._version_sql, (str(aggregate_id),)) as cursor:
-            row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
-        try:
-            check_expected_version(aggregate_id, expected_version, current)
-        except OptimisticLockError:
-            if replay := await self._replay(conn, aggregate_id, aggregate_type, events):
-                return replay
-            raise
-        attached = attach_events(events, aggregate_id, aggregate_type, current + 1)
-        recorded_at = _timestamp(utc_now())
-        rows = [
-            (
-                str(event.event_id),
-                event.event_type,
-                event.event_version,
-                str(aggregate_id),
-                aggregate_type,
-                event.aggregate_version,
-                str(event.tenant_id) if event.tenant_id is not None else None,
-                _timestamp(event.occurred_at),
-                recorded_at,
-                self._codec.encode(event),
-            )
-            for event in attached
-        ]
-        positions: list[Position] = []
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start : start + _ROWS_PER_INSERT]
-            sql = self._insert + ", ".join([self._insert_row] * len(chunk)) + " RETURNING position"
-            params = [value for row in chunk for value in row]
-            try:
-                async with conn.execute(sql, params) as cursor:
-                    returned = await cursor.fetchall()
-            except sqlite3.IntegrityError:
-                if replay := await self._replay(conn, aggregate_id, aggregate_type, events):
-                    return replay
-                raise
-            positions.extend(Position(0, int(r[0])) for r in returned)
-        positions.sort()
-        if self._outbox_insert:
-            await conn.executemany(
-                self._outbox_insert,
-                [(*row[:6], row[9], recorded_at, recorded_at) for row in rows],
-            )
         return AppendResult(
             aggregate_id=aggregate_id,
-            new_version=current + len(attached),
+            new_version=outcome.current + len(attached),
             events=tuple(attached),
-            positions=tuple(positions),
+            positions=tuple(Position(0, p) for p in outcome.positions),
         )
 
-    async def _replay(
-        self,
-        conn: aiosqlite.Connection,
-        aggregate_id: UUID,
-        aggregate_type: str,
-        events: list[DomainEvent],
-    ) -> AppendResult | None:
-        """The original result if these events are stored already (or a conflict error)."""
-        known = await self._records_by_id(conn, [event.event_id for event in events])
-        return replayed_result(events, aggregate_id, aggregate_type, known) if known else None
-
-    async def _records_by_id(
-        self, conn: aiosqlite.Connection, event_ids: Iterable[UUID]
-    ) -> list[EventRecord]:
-        ids = [str(event_id) for event_id in event_ids]
-        found: list[EventRecord] = []
-        for start in range(0, len(ids), _ROWS_PER_INSERT):
-            chunk = ids[start : start + _ROWS_PER_INSERT]
-            sql = f"{self._select} WHERE event_id IN ({', '.join('?' * len(chunk))})"
-            async with conn.execute(sql, chunk) as cursor:
-                found.extend(_record(row) for row in await cursor.fetchall())
-        return found
+    def _rows(
+        self, events: list[DomainEvent], aggregate_id: UUID, aggregate_type: str
+    ) -> list[list[Any]]:
+        """The INSERT values of the events, lean; the version slot is filled in the
+        transaction."""
+        encode = self._codec.encode_lean
+        stream = str(aggregate_id)
+        recorded_at = timestamp(utc_now())
+        rows: list[list[Any]] = []
+        for event in events:
+            payload, metadata = encode(event)
+            event_id = str(event.event_id)
+            correlation = event.correlation_id
+            tenant, causation = event.tenant_id, event.causation_id
+            rows.append(
+                [
+                    event_id,
+                    event.event_type,
+                    event.event_version,
+                    stream,
+                    aggregate_type,
+                    0,
+                    None if tenant is None else str(tenant),
+                    timestamp(event.occurred_at),
+                    recorded_at,
+                    payload,
+                    event_id if correlation == event.event_id else str(correlation),
+                    None if causation is None else str(causation),
+                    metadata,
+                ]
+            )
+        return rows
 
     # -- reads -------------------------------------------------------------------------------
-
-    def _decode(self, record: EventRecord) -> StoredEvent:
-        return record_event(self._codec, record)
 
     @staticmethod
     def _filters(options: ReadOptions) -> tuple[list[str], list[Any]]:
@@ -390,10 +329,10 @@ class SQLiteEventStore(EventStore):
             params.extend((options.partition[1], options.partition[0]))
         if options.from_timestamp is not None:
             clauses.append("occurred_at >= ?")
-            params.append(_timestamp(options.from_timestamp))
+            params.append(timestamp(options.from_timestamp))
         if options.to_timestamp is not None:
             clauses.append("occurred_at <= ?")
-            params.append(_timestamp(options.to_timestamp))
+            params.append(timestamp(options.to_timestamp))
         return clauses, params
 
     async def _pages(
@@ -401,44 +340,59 @@ class SQLiteEventStore(EventStore):
         key: str,
         start: int,
         stop: int | None,
-        base_clauses: list[str],
-        base_params: list[Any],
+        aggregate_id: UUID | None,
         options: ReadOptions,
     ) -> AsyncIterator[StoredEvent]:
-        """Keyset pagination over `key` (position or version), exclusive of `start`."""
+        """Keyset pagination over `key` (position or version), exclusive of `start`: one
+        thread hop per page. A forward stream read's first page holds a typical stream whole
+        (`FIRST_STREAM_PAGE`), so a load is one hop."""
         _, reader = await self._connections()
         filters, filter_params = self._filters(options)
         forward = options.forward
         op, order = (">", "ASC") if forward else ("<", "DESC")
-        clauses = [*base_clauses, *filters, f"{key} {op} ?"]
+        base: list[Any] = []
+        clauses = [*filters, f"{key} {op} ?"]
+        select = self._select
+        if aggregate_id is not None:
+            clauses.insert(0, "aggregate_id = ?")
+            base.append(str(aggregate_id))
+            select = self._stream_select
         if stop is not None:
             clauses.append(f"{key} {'<=' if forward else '>='} ?")
-        sql = f"{self._select} WHERE {' AND '.join(clauses)} ORDER BY {key} {order} LIMIT ?"
-        column = 0 if key == "position" else 6
+        sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY {key} {order} LIMIT ?"
         remaining = options.limit
         cursor_value = start
+        step = options.batch_size
+        # A stream has one aggregate type: filtering on it keeps the stream whole or empty.
+        thinned = len(filters) > (options.aggregate_type is not None)
+        first_page = (
+            aggregate_id is not None and forward and step >= DEFAULT_BATCH_SIZE and not thinned
+        )
+        page_size = max(step, FIRST_STREAM_PAGE) if first_page else step
         while remaining is None or remaining > 0:
-            page = options.batch_size if remaining is None else min(remaining, options.batch_size)
-            params = [*base_params, *filter_params, cursor_value]
+            page = page_size if remaining is None else min(remaining, page_size)
+            page_size = step
+            params = [*base, *filter_params, cursor_value]
             if stop is not None:
                 params.append(stop)
             params.append(page)
             try:
-                async with reader.execute(sql, params) as cursor:
-                    rows = list(await cursor.fetchall())
+                events = await run_on(reader, read_page, self._codec, sql, params, aggregate_id)
             except sqlite3.Error as exc:
                 raise store_error(f"SQLite store {self.path!r}: read failed: {exc}", exc) from exc
-            for row in rows:
-                yield self._decode(_record(row))
-            if len(rows) < page:
+            for stored in events:
+                yield stored
+            if len(events) < page:
                 return
-            cursor_value = rows[-1][column]
+            last = events[-1]
+            cursor_value = last.position.sequence if key == "position" else last.version
             if remaining is not None:
-                remaining -= len(rows)
+                remaining -= len(events)
 
-    async def read_stream(
+    def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
+        # The pages' generator itself, not one wrapping it: each row crosses one generator.
         options = options or ReadOptions()
         low = max(options.from_version, 1) - 1
         high = options.to_version
@@ -446,10 +400,7 @@ class SQLiteEventStore(EventStore):
             start, stop = low, high
         else:
             start, stop = (high + 1 if high is not None else 2**62), low + 1
-        async for stored in self._pages(
-            "aggregate_version", start, stop, ["aggregate_id = ?"], [str(aggregate_id)], options
-        ):
-            yield stored
+        return self._pages("aggregate_version", start, stop, aggregate_id, options)
 
     @staticmethod
     def _feed_start(options: ReadOptions) -> int:
@@ -458,12 +409,9 @@ class SQLiteEventStore(EventStore):
             return options.after.sequence
         return 0 if options.forward else 2**62
 
-    async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
+    def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
         options = options or ReadOptions()
-        async for stored in self._pages(
-            "position", self._feed_start(options), None, [], [], options
-        ):
-            yield stored
+        return self._pages("position", self._feed_start(options), None, None, options)
 
     async def count_events(self, options: ReadOptions | None = None) -> int:
         """One `count(*)` over the rows `read_all` would page through (an index range)."""
@@ -502,7 +450,11 @@ class SQLiteEventStore(EventStore):
 
     async def get_event(self, event_id: UUID) -> StoredEvent:
         _, reader = await self._connections()
-        records = await self._records_by_id(reader, [event_id])
-        if not records:
+        sql = f"{self._select} WHERE event_id = ?"
+        try:
+            found = await run_on(reader, read_page, self._codec, sql, [str(event_id)], None)
+        except sqlite3.Error as exc:
+            raise store_error(f"SQLite store {self.path!r}: read failed: {exc}", exc) from exc
+        if not found:
             raise EventNotFoundError(event_id)
-        return self._decode(records[0])
+        return found[0]
