@@ -14,8 +14,8 @@ each such column travels as the shortest thing that states it:
   starts a flow; the default), read as ``COALESCE(element, event_id)``.
 
 Event ids, timestamps and payloads differ per event and are always sent in full. Measured on
-a bulk append of 100 events per call, this takes the driver's share of the append from about
-half of the store's Python time to about a fifth (see docs/postgresql.md).
+appends of 100 events, the client's CPU time in the driver call fell from 0.6 ms to 0.33 ms
+(see docs/postgresql.md); the statement costs the server the same.
 """
 
 from __future__ import annotations
