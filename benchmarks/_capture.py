@@ -142,10 +142,10 @@ class ArgTemplate:
         binary = False
         slots: list[_Slot] = []
         for arg in args:
-            per_event = isinstance(arg, list)
+            per_event = isinstance(arg, list) and len(arg) > 0
             if per_event and len(arg) != 1:
                 raise ValueError(f"the recorded append has a list of {len(arg)} items: {arg!r}")
-            value = arg[0] if per_event else arg
+            value = arg[0] if per_event else arg  # an empty list is a constant
             kind, text = _classify(value, probe, per_event)
             if kind == _PAYLOAD:
                 payload = json.loads(value)

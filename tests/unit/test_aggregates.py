@@ -149,6 +149,36 @@ def test_subclass_handler_overrides_base_handler() -> None:
     assert wallet.state.balance == 10
 
 
+def test_handlers_resolve_per_class_after_the_parent_dispatched() -> None:
+    """Each class resolves its own handlers (the dispatch cache of a class that already
+    replayed events is not its subclasses'): an override of the handler method by name, and
+    handlers that are not plain functions, run as getattr would find them."""
+    parent = WalletAggregate(uuid4())
+    parent.deposit(5)
+    parent.apply_event(BonusDeposited(amount=1))
+
+    class Overridden(WalletAggregate):
+        def _deposited(self, event: Deposited) -> None:  # same name, no @handles
+            self.state.balance += 100 * event.amount
+
+    seen: list[str] = []
+
+    class Static(DeclarativeAggregate[Wallet]):
+        @handles(Noted)
+        @staticmethod
+        def _noted(event: Noted) -> None:
+            seen.append(event.text)
+
+    child = Overridden(uuid4())
+    child.deposit(5)
+    child.apply_event(BonusDeposited(amount=1))
+    assert (parent.state.balance, child.state.balance) == (6, 600)
+    static = Static(uuid4())
+    static.apply_event(Noted(text="a"))
+    static.apply_event(Noted(text="b"))
+    assert seen == ["a", "b"]
+
+
 def test_state_needs_defaults_or_an_override() -> None:
     class Strict(BaseModel):
         owner: str

@@ -104,3 +104,29 @@ def test_ids_a_corrupt_payload_cannot_tell_raise_the_typed_error(payload: str) -
         aggregate_id,
         "Cart",
     )
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_a_row_given_its_position_as_a_tuple_is_named_by_its_token_in_errors(
+    lean: bool,
+) -> None:
+    """Stores pass a row's position as its (commit, sequence) tuple (built into a Position
+    only when read); a decoding error still names the row by its position token."""
+    envelope = (NOW.timestamp(), None, uuid4(), None, None) if lean else None
+    stored = StoredEvent.from_row(
+        _codec(),
+        (812, 7),
+        NOW,
+        uuid4(),
+        "ItemAdded",
+        1,
+        uuid4(),
+        "Cart",
+        1,
+        '{"name": 1}',
+        envelope,
+    )
+    with pytest.raises(SerializationError, match=r"at 812-7 ") as caught:
+        stored.event  # noqa: B018
+    assert "(812, 7)" not in str(caught.value)
+    assert stored.position == Position(812, 7)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from types import FunctionType
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 TEvent = TypeVar("TEvent", bound=DomainEvent)
 UnhandledEventPolicy = Literal["error", "warn", "ignore"]
+_UNKNOWN: Any = object()
 
 
 def _state_model(cls: type) -> type[BaseModel] | None:
@@ -178,6 +181,9 @@ class DeclarativeAggregate(AggregateRoot[TState]):
 
     unhandled_events: ClassVar[UnhandledEventPolicy] = "error"
     _handlers: ClassVar[dict[type[DomainEvent], str]] = {}
+    _dispatch: ClassVar[dict[type[DomainEvent], Callable[[Any, Any], object] | None]] = {}
+    """Event class -> the function that handles it (called with the aggregate and the
+    event), filled as classes are met: a replay pays one dict lookup per event."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -186,11 +192,16 @@ class DeclarativeAggregate(AggregateRoot[TState]):
                 f"{cls.__qualname__}.unhandled_events must be 'error', 'warn' or 'ignore'"
             )
         cls._handlers = collect_handlers(cls)
+        cls._dispatch = {}
 
     def _apply(self, event: DomainEvent) -> None:
-        name = self._handler_name(type(event))
-        if name is not None:
-            getattr(self, name)(event)
+        event_class = type(event)
+        dispatch = type(self)._dispatch
+        handler = dispatch.get(event_class, _UNKNOWN)
+        if handler is _UNKNOWN:
+            handler = dispatch[event_class] = self._handler_function(event_class)
+        if handler is not None:
+            handler(self, event)
         elif self.unhandled_events == "error":
             raise UnhandledEventError(
                 f"{type(self).__qualname__} has no @handles method for {event.event_type} "
@@ -202,6 +213,20 @@ class DeclarativeAggregate(AggregateRoot[TState]):
                 type(self).__qualname__,
                 event.event_type,
             )
+
+    @classmethod
+    def _handler_function(
+        cls, event_type: type[DomainEvent]
+    ) -> Callable[[Any, Any], object] | None:
+        """What `_apply` calls for `event_type`: the plain function of a handler method,
+        else (a staticmethod, a descriptor) a call through `getattr`; None: no handler."""
+        name = cls._handler_name(event_type)
+        if name is None:
+            return None
+        member = inspect.getattr_static(cls, name)
+        if isinstance(member, FunctionType):
+            return member
+        return lambda aggregate, event: getattr(aggregate, name)(event)
 
     @classmethod
     def _handler_name(cls, event_type: type[DomainEvent]) -> str | None:

@@ -28,10 +28,16 @@ from types import NoneType, UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin
 from uuid import UUID
 
-from pydantic import BaseModel
 from pydantic_core import SchemaValidator, to_json
 
-from eventsource.events.base import DomainEvent
+from eventsource.events.base import (
+    DomainEvent,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+)
 
 __all__ = ["ENVELOPE_FIELDS", "LeanEnvelope", "LeanPlan", "compose", "utc_from_epoch"]
 
@@ -117,15 +123,6 @@ def compose(
     return f'{head[:-1]},"metadata":{metadata}{separator}{rest}'
 
 
-_new = object.__new__
-# The slots of a pydantic model, set through their descriptors (a third faster than
-# object.__setattr__, which looks each one up by name).
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-
-
 @dataclass(frozen=True, slots=True)
 class LeanPlan:
     """How the lean rows of one event class are read (see the module docstring)."""
@@ -159,7 +156,7 @@ class LeanPlan:
             "event_id": event_id,
             "event_type": event_type,
             "event_version": event_version,
-            "occurred_at": utc_from_epoch(occurred_at)
+            "occurred_at": _fromtimestamp(occurred_at, UTC)
             if type(occurred_at) is float
             else occurred_at,
             "aggregate_id": aggregate_id,

@@ -91,7 +91,8 @@ class EventCodec:
     def decode(
         self, event_type: str, event_version: int, payload: str | bytes, origin: object = None
     ) -> DomainEvent:
-        """Rebuild the event of a stored row; `origin` (a position, an id) names it in errors.
+        """Rebuild the event of a stored row; `origin` (a position, an id, or a position's
+        (commit, sequence) tuple) names it in errors.
 
         Raises `EventTypeNotFoundError` for an unregistered type, `UpcastingError` when an old
         version cannot be upcast, and `SerializationError` for a corrupt or invalid payload.
@@ -114,7 +115,7 @@ class EventCodec:
             data: Any = json.loads(payload)
             if not isinstance(data, dict):
                 raise SerializationError(
-                    f"stored {event_type!r} event at {origin}: payload is not a JSON object"
+                    f"stored {event_type!r} event at {_where(origin)}: payload is not a JSON object"
                 )
             data = self.registry.upcast(event_type, data, event_version, current)
             return cls.model_validate(data)
@@ -158,7 +159,8 @@ class EventCodec:
                 raise self._invalid(plan.cls, event_type, event_version, origin, exc) from exc
             except (ValueError, TypeError) as exc:  # metadata that is not JSON
                 raise SerializationError(
-                    f"stored {event_type!r} event at {origin}: its metadata is not JSON: {exc}"
+                    f"stored {event_type!r} event at {_where(origin)}: its metadata is not JSON: "
+                    f"{exc}"
                 ) from exc
         complete = compose(
             payload,
@@ -182,9 +184,16 @@ class EventCodec:
         cls: type[DomainEvent], event_type: str, version: int, origin: object, exc: Exception
     ) -> SerializationError:
         return SerializationError(
-            f"stored {event_type!r} event (schema version {version}) at {origin} "
+            f"stored {event_type!r} event (schema version {version}) at {_where(origin)} "
             f"is not valid for {cls.__qualname__}: {exc}"
         )
+
+
+def _where(origin: object) -> object:
+    """`origin` as error messages show it: a (commit, sequence) tuple as a position token."""
+    if type(origin) is tuple and len(origin) == 2:
+        return f"{origin[0]}-{origin[1]}"
+    return origin
 
 
 def _unserializable(event: DomainEvent, exc: Exception) -> SerializationError:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from eventsource.events.base import NIL_AGGREGATE_ID, DomainEvent
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventIdConflictError, InvalidEventError, OptimisticLockError
 from eventsource.stores.interface import AppendResult, ExpectedVersion, Position, StoredEvent
@@ -93,29 +93,32 @@ def attach_events(
     names another stream, or a batch repeating an event id, is an `InvalidEventError`.
     """
     attached: list[DomainEvent] = []
-    seen: set[UUID] = set()
+    seen: set[int] = set()
+    # UUIDs compared and hashed by their `int` (UUID's own __eq__ and __hash__ run in Python)
+    target = aggregate_id.int if isinstance(aggregate_id, UUID) else None
     for offset, event in enumerate(events):
-        if not isinstance(event, DomainEvent):
+        # (not isinstance: DomainEvent's metaclass is an ABCMeta, whose check runs in Python)
+        if DomainEvent not in type(event).__mro__:
             raise InvalidEventError(f"expected DomainEvent instances, got {type(event).__name__}")
-        if event.event_id in seen:
+        fields = event.__dict__
+        key = fields["event_id"].int
+        if key in seen:
             raise InvalidEventError(f"event id {event.event_id} appears twice in one append")
-        seen.add(event.event_id)
-        if event.aggregate_id not in (aggregate_id, NIL_AGGREGATE_ID):
+        seen.add(key)
+        own = fields["aggregate_id"].int
+        if own != target and own != 0:  # 0: NIL_AGGREGATE_ID, not attached yet
             raise InvalidEventError(
                 f"event {event.event_type} {event.event_id} belongs to aggregate "
                 f"{event.aggregate_id}, not to stream {aggregate_id}"
             )
-        if event.aggregate_type not in (aggregate_type, ""):
+        own_type = fields["aggregate_type"]
+        if own_type != aggregate_type and own_type != "":
             raise InvalidEventError(
                 f"event {event.event_type} {event.event_id} has aggregate_type "
                 f"{event.aggregate_type!r}, but is appended as {aggregate_type!r}"
             )
         version = first_version + offset
-        if (
-            event.aggregate_id != aggregate_id
-            or event.aggregate_type != aggregate_type
-            or event.aggregate_version != version
-        ):
+        if own != target or own_type != aggregate_type or fields["aggregate_version"] != version:
             event = event.attached(aggregate_id, aggregate_type, version)
         attached.append(event)
     return attached

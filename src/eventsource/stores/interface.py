@@ -209,8 +209,11 @@ class StoredEvent:
             assert codec is not None
             assert payload is not None
             envelope = self._envelope
+            # The position names the row in errors; a (commit, sequence) tuple does as well
+            # (the codec writes it as a position token) without building a Position per event.
+            origin = self._position
             if envelope is None:
-                event = codec.decode(self._event_type, self._event_version, payload, self.position)
+                event = codec.decode(self._event_type, self._event_version, payload, origin)
             else:
                 assert self._event_id is not None
                 assert self._aggregate_id is not None
@@ -224,7 +227,7 @@ class StoredEvent:
                     self._aggregate_type,
                     self._aggregate_version,
                     envelope,
-                    self.position,
+                    origin,
                 )
             self._event = event
         return event

@@ -52,6 +52,7 @@ from eventsource.stores._append import (
     replayed_result,
     validate_expected_version,
 )
+from eventsource.stores._postgresql_columns import append_arrays
 from eventsource.stores._postgresql_feed import (
     LATE_CLASS,
     WRITER_CLASS,
@@ -261,7 +262,9 @@ class PostgreSQLEventStore(EventStore):
         # transaction that already has an id: then `_conflict` raises FeedOrderConflictError).
         # Rows are lean: the payload holds the event's own fields, the envelope has columns.
         # occurred_at travels as epoch seconds (exact to the microsecond both ways): asyncpg
-        # encodes a datetime at ~1.3 us, ten times a float.
+        # encodes a datetime at ~1.3 us, ten times a float. Columns whose value is the same
+        # for the whole batch travel as a scalar or an empty array (`_postgresql_columns`);
+        # $19 says whether the rows are lean (else correlation_id stays NULL).
         self._append_sql = (
             f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
             f" $13::int) IS NULL AS locked),"
@@ -269,10 +272,11 @@ class PostgreSQLEventStore(EventStore):
             f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
             f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
             f" correlation_id, causation_id, metadata)"
-            f" SELECT e.event_id, e.event_type, e.event_version, $1, $2, $10 + e.ord,"
-            f" e.tenant_id, to_timestamp(e.occurred_at), e.payload::jsonb, e.correlation_id,"
-            f" e.causation_id,"
-            f" e.metadata::jsonb"
+            f" SELECT e.event_id, COALESCE(e.event_type, $17::text),"
+            f" COALESCE(e.event_version, $18::int), $1, $2, $10 + e.ord,"
+            f" e.tenant_id, to_timestamp(e.occurred_at), e.payload::jsonb,"
+            f" CASE WHEN $19::boolean THEN COALESCE(e.correlation_id, e.event_id) END,"
+            f" e.causation_id, e.metadata::jsonb"
             f" FROM writer, unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[],"
             f" $7::float8[], $8::text[], $14::uuid[], $15::uuid[], $16::text[])"
             f" WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
@@ -407,7 +411,6 @@ class PostgreSQLEventStore(EventStore):
         expected_version: int,
     ) -> AppendResult:
         what = f"append to stream {aggregate_id}"
-        encode = self._codec.encode_lean
         if self._bound is not None:
             await self._enter_feed(aggregate_id)
         for _ in range(_MAX_RACE_ATTEMPTS):
@@ -425,29 +428,27 @@ class PostgreSQLEventStore(EventStore):
                     continue
                 return result
             attached = attach_events(events, aggregate_id, aggregate_type, base + 1)
-            payloads: list[str] = []
-            metadata: list[str | None] = []
-            correlation_ids: list[UUID | None] = []
-            causation_ids: list[UUID | None] = []
-            if self.lean_payloads:
-                for event in attached:
-                    payload, meta = encode(event)
-                    payloads.append(payload)
-                    metadata.append(meta)
-                    correlation_ids.append(event.correlation_id)
-                    causation_ids.append(event.causation_id)
-            else:  # complete rows: the envelope columns of 0008 stay NULL
-                payloads = [EventCodec.encode(e) for e in attached]
-                metadata = [None] * len(attached)
-                correlation_ids = causation_ids = [None] * len(attached)
+            (
+                event_ids,
+                event_types,
+                event_type,
+                event_versions,
+                event_version,
+                tenants,
+                stamps,
+                payloads,
+                correlation_ids,
+                causation_ids,
+                metadata,
+            ) = append_arrays(attached, lean=self.lean_payloads)
             args = (
                 aggregate_id,
                 aggregate_type,
-                [e.event_id for e in attached],
-                [e.event_type for e in attached],
-                [e.event_version for e in attached],
-                [e.tenant_id for e in attached],
-                [e.occurred_at.timestamp() for e in attached],
+                event_ids,
+                event_types,
+                event_versions,
+                tenants,
+                stamps,
                 payloads,
                 base,
                 base,
@@ -457,6 +458,9 @@ class PostgreSQLEventStore(EventStore):
                 correlation_ids,
                 causation_ids,
                 metadata,
+                event_type,
+                event_version,
+                self.lean_payloads,
             )
             try:
                 rows = await self._insert(what, args)

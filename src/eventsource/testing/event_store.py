@@ -170,6 +170,30 @@ class EventStoreContract(FeedReadContract, ABC):
         assert read.causation_id == cause.event_id
         assert read.metadata == {"user": "ann"}
 
+    async def test_batches_keep_each_events_envelope(self, store: EventStore) -> None:
+        """Within one batch some envelope values are shared and others differ (a store may
+        send shared ones once): every event reads back with its own."""
+        cart, tenant, other = uuid4(), uuid4(), uuid4()
+        cause = ItemAdded(name="cause")
+        mixed: list[DomainEvent] = [
+            ItemAdded(name="a"),
+            ItemAdded(name="b", tenant_id=tenant).with_causation(cause).with_metadata(k=1),
+            ItemRemoved(name="a"),
+            ItemAdded(name="c", tenant_id=other, correlation_id=cause.event_id),
+        ]
+        shared: list[DomainEvent] = [
+            ItemAdded(name=f"d{n}", tenant_id=tenant).with_causation(cause) for n in range(3)
+        ]
+        first = await store.append_events(cart, CART, mixed, 0)
+        second = await store.append_events(cart, CART, shared, 4)
+        appended = [*first.events, *second.events]
+        read = (await store.get_events(cart)).events
+        assert [e.model_dump() for e in read] == [e.model_dump() for e in appended]
+        assert [e.correlation_id for e in read[:2]] == [
+            mixed[0].event_id,
+            cause.correlation_id,
+        ]
+
     async def test_event_that_names_another_stream_is_refused(self, store: EventStore) -> None:
         cart = uuid4()
         foreign = ItemAdded(name="x", aggregate_id=uuid4())
