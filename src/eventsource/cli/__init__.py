@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import demo
+from eventsource.cli import demo, migrate
 
 __all__ = ["main"]
 
@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eventsource {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     demo.add_parser(commands)
+    migrate.add_parser(commands)
     return parser
 
 
