@@ -1,4 +1,5 @@
-"""The `eventsource` command line: `eventsource demo` runs the bank-account demo.
+"""The `eventsource` command line: `eventsource demo` runs the bank-account demo,
+`eventsource migrate` moves events from one store to another.
 
 Each subcommand module supplies `add_parser(commands)`, which registers its parser and sets
 `handler`, a function from the parsed arguments to the exit status.
