@@ -24,6 +24,8 @@ __all__ = [
     "LockError",
     "LockLostError",
     "LockTimeoutError",
+    "MigrationConflictError",
+    "MigrationError",
     "OptimisticLockError",
     "ProjectionError",
     "RedisNotAvailableError",
@@ -286,4 +288,22 @@ class LockLostError(LockError):
         super().__init__(
             f"lock {name!r} was lost while held (its connection to the database ended); "
             "another holder may have taken it: acquire it again before going on"
+        )
+
+
+class MigrationError(EventSourceError):
+    """A store migration cannot go on: the source holds a row it cannot copy, a checkpoint
+    lies beyond what was copied, or the target disagrees with the source."""
+
+
+class MigrationConflictError(MigrationError):
+    """The target holds other events than the source where the migration copies to (a
+    stream written to on the target by someone else): nothing was overwritten."""
+
+    def __init__(self, aggregate_id: UUID, detail: str) -> None:
+        self.aggregate_id = aggregate_id
+        super().__init__(
+            f"stream {aggregate_id} differs between source and target: {detail}; the "
+            "target was written to outside this migration. Find who writes it, then copy "
+            "into an empty target (or remove that stream from it)"
         )

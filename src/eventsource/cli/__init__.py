@@ -1,4 +1,5 @@
-"""The `eventsource` command line: `eventsource demo` runs the bank-account demo.
+"""The `eventsource` command line: `eventsource demo` runs the bank-account demo,
+`eventsource migrate` moves events from one store to another.
 
 Each subcommand module supplies `add_parser(commands)`, which registers its parser and sets
 `handler`, a function from the parsed arguments to the exit status.
@@ -11,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import demo
+from eventsource.cli import demo, migrate
 
 __all__ = ["main"]
 
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eventsource {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     demo.add_parser(commands)
+    migrate.add_parser(commands)
     return parser
 
 
