@@ -168,6 +168,19 @@ def stored_event(codec: EventCodec, row: Sequence[Any], aggregate_id: UUID | Non
     )
 
 
+def fetch_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The first row of `sql` (None when there is none), its statement finished before the
+    hop ends. A statement left open across hops (aiosqlite's `execute`, then `fetchone` in
+    another hop) keeps its read transaction open, and the reader connection's next statement,
+    another caller's, would share that older snapshot: an append that already returned could
+    be missing from it."""
+    cursor = conn.execute(sql, params)
+    try:
+        return cursor.fetchone()
+    finally:
+        cursor.close()
+
+
 def read_page(
     conn: sqlite3.Connection,
     codec: EventCodec,

@@ -38,6 +38,7 @@ from eventsource.stores._sqlite_append import AppendStatements, Replay, append_t
 from eventsource.stores._sqlite_rows import (
     READ_COLUMNS,
     event_ddl,
+    fetch_row,
     read_page,
     timestamp,
     upgrade,
@@ -425,28 +426,24 @@ class SQLiteEventStore(EventStore):
             sql += " LIMIT ?"
             params.append(options.limit)
         try:
-            async with reader.execute(f"SELECT count(*) FROM ({sql})", params) as cursor:
-                row = await cursor.fetchone()
+            row = await run_on(reader, fetch_row, f"SELECT count(*) FROM ({sql})", params)
         except sqlite3.Error as exc:
             raise store_error(f"SQLite store {self.path!r}: count failed: {exc}", exc) from exc
         return int(row[0]) if row else 0
 
     async def current_position(self) -> Position:
         _, reader = await self._connections()
-        async with reader.execute(self._current_sql) as cursor:
-            row = await cursor.fetchone()
+        row = await run_on(reader, fetch_row, self._current_sql, ())
         return Position(0, int(row[0])) if row and row[0] is not None else Position.START
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         _, reader = await self._connections()
-        async with reader.execute(self._version_sql, (str(aggregate_id),)) as cursor:
-            row = await cursor.fetchone()
+        row = await run_on(reader, fetch_row, self._version_sql, (str(aggregate_id),))
         return int(row[0]) if row else 0
 
     async def event_exists(self, event_id: UUID) -> bool:
         _, reader = await self._connections()
-        async with reader.execute(self._exists_sql, (str(event_id),)) as cursor:
-            return await cursor.fetchone() is not None
+        return await run_on(reader, fetch_row, self._exists_sql, (str(event_id),)) is not None
 
     async def get_event(self, event_id: UUID) -> StoredEvent:
         _, reader = await self._connections()

@@ -134,6 +134,33 @@ class EventStoreContract(FeedReadContract, ABC):
         recent = await store.get_events_by_type(CART, from_timestamp=later)
         assert [e.event_id for e in recent] == [second.event_id]
 
+    async def test_current_position_includes_an_append_that_returned(
+        self, store: EventStore
+    ) -> None:
+        """Read-your-writes on the feed's end while other readers of the same store are busy:
+        once an append returned, `current_position()` is at or past its last position (a
+        reader's statement left open must not hand a later statement an older snapshot)."""
+        stop = asyncio.Event()
+
+        async def busy_reader() -> None:
+            while not stop.is_set():
+                await store.current_position()
+                await store.get_stream_version(uuid4())
+
+        readers = [asyncio.create_task(busy_reader()) for _ in range(4)]
+        try:
+            for n in range(150):
+                result = await store.append_events(
+                    uuid4(), CART, [ItemAdded(name=f"item-{n}")], ExpectedVersion.NO_STREAM
+                )
+                seen = await store.current_position()
+                assert seen >= result.positions[-1], (
+                    f"append {n} returned {result.positions[-1]}, current_position() {seen}"
+                )
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+
     async def test_unknown_stream_is_empty(self, store: EventStore) -> None:
         missing = uuid4()
         stream = await store.get_events(missing)
