@@ -8,13 +8,16 @@ transaction, must do the same.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventsource import ExpectedVersion, PostgreSQLEventStore
 from eventsource._internal.postgresql import create_engine
@@ -54,16 +57,22 @@ async def _append_all(store: PostgreSQLEventStore) -> list[tuple[UUID, UUID, int
     return stored
 
 
-@pytest.mark.parametrize(("batch_size", "drop_every"), [(1, 5), (7, 3)])
-async def test_database_projection_applies_each_event_once_when_commit_replies_are_lost(
-    cluster: ThrowawayCluster,
-    cluster_database: str,
-    proxy: PostgresProxy,
-    batch_size: int,
-    drop_every: int,
-) -> None:
-    import asyncpg
+@dataclass
+class _Projected:
+    """A store on the cluster, a read model, and a `Ledger` projection whose engine goes
+    through the reply-dropping proxy."""
 
+    store: PostgreSQLEventStore
+    admin: asyncpg.Connection
+    engine: AsyncEngine
+    checkpoints: PostgreSQLCheckpointRepository
+    ledger: Ledger
+
+
+@contextlib.asynccontextmanager
+async def _projected(
+    cluster: ThrowawayCluster, cluster_database: str, proxy: PostgresProxy
+) -> AsyncIterator[_Projected]:
     store = PostgreSQLEventStore.from_url(
         cluster.url(cluster_database), schema=SCHEMA, registry=registry
     )
@@ -73,23 +82,37 @@ async def test_database_projection_applies_each_event_once_when_commit_replies_a
         await admin.execute(statement)
     engine = create_engine(proxy.url(cluster_database), pool_size=2)
     checkpoints = PostgreSQLCheckpointRepository(engine, schema=SCHEMA)
-    dead_letters = InMemoryDLQRepository()
     try:
-        stored = await _append_all(store)
-        last = await store.current_position()
-        proxy.drop_every = drop_every
-        ledger = Ledger(engine, checkpoints, "read")
-        config = replace(FAST, batch_size=batch_size)
-        async with SubscriptionManager(store, checkpoints, dead_letters, config=config) as manager:
-            subscription = manager.subscribe(ledger)
-            await caught_up(subscription, last)
-        count, applied = await read_model(admin, "read")
+        yield _Projected(store, admin, engine, checkpoints, Ledger(engine, checkpoints, "read"))
     finally:
         proxy.drop_every = 0
         await checkpoints.close()
         await engine.dispose()
         await store.close()
         await admin.close()
+
+
+@pytest.mark.parametrize(("batch_size", "drop_every"), [(1, 5), (7, 3)])
+async def test_database_projection_applies_each_event_once_when_commit_replies_are_lost(
+    cluster: ThrowawayCluster,
+    cluster_database: str,
+    proxy: PostgresProxy,
+    batch_size: int,
+    drop_every: int,
+) -> None:
+    dead_letters = InMemoryDLQRepository()
+    async with _projected(cluster, cluster_database, proxy) as world:
+        stored = await _append_all(world.store)
+        last = await world.store.current_position()
+        proxy.drop_every = drop_every
+        ledger = world.ledger
+        config = replace(FAST, batch_size=batch_size)
+        async with SubscriptionManager(
+            world.store, world.checkpoints, dead_letters, config=config
+        ) as manager:
+            subscription = manager.subscribe(ledger)
+            await caught_up(subscription, last)
+        count, applied = await read_model(world.admin, "read")
     # the fault did happen, many times (a page is a transaction)
     assert proxy.dropped >= math.ceil(EVENTS / batch_size) // drop_every - 1
     assert await dead_letters.count() == 0
@@ -105,8 +128,6 @@ async def test_inbox_in_the_handlers_transaction_applies_each_event_once(
 ) -> None:
     """`inbox.using(conn).record(...)` before the effect, in one transaction: a retry after a
     lost COMMIT reply finds the record and skips the effect."""
-    import asyncpg
-
     admin = await asyncpg.connect(cluster.url(cluster_database))
     for statement in read_model_ddl("read"):
         await admin.execute(statement)
@@ -192,21 +213,10 @@ async def test_database_projection_recognises_a_lost_first_commit(
     """The very first event's COMMIT reply is lost (no checkpoint row existed before it): the
     failure is a `StoreConnectionError`, the redelivery is recognised, and a later event and a
     dead-letter-style replay of an earlier one are applied as usual."""
-    import asyncpg
-
-    store = PostgreSQLEventStore.from_url(
-        cluster.url(cluster_database), schema=SCHEMA, registry=registry
-    )
-    await store.create_schema()
-    admin = await asyncpg.connect(cluster.url(cluster_database))
-    for statement in read_model_ddl("read"):
-        await admin.execute(statement)
-    engine = create_engine(proxy.url(cluster_database), pool_size=2)
-    checkpoints = PostgreSQLCheckpointRepository(engine, schema=SCHEMA)
-    ledger = Ledger(engine, checkpoints, "read")
-    try:
-        await _append_all(store)
-        first, second, third = [s async for s in store.read_all()][:3]
+    async with _projected(cluster, cluster_database, proxy) as world:
+        ledger = world.ledger
+        await _append_all(world.store)
+        first, second, third = [s async for s in world.store.read_all()][:3]
         proxy.drop_every = 1
         with pytest.raises(StoreConnectionError, match="Ledger"):
             await ledger.handle(first)
@@ -215,13 +225,8 @@ async def test_database_projection_recognises_a_lost_first_commit(
         assert ledger.already_applied == 1
         await ledger.handle(third)
         await ledger.handle(second)  # behind the checkpoint, not in doubt: applied
-        count, applied = await read_model(admin, "read")
-        checkpoint = await checkpoints.get(ledger.name)
-    finally:
-        await checkpoints.close()
-        await engine.dispose()
-        await store.close()
-        await admin.close()
+        count, applied = await read_model(world.admin, "read")
+        checkpoint = await world.checkpoints.get(ledger.name)
     assert count == 3
     assert [event_id for event_id, _, _ in applied] == [
         first.event_id,
@@ -238,33 +243,17 @@ async def test_database_projection_recognises_a_lost_first_batch_commit(
     """The very first page's COMMIT reply is lost (no checkpoint row existed before it): the
     failure is a `StoreConnectionError`; the next page, which starts with the same events,
     skips them and applies the rest; the checkpoint counts each event once."""
-    import asyncpg
-
-    store = PostgreSQLEventStore.from_url(
-        cluster.url(cluster_database), schema=SCHEMA, registry=registry
-    )
-    await store.create_schema()
-    admin = await asyncpg.connect(cluster.url(cluster_database))
-    for statement in read_model_ddl("read"):
-        await admin.execute(statement)
-    engine = create_engine(proxy.url(cluster_database), pool_size=2)
-    checkpoints = PostgreSQLCheckpointRepository(engine, schema=SCHEMA)
-    ledger = Ledger(engine, checkpoints, "read")
-    try:
-        await _append_all(store)
-        events = [s async for s in store.read_all()][:5]
+    async with _projected(cluster, cluster_database, proxy) as world:
+        ledger = world.ledger
+        await _append_all(world.store)
+        events = [s async for s in world.store.read_all()][:5]
         proxy.drop_every = 1
         with pytest.raises(StoreConnectionError, match="a batch of 3 events"):
             await ledger.handle_batch(events[:3], processed=3)
         proxy.drop_every = 0
         await ledger.handle_batch(events, processed=5)
-        count, applied = await read_model(admin, "read")
-        checkpoint = await checkpoints.get(ledger.name)
-    finally:
-        await checkpoints.close()
-        await engine.dispose()
-        await store.close()
-        await admin.close()
+        count, applied = await read_model(world.admin, "read")
+        checkpoint = await world.checkpoints.get(ledger.name)
     assert proxy.dropped == 1
     assert ledger.already_applied == 3
     assert count == 5
@@ -280,8 +269,6 @@ async def test_unit_of_work_retried_after_a_lost_commit_stores_its_events_once(
     """A caller's transaction appending through `store.using(conn)` (with the outbox) and
     retried with the same events after its COMMIT reply was lost: the retry's append is
     recognised as the same append, so events and outbox rows are stored once."""
-    import asyncpg
-
     engine = create_engine(proxy.url(cluster_database), pool_size=2)
     store = PostgreSQLEventStore(engine, schema=SCHEMA, registry=registry, outbox=True)
     await store.create_schema()

@@ -40,6 +40,24 @@ class EventRecord:
     recorded_at: datetime
     payload: str
 
+    @classmethod
+    def of(cls, stored: StoredEvent, tenant_id: UUID | None, occurred_at: datetime) -> EventRecord:
+        """The record of a row read as `stored` (its payload the complete JSON), with the
+        two columns `StoredEvent` does not carry."""
+        return cls(
+            position=stored.position,
+            event_id=stored.event_id,
+            event_type=stored.event_type,
+            event_version=stored.event_version,
+            aggregate_id=stored.aggregate_id,
+            aggregate_type=stored.aggregate_type,
+            aggregate_version=stored.version,
+            tenant_id=tenant_id,
+            occurred_at=occurred_at,
+            recorded_at=stored.recorded_at,
+            payload=stored.payload,
+        )
+
 
 def record_event(codec: EventCodec, record: EventRecord) -> StoredEvent:
     """The stored event of `record`, decoded by `codec` on first access."""

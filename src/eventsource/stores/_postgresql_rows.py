@@ -59,16 +59,4 @@ def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) 
 def record_of(codec: EventCodec, row: Any) -> EventRecord:
     """A row of `READ_COLUMNS` as `replayed_result` compares it: with its complete JSON."""
     stored = stored_event(codec, row)
-    return EventRecord(
-        position=stored.position,
-        event_id=stored.event_id,
-        event_type=stored.event_type,
-        event_version=stored.event_version,
-        aggregate_id=stored.aggregate_id,
-        aggregate_type=stored.aggregate_type,
-        aggregate_version=stored.version,
-        tenant_id=row[11],
-        occurred_at=utc_from_epoch(row[10]),
-        recorded_at=stored.recorded_at,
-        payload=stored.payload,
-    )
+    return EventRecord.of(stored, row[11], utc_from_epoch(row[10]))

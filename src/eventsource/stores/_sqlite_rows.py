@@ -196,16 +196,6 @@ def read_page(
 def record_of(codec: EventCodec, row: Sequence[Any]) -> EventRecord:
     """A row of `READ_COLUMNS` as `replayed_result` compares it: with its complete JSON."""
     stored = stored_event(codec, row, None)
-    return EventRecord(
-        position=stored.position,
-        event_id=stored.event_id,
-        event_type=stored.event_type,
-        event_version=stored.event_version,
-        aggregate_id=stored.aggregate_id,
-        aggregate_type=stored.aggregate_type,
-        aggregate_version=stored.version,
-        tenant_id=None if row[10] is None else UUID(row[10]),
-        occurred_at=_fromisoformat(row[9]),
-        recorded_at=stored.recorded_at,
-        payload=stored.payload,
+    return EventRecord.of(
+        stored, None if row[10] is None else UUID(row[10]), _fromisoformat(row[9])
     )
