@@ -195,6 +195,9 @@ SQLITE_AVAILABLE: bool = is_available("aiosqlite")
 REDIS_AVAILABLE: bool = is_available("redis")
 RABBITMQ_AVAILABLE: bool = is_available("aio_pika")
 KAFKA_AVAILABLE: bool = is_available("aiokafka")
+NATS_AVAILABLE: bool = is_available("nats")
+GRPC_AVAILABLE: bool = is_available("grpc") and is_available("google.protobuf")
+GDPR_AVAILABLE: bool = is_available("cryptography")
 
 _LAZY = {
     "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
@@ -223,7 +226,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "GDPR_AVAILABLE",
+    "GRPC_AVAILABLE",
     "KAFKA_AVAILABLE",
+    "NATS_AVAILABLE",
     "NIL_AGGREGATE_ID",
     "POSTGRESQL_AVAILABLE",
     "RABBITMQ_AVAILABLE",
