@@ -190,7 +190,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-POSTGRESQL_AVAILABLE: bool = is_available("asyncpg")
+# SQLAlchemy's asyncio layer, which the PostgreSQL backends pool connections with, needs greenlet.
+POSTGRESQL_AVAILABLE: bool = is_available("asyncpg") and is_available("greenlet")
 SQLITE_AVAILABLE: bool = is_available("aiosqlite")
 REDIS_AVAILABLE: bool = is_available("redis")
 RABBITMQ_AVAILABLE: bool = is_available("aio_pika")

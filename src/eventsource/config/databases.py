@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from eventsource._internal.sqlite import synchronous_mode
 from eventsource.config._options import building, mask_url, read_options
@@ -96,9 +96,9 @@ class DatabaseURL:
             if self.path == ":memory:":
                 return "a SQLite in-memory database (nothing is kept after exit)"
             return f"SQLite file {Path(self.path).resolve()}"
-        parts = urlsplit(self.driver_url)
-        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-        return f"PostgreSQL {where}, schema {self.schema!r}"
+        from eventsource._internal.postgresql import connect_target
+
+        return f"PostgreSQL {connect_target(self.driver_url).where}, schema {self.schema!r}"
 
 
 def parse_database_url(url: str, **options: object) -> DatabaseURL:
@@ -136,21 +136,26 @@ def parse_database_url(url: str, **options: object) -> DatabaseURL:
 
 
 def _postgresql_url(shown: str, url: str, query: list[tuple[str, str]]) -> str:
-    """The URL for the driver: the given one without this library's query options."""
+    """The URL for the driver: the given one without this library's query options, parsed and
+    rendered by SQLAlchemy (`postgresql:///db` and socket hosts kept as libpq reads them)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
-    parts = urlsplit(url)
-    driver_url = urlunsplit(parts._replace(query=urlencode(query)))
+    from eventsource._internal.postgresql import connect_target
+
     try:
-        _ = parts.port
-        make_url(driver_url)
-    except (ValueError, ArgumentError):
-        # Neither message is shown: both quote the URL, password included.
+        connect_target(url)
+    except ValueError as exc:
         raise ConfigurationError(
-            f"{shown}: not a valid PostgreSQL URL; use postgresql://USER:PASSWORD@HOST:PORT/DB"
+            f"{shown}: {exc}; use postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
-    return driver_url
+    options: dict[str, list[str]] = {}
+    for name, value in query:
+        options.setdefault(name, []).append(value)
+    return (
+        make_url(url)
+        .set(query={name: vs[0] if len(vs) == 1 else tuple(vs) for name, vs in options.items()})
+        .render_as_string(hide_password=False)
+    )
 
 
 _TECH = {"memory": ("in_memory", "InMemory"), "sqlite": ("sqlite", "SQLite"),
