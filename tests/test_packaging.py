@@ -22,6 +22,7 @@ PUBLIC_API = {
     "AggregateId",
     "AggregateNotFoundError",
     "AggregateRepository",
+    "CommandResult",
     "AggregateRoot",
     "AppendResult",
     "AsyncEventHandler",
