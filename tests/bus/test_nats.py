@@ -5,7 +5,10 @@ work-queue retry stream, refusals)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,11 +16,16 @@ from uuid import uuid4
 
 import nats
 import pytest
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from eventsource.bus import EventBus
 from eventsource.bus.nats import NATSEventBus, NATSEventBusConfig, subject_token
+from eventsource.events.base import DomainEvent
+from eventsource.exceptions import BusConnectionError, BusPublishError, EventBusError
 from eventsource.testing import EventBusContract, contract_registry
+from eventsource.testing.bus import Recorder, cart_events, eventually
+from eventsource.testing.events import ItemAdded
 from tests.bus._tcp_proxy import TCPProxy
 
 pytestmark = pytest.mark.nats
@@ -78,3 +86,171 @@ class TestNATSEventBus(EventBusContract):
 
     async def drop_connections(self, bus: EventBus) -> None:
         assert self.proxies[id(bus)].cut() >= 1, "the bus holds no connection to cut"
+
+
+@pytest.fixture
+async def buses() -> AsyncIterator[list[NATSEventBus]]:
+    made: list[NATSEventBus] = []
+    yield made
+    for bus in made:
+        await asyncio.wait_for(bus.shutdown(timeout=5), 20)
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_url)
+    yield client.jetstream()
+    await client.close()
+
+
+async def test_events_land_on_their_aggregates_subject_once_per_event_id(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    bus = make(nats_url, bus_prefix)
+    buses.append(bus)
+    cart = uuid4()
+    first, second = cart_events(1, 2)
+    event = ItemAdded(name="once").attached(cart, "Shop.Cart", 1)
+    await bus.publish([event, first])
+    await bus.publish([event, second])  # a re-send of `event`: dropped by its Nats-Msg-Id
+    info = await js.stream_info(bus.stream)
+    assert info.state.messages == 3
+    stored = await js.get_msg(bus.stream, seq=1)
+    assert stored.subject == f"{bus_prefix}.Shop_2eCart.{cart}"
+    assert stored.headers is not None
+    assert stored.headers["Nats-Msg-Id"] == str(event.event_id)
+    assert bus.event_subject(first) == f"{bus_prefix}.Cart.{first.aggregate_id}"
+    unattached = ItemAdded(name="loose")
+    assert bus.event_subject(unattached) == f"{bus_prefix}._.{unattached.aggregate_id}"
+
+
+def test_subject_tokens_are_distinct_single_tokens() -> None:
+    texts = ["Cart", "", "_", "a.b", "a_2eb", "a b", "Panier-é", "*", ">"]
+    tokens = [subject_token(text) for text in texts]
+    assert len(set(tokens)) == len(texts)
+    assert all(token and not set(token) & set(".*> \t") for token in tokens)
+    assert tokens[:2] == ["Cart", "_"]
+
+
+async def test_a_retry_is_held_back_by_the_server_past_ack_wait(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    """The retry copy's first delivery is NAKed with the delay: the server redelivers it
+    when due, even when that is longer than ack_wait, and it is not counted a recovery."""
+    delay = 2.5
+    bus = make(nats_url, bus_prefix, "patient", retry_delay=delay, max_attempts=2, ack_wait=1.0)
+    buses.append(bus)
+    recorder = Recorder(fail_times=1)
+    attempts: list[float] = []
+
+    async def handle(event: DomainEvent) -> None:
+        attempts.append(time.monotonic())
+        await recorder.handle(event)
+
+    bus.subscribe(ItemAdded, handle)
+    await bus.start_consuming()
+    event = cart_events(1, 1)[0]
+    await bus.publish([event])
+    await eventually(lambda: recorder.events == [event], 30, "the retried event")
+    assert attempts[1] - attempts[0] >= delay * 0.9, "a retry was delivered before it was due"
+    assert (bus.stats.retried, bus.stats.recovered) == (1, 0)
+    await bus.stop_consuming()  # its acknowledgements are sent: the copy left the work queue
+    assert (await js.stream_info(bus.groups_stream)).state.messages == 0
+
+
+async def test_dead_letters_stay_in_the_groups_stream_until_read_and_are_not_consumed(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    bus = make(nats_url, bus_prefix, "fragile", max_attempts=2, retry_delay=0.05)
+    buses.append(bus)
+    recorder = Recorder(fail_times=10**6)
+    bus.subscribe(ItemAdded, recorder)
+    await bus.start_consuming()
+    poison = cart_events(3, 1)
+    await bus.publish(poison)
+    await eventually(lambda: bus.stats.dead_lettered == 3, 30, "three dead letters")
+    for _ in range(2):  # reading does not consume
+        letters = await bus.dead_letters()
+        assert [letter.event_id for letter in letters] == [e.event_id for e in poison]
+    assert [letter.event_id for letter in await bus.dead_letters(limit=2)] == [
+        e.event_id for e in poison[:2]
+    ]
+    info = await js.stream_info(bus.groups_stream)
+    assert info.state.messages == 3  # the dead letters only: the retries were consumed
+    other = make(nats_url, bus_prefix, "other")
+    buses.append(other)
+    assert await other.dead_letters() == []
+
+
+async def test_a_new_group_starts_at_the_end_of_the_stream(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus]
+) -> None:
+    bus = make(nats_url, bus_prefix, "latecomers")
+    buses.append(bus)
+    recorder = Recorder()
+    bus.subscribe(ItemAdded, recorder)
+    before, after = ItemAdded(name="before"), ItemAdded(name="after")
+    await bus.publish([before])
+    await bus.start_consuming()
+    await bus.publish([after])
+    await eventually(lambda: len(recorder.events) >= 1, 10, "the later event")
+    assert recorder.events == [after]
+
+
+async def test_an_event_larger_than_the_server_takes_is_refused(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    bus = make(nats_url, bus_prefix)
+    buses.append(bus)
+    small, huge = ItemAdded(name="small"), ItemAdded(name="x" * 2_000_000)
+    with pytest.raises(BusPublishError, match="max_payload") as caught:
+        await bus.publish([small, huge])
+    assert str(huge.event_id) in str(caught.value)
+    assert bus.stats.published == 0
+    assert (await js.stream_info(bus.stream)).state.messages == 0, "part of the batch went"
+
+
+async def test_a_stream_of_that_name_with_other_subjects_is_refused(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    await js.add_stream(name=subject_token(bus_prefix), subjects=[f"{bus_prefix}-other.>"])
+    bus = make(nats_url, bus_prefix)
+    buses.append(bus)
+    with pytest.raises(EventBusError, match="exists with subjects"):
+        await bus.publish([ItemAdded(name="nowhere")])
+    with pytest.raises(EventBusError, match="exists with subjects"):
+        await bus.start_consuming()
+    assert not bus.consuming
+
+
+async def test_an_unreachable_server_raises_bus_connection_error(bus_prefix: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        bus = make(f"nats://127.0.0.1:{port}", bus_prefix, reconnect_timeout=0.5)
+        with pytest.raises(BusConnectionError, match=f"127.0.0.1:{port}"):
+            await bus.publish([ItemAdded(name="lost")])
+        with pytest.raises(BusConnectionError):
+            await bus.start_consuming()
+        assert bus.stats.published == 0
+        assert not bus.consuming
+        await bus.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"url": "redis://localhost"}, "nats:// or tls://"),
+        ({"subject_prefix": "a.*"}, "not a NATS subject"),
+        ({"subject_prefix": "a..b"}, "not a NATS subject"),
+        ({"stream": "a.b"}, "not a valid JetStream stream name"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"ack_wait": 0}, "must be positive"),
+        ({"max_messages": 0}, "max_messages"),
+    ],
+)
+def test_the_config_refuses_settings_that_cannot_work(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        NATSEventBusConfig(**settings)

@@ -98,6 +98,7 @@ yet (JetStream answers nobody for a while after a restart): retried until a dead
 
 _FAILED: tuple[type[BaseException], ...] = (*_LOST, nats.errors.Error)
 """What an operation on the server raises: a lost connection, or a refusal."""
+_REJOIN_FAILED: tuple[type[BaseException], ...] = (*_FAILED, EventBusError)
 
 
 class NATSEventBus(EventBus):
@@ -125,7 +126,7 @@ class NATSEventBus(EventBus):
         self._js: JetStreamContext | None = None
         self._connecting = asyncio.Lock()
         self._streams_ready = False
-        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._subs: dict[bool, JetStreamContext.PullSubscription] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching: set[asyncio.Task[Any]] = set()
         self._held: dict[int, Msg] = {}
@@ -179,6 +180,8 @@ class NATSEventBus(EventBus):
         logger.debug("%s (%s): %r", self._where, self.client_name, error)
 
     async def _disconnected(self) -> None:
+        if self._nc is None:  # closing
+            return
         logger.warning("%s: connection %r lost; reconnecting", self._where, self.client_name)
 
     async def _reconnected(self) -> None:
@@ -274,16 +277,12 @@ class NATSEventBus(EventBus):
         async def send() -> None:
             nonlocal left
             js = await self._jetstream()
+            _refuse_oversized(left, self._nc, what)
             futures: list[asyncio.Future[Any]] = []
             try:
                 for subject, body, headers in left:
                     future = await js.publish_async(subject, body, headers=_clean(headers))
                     futures.append(future)
-            except nats.errors.MaxPayloadError as exc:
-                raise BusPublishError(
-                    f"could not {what}: a message is larger than {self._where} accepts "
-                    "(its max_payload, 1 MB by default); make the event smaller"
-                ) from exc
             finally:
                 if futures:
                     await asyncio.wait(futures, timeout=self.config.request_timeout)
@@ -322,39 +321,40 @@ class NATSEventBus(EventBus):
             EventBusError,
         )
         name = f"bus:{self.config.consumer_name}"
-        events, retries = self._subs
         self._tasks = [
-            asyncio.create_task(self._consume(events, retry=False), name=name),
-            asyncio.create_task(self._consume(retries, retry=True), name=f"{name}:retries"),
+            asyncio.create_task(self._consume(retry=False), name=name),
+            asyncio.create_task(self._consume(retry=True), name=f"{name}:retries"),
             asyncio.create_task(self._keep_held(), name=f"{name}:progress"),
         ]
 
-    async def _subscribe(self) -> list[JetStreamContext.PullSubscription]:
-        """Bind a pull subscription to the group's two durable consumers (made if new)."""
-        js, api = await self._jetstream(), nats.js.api
-        subs = []
-        for stream, subject, policy in (
-            (self.stream, self.events_subjects, api.DeliverPolicy.NEW),
-            (self.groups_stream, self.retry_subject, api.DeliverPolicy.ALL),
-        ):
-            config = api.ConsumerConfig(
-                durable_name=self.durable,
-                deliver_policy=policy,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.config.ack_wait,
-                max_deliver=-1,
-                filter_subject=subject,
-            )
-            subs.append(
-                await js.pull_subscribe(subject, durable=self.durable, stream=stream, config=config)
-            )
-        return subs
+    async def _subscribe(self) -> dict[bool, JetStreamContext.PullSubscription]:
+        """Pull subscriptions to the group's two durable consumers (made if new), by `retry`."""
+        return {retry: await self._subscribe_one(retry=retry) for retry in (False, True)}
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription, *, retry: bool) -> None:
+    async def _subscribe_one(self, *, retry: bool) -> JetStreamContext.PullSubscription:
+        js, api = await self._jetstream(), nats.js.api
+        stream, subject = (
+            (self.groups_stream, self.retry_subject)
+            if retry
+            else (self.stream, self.events_subjects)
+        )
+        config = api.ConsumerConfig(
+            durable_name=self.durable,
+            # a new group starts with the events published from now on, its retries at once
+            deliver_policy=api.DeliverPolicy.ALL if retry else api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.config.ack_wait,
+            max_deliver=-1,
+            filter_subject=subject,
+        )
+        return await js.pull_subscribe(subject, durable=self.durable, stream=stream, config=config)
+
+    async def _consume(self, *, retry: bool) -> None:
         failures = 0
         task = asyncio.current_task()
         assert task is not None
         while not self._stopping:
+            sub = self._subs[retry]
             self._fetching.add(task)
             try:
                 batch = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_wait)
@@ -363,16 +363,14 @@ class NATSEventBus(EventBus):
                     raise
                 task.uncancel()
                 return
-            except _LOST:
-                continue  # nothing came (or the connection is being re-made): ask again
-            except nats.js.errors.Error as exc:  # the consumer or stream is gone: make again
+            except TimeoutError:
+                continue  # nothing came: ask again
+            except _FAILED as exc:
                 failures += 1
-                logger.warning("%s: fetch on %s failed (%r); joining again", self._where, sub, exc)
+                logger.warning("%s: fetch on %s failed (%r)", self._where, self.durable, exc)
                 await asyncio.sleep(backoff_delay(failures, base=0.05, cap=2.0))
-                with contextlib.suppress(*_LOST, EventBusError, nats.js.errors.Error):
-                    self._streams_ready = False
-                    fresh = await self._subscribe()
-                    sub = fresh[1] if retry else fresh[0]
+                if isinstance(exc, nats.js.errors.Error):  # the consumer or stream is gone
+                    await self._rejoin(retry=retry)
                 continue
             finally:
                 self._fetching.discard(task)
@@ -383,6 +381,18 @@ class NATSEventBus(EventBus):
                 async with self._handling:
                     await self._deliver(msg, retry=retry)
                 self._held.pop(id(msg), None)
+
+    async def _rejoin(self, *, retry: bool) -> None:
+        """Make the consumer (and stream) again, after someone deleted it."""
+        self._streams_ready = False
+        try:
+            fresh = await self._subscribe_one(retry=retry)
+        except _REJOIN_FAILED as exc:
+            logger.warning("%s: cannot join %s again yet (%r)", self._where, self.durable, exc)
+            return
+        old, self._subs[retry] = self._subs[retry], fresh
+        with contextlib.suppress(*_FAILED):
+            await old.unsubscribe()
 
     async def _keep_held(self) -> None:
         """Report progress on held messages, so that only a dead consumer's are redelivered."""
@@ -482,8 +492,8 @@ class NATSEventBus(EventBus):
 
     async def _unsubscribe(self) -> None:
         """Drop the pull subscriptions: the server stops handing this consumer messages."""
-        subs, self._subs = self._subs, []
-        for sub in subs:
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
             with contextlib.suppress(*_FAILED):
                 await sub.unsubscribe()
 
@@ -520,6 +530,21 @@ class NATSEventBus(EventBus):
         if nc is not None:
             with contextlib.suppress(*_FAILED):
                 await nc.close()
+
+
+def _refuse_oversized(
+    messages: list[tuple[str, bytes, dict[str, str]]], client: Client | None, what: str
+) -> None:
+    """Refuse a batch holding a message the server would not take, before sending any."""
+    limit = client.max_payload if client is not None else 0
+    for subject, body, headers in messages:
+        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if limit and size > limit:
+            raise BusPublishError(
+                f"could not {what}: message {headers.get(MSG_ID, '')} for {subject} is "
+                f"{size} bytes, more than the server's max_payload ({limit}); nothing was "
+                "published: make the event smaller or raise max_payload"
+            )
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
