@@ -22,11 +22,13 @@ from nats.js.errors import NotFoundError
 from eventsource.bus import EventBus
 from eventsource.bus.nats import NATSEventBus, NATSEventBusConfig, subject_token
 from eventsource.events.base import DomainEvent
+from eventsource.events.registry import EventRegistry
 from eventsource.exceptions import BusConnectionError, BusPublishError, EventBusError
 from eventsource.testing import EventBusContract, contract_registry
 from eventsource.testing.bus import Recorder, cart_events, eventually
 from eventsource.testing.events import ItemAdded
 from tests.bus._tcp_proxy import TCPProxy
+from tests.docs.test_docs import DOCS, blocks
 
 pytestmark = pytest.mark.nats
 
@@ -254,3 +256,40 @@ def test_the_config_refuses_settings_that_cannot_work(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         NATSEventBusConfig(**settings)
+
+
+docs_registry = EventRegistry()
+
+
+class DocsOrderPlaced(DomainEvent, registry=docs_registry):
+    total: int
+
+
+async def test_the_docs_example_runs_as_written(nats_url: str, bus_prefix: str) -> None:
+    """docs/buses.md shows the NATS example fenced ```py (it needs NATS): run it here, on
+    this test's server and prefix, with the names the page defines elsewhere."""
+    (block,) = [
+        b for b in blocks(DOCS / "buses.md") if b.language == "py" and "NATSEventBus(" in b.source
+    ]
+    source = block.source.replace('"nats://localhost:4222"', repr(nats_url))
+    source = source.replace('subject_prefix="shop"', f"subject_prefix={bus_prefix!r}")
+    assert source.count(nats_url) == 1
+    assert source.count(bus_prefix) == 1
+    charged: list[DomainEvent] = []
+    namespace: dict[str, Any] = {
+        "registry": docs_registry,
+        "OrderPlaced": DocsOrderPlaced,
+        "charge_card": charged.append,
+    }
+    body = "".join(f"    {line}\n" for line in source.splitlines())
+    exec(f"async def example():\n{body}    return bus\n", namespace)
+    bus = await namespace["example"]()
+    try:
+        assert isinstance(bus, NATSEventBus)
+        assert bus.consuming
+        order = DocsOrderPlaced(total=12).attached(uuid4(), "Order", 1)
+        await bus.publish([order])
+        await eventually(lambda: charged == [order], 20, "the charge")
+        assert bus.event_subject(order) == f"{bus_prefix}.Order.{order.aggregate_id}"
+    finally:
+        await bus.shutdown()
