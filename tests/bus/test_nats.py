@@ -293,3 +293,22 @@ async def test_the_docs_example_runs_as_written(nats_url: str, bus_prefix: str) 
         assert bus.event_subject(order) == f"{bus_prefix}.Order.{order.aggregate_id}"
     finally:
         await bus.shutdown()
+
+
+async def test_a_consumer_deleted_under_a_running_group_is_made_again(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    """Fetches on a deleted consumer only time out; the bus checks, finds it gone and joins
+    again (a server keeping consumers in memory loses them in a restart the same way)."""
+    bus = make(nats_url, bus_prefix, "rejoining", fetch_wait=0.2)
+    buses.append(bus)
+    recorder = Recorder()
+    bus.subscribe(ItemAdded, recorder)
+    await bus.start_consuming()
+    await js.delete_consumer(bus.stream, bus.durable)
+    deadline = time.monotonic() + 30
+    while not recorder.events and time.monotonic() < deadline:
+        await bus.publish([ItemAdded(name="after the deletion")])
+        await asyncio.sleep(0.5)
+    assert recorder.events, "the group never came back"
+    assert (await js.consumer_info(bus.stream, bus.durable)).name == bus.durable

@@ -1,17 +1,24 @@
-"""`NATSEventBusConfig` and the naming rules of the NATS bus (subjects, streams, consumers).
-
-Kept apart from `bus/nats.py` so the settings can be read (and checked) without the driver.
-"""
+"""`NATSEventBusConfig`, the naming rules of the NATS bus (subjects, streams, consumers)
+and its header values: what needs no driver, kept apart from `bus/nats.py`."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from eventsource.bus import _wire
 from eventsource.bus.interface import EventBusConfig
 
-__all__ = ["NATSEventBusConfig", "subject_token"]
+__all__ = [
+    "NATSEventBusConfig",
+    "app_headers",
+    "attempt_of",
+    "clean_headers",
+    "seconds_of",
+    "subject_token",
+]
 
 _SUBJECT = re.compile(r"[^.*>\s]+(\.[^.*>\s]+)*")
 _STREAM = re.compile(r"[^.*>\s/\\]+")
@@ -93,3 +100,25 @@ class NATSEventBusConfig(EventBusConfig):
             raise ValueError("max_messages must be None or at least 1")
         if self.replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {self.replicas}")
+
+
+def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header values on one line: NATS headers end at a line break."""
+    return {key: " ".join(value.splitlines()) for key, value in headers.items()}
+
+
+def app_headers(raw: Mapping[str, str] | None) -> dict[str, str]:
+    """The application's headers of a message (JetStream's own `Nats-*` ones left out)."""
+    return {k: v for k, v in (raw or {}).items() if not k.lower().startswith("nats-")}
+
+
+def attempt_of(headers: Mapping[str, str]) -> int:
+    value = headers.get(_wire.ATTEMPT, "")
+    return int(value) if value.isdigit() and int(value) > 0 else 2
+
+
+def seconds_of(value: str) -> float:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0

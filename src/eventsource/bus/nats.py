@@ -49,7 +49,14 @@ from urllib.parse import urlsplit
 from eventsource._internal.optional import require
 from eventsource._internal.retry import backoff_delay
 from eventsource.bus import _wire
-from eventsource.bus._nats_config import NATSEventBusConfig, subject_token
+from eventsource.bus._nats_config import (
+    NATSEventBusConfig,
+    app_headers,
+    attempt_of,
+    clean_headers,
+    seconds_of,
+    subject_token,
+)
 from eventsource.bus.interface import BusDeadLetter, EventBus, Outcome, Verdict
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -99,6 +106,8 @@ yet (JetStream answers nobody for a while after a restart): retried until a dead
 _FAILED: tuple[type[BaseException], ...] = (*_LOST, nats.errors.Error)
 """What an operation on the server raises: a lost connection, or a refusal."""
 _REJOIN_FAILED: tuple[type[BaseException], ...] = (*_FAILED, EventBusError)
+_CHECK_EVERY = 10
+"""Empty fetches in a row after which a consumer checks that its durable consumer exists."""
 
 
 class NATSEventBus(EventBus):
@@ -281,13 +290,13 @@ class NATSEventBus(EventBus):
             if len(left) == 1:  # one request: cheaper than a future and a wait
                 subject, body, headers = left[0]
                 timeout = self.config.request_timeout
-                await js.publish(subject, body, timeout=timeout, headers=_clean(headers))
+                await js.publish(subject, body, timeout=timeout, headers=clean_headers(headers))
                 left = []
                 return
             futures: list[asyncio.Future[Any]] = []
             try:
                 for subject, body, headers in left:
-                    future = await js.publish_async(subject, body, headers=_clean(headers))
+                    future = await js.publish_async(subject, body, headers=clean_headers(headers))
                     futures.append(future)
             finally:
                 if futures:
@@ -313,7 +322,7 @@ class NATSEventBus(EventBus):
 
     @property
     def consuming(self) -> bool:
-        return any(not task.done() for task in self._tasks)
+        return any(not task.done() for task in self._tasks[:2])  # the two fetch loops
 
     async def start_consuming(self) -> None:
         if self.consuming:
@@ -332,6 +341,14 @@ class NATSEventBus(EventBus):
             asyncio.create_task(self._consume(retry=True), name=f"{name}:retries"),
             asyncio.create_task(self._keep_held(), name=f"{name}:progress"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._consumer_done)
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "NATS bus %s: %s died", self.client_name, task.get_name(), exc_info=task.exception()
+            )
 
     async def _subscribe(self) -> dict[bool, JetStreamContext.PullSubscription]:
         """Pull subscriptions to the group's two durable consumers (made if new), by `retry`."""
@@ -356,21 +373,25 @@ class NATSEventBus(EventBus):
         return await js.pull_subscribe(subject, durable=self.durable, stream=stream, config=config)
 
     async def _consume(self, *, retry: bool) -> None:
-        failures = 0
+        failures, idle = 0, 0
         task = asyncio.current_task()
         assert task is not None
         while not self._stopping:
-            sub = self._subs[retry]
             self._fetching.add(task)
             try:
-                batch = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_wait)
+                batch = await self._subs[retry].fetch(
+                    self.config.batch_size, timeout=self.config.fetch_wait
+                )
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
                 task.uncancel()
                 return
-            except TimeoutError:
-                continue  # nothing came: ask again
+            except TimeoutError:  # nothing came: ask again, now and then checking the consumer
+                idle += 1
+                if idle % _CHECK_EVERY == 0 and not await self._joined(retry=retry):
+                    await self._rejoin(retry=retry)
+                continue
             except _FAILED as exc:
                 failures += 1
                 logger.warning("%s: fetch on %s failed (%r)", self._where, self.durable, exc)
@@ -380,13 +401,30 @@ class NATSEventBus(EventBus):
                 continue
             finally:
                 self._fetching.discard(task)
-            failures = 0
+            failures = idle = 0
             for msg in batch:
                 self._held[id(msg)] = msg
             for msg in batch:
                 async with self._handling:
-                    await self._deliver(msg, retry=retry)
+                    try:
+                        await self._deliver(msg, retry=retry)
+                    except Exception:
+                        logger.exception(
+                            "%s: delivering %s failed; it comes again", self._where, msg
+                        )
+                        await self._settle(msg.nak(delay=1.0), f"give back {msg.subject}")
                 self._held.pop(id(msg), None)
+
+    async def _joined(self, *, retry: bool) -> bool:
+        """False when the group's consumer is gone (deleted, or lost by a server that kept
+        it in memory): then nothing would ever come, and the fetches would only time out."""
+        try:
+            await self._subs[retry].consumer_info()
+        except nats.js.errors.NotFoundError:
+            return False
+        except _FAILED:
+            pass  # unreachable for now: the next fetches say more
+        return True
 
     async def _rejoin(self, *, retry: bool) -> None:
         """Make the consumer (and stream) again, after someone deleted it."""
@@ -412,21 +450,21 @@ class NATSEventBus(EventBus):
 
     async def _deliver(self, msg: Msg, *, retry: bool) -> None:
         meta = msg.metadata
-        headers = _text_headers(msg.headers)
+        headers = app_headers(msg.headers)
         origin = f"{meta.stream} message {meta.sequence.stream} ({msg.subject})"
         redelivered = meta.num_delivered > 1
         if retry:
-            delay = _seconds(headers.get(RETRY_DELAY, ""))
+            delay = seconds_of(headers.get(RETRY_DELAY, ""))
             if delay > 0 and meta.num_delivered == 1:
                 await self._settle(msg.nak(delay=delay), f"hold back the retry {origin}")
                 return
             redelivered = meta.num_delivered > (2 if delay > 0 else 1)
         if redelivered:
             self.stats.recovered += 1
-        attempt = _attempt(headers) if retry else 1
+        attempt = attempt_of(headers) if retry else 1
         outcome = await self._handle_message(headers, msg.data, attempt, origin)
         if outcome.verdict is not Verdict.ACK:
-            sequence = headers.get(ORIGIN, str(meta.sequence.stream))
+            sequence = headers.get(ORIGIN, f"{meta.sequence.stream}:{headers.get(_wire.EVENT_ID)}")
             try:
                 await self._pass_on(headers, msg.data, outcome, attempt, sequence)
             except EventBusError as exc:
@@ -521,7 +559,7 @@ class NATSEventBus(EventBus):
                     break
                 at = raw.time or datetime.now(UTC)
                 letters.append(
-                    self._read_dead_letter(_text_headers(raw.headers), raw.data or b"", at)
+                    self._read_dead_letter(app_headers(raw.headers), raw.data or b"", at)
                 )
                 sequence = (raw.seq or sequence) + 1
             return letters
@@ -557,25 +595,3 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-
-
-def _clean(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header values on one line: NATS headers end at a line break."""
-    return {key: " ".join(value.splitlines()) for key, value in headers.items()}
-
-
-def _text_headers(raw: Mapping[str, str] | None) -> dict[str, str]:
-    """The application's headers of a message (JetStream's own `Nats-*` ones left out)."""
-    return {k: v for k, v in (raw or {}).items() if not k.lower().startswith("nats-")}
-
-
-def _attempt(headers: Mapping[str, str]) -> int:
-    value = headers.get(_wire.ATTEMPT, "")
-    return int(value) if value.isdigit() and int(value) > 0 else 2
-
-
-def _seconds(value: str) -> float:
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 0.0
