@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -105,6 +105,29 @@ async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
     await client.close()
 
 
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 10) -> bool:
+    """Whether `check()` comes true within `within` s (acknowledgements travel on the bus's
+    connection, the checks on another)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def _count(items: Awaitable[list[Any]]) -> int:
+    return len(await items)
+
+
+async def _messages(js: JetStreamContext, stream: str) -> int:
+    return (await js.stream_info(stream)).state.messages
+
+
 async def test_events_land_on_their_aggregates_subject_once_per_event_id(
     nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
 ) -> None:
@@ -157,7 +180,7 @@ async def test_a_retry_is_held_back_by_the_server_past_ack_wait(
     assert attempts[1] - attempts[0] >= delay * 0.9, "a retry was delivered before it was due"
     assert (bus.stats.retried, bus.stats.recovered) == (1, 0)
     await bus.stop_consuming()  # its acknowledgements are sent: the copy left the work queue
-    assert (await js.stream_info(bus.groups_stream)).state.messages == 0
+    assert await _until(lambda: _is(_messages(js, bus.groups_stream), 0)), "the copy stayed"
 
 
 async def test_dead_letters_stay_in_the_groups_stream_until_read_and_are_not_consumed(
@@ -171,14 +194,15 @@ async def test_dead_letters_stay_in_the_groups_stream_until_read_and_are_not_con
     poison = cart_events(3, 1)
     await bus.publish(poison)
     await eventually(lambda: bus.stats.dead_lettered == 3, 30, "three dead letters")
+    assert await _until(lambda: _is(_count(bus.dead_letters()), 3))
+    # the dead letters only: the retry copies were acknowledged and left the work queue
+    assert await _until(lambda: _is(_messages(js, bus.groups_stream), 3))
     for _ in range(2):  # reading does not consume
         letters = await bus.dead_letters()
         assert [letter.event_id for letter in letters] == [e.event_id for e in poison]
     assert [letter.event_id for letter in await bus.dead_letters(limit=2)] == [
         e.event_id for e in poison[:2]
     ]
-    info = await js.stream_info(bus.groups_stream)
-    assert info.state.messages == 3  # the dead letters only: the retries were consumed
     other = make(nats_url, bus_prefix, "other")
     buses.append(other)
     assert await other.dead_letters() == []
