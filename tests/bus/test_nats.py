@@ -336,3 +336,18 @@ async def test_a_consumer_deleted_under_a_running_group_is_made_again(
         await asyncio.sleep(0.5)
     assert recorder.events, "the group never came back"
     assert (await js.consumer_info(bus.stream, bus.durable)).name == bus.durable
+
+
+async def test_existing_streams_are_used_as_they_are(
+    nats_url: str, bus_prefix: str, buses: list[NATSEventBus], js: JetStreamContext
+) -> None:
+    """Stream settings apply when the bus creates the streams; a bus configured otherwise
+    later uses them as they are instead of failing."""
+    first = make(nats_url, bus_prefix)
+    later = make(nats_url, bus_prefix, "later", max_age=3600.0, duplicate_window=30.0)
+    buses.extend([first, later])
+    await first.publish([ItemAdded(name="first")])
+    await later.publish([ItemAdded(name="later")])
+    info = await js.stream_info(first.stream)
+    assert info.state.messages == 2
+    assert info.config.max_age in (None, 0)
