@@ -10,12 +10,14 @@ from urllib.parse import urlsplit
 
 from eventsource.bus import _wire
 from eventsource.bus.interface import EventBusConfig
+from eventsource.exceptions import BusPublishError
 
 __all__ = [
     "NATSEventBusConfig",
     "app_headers",
     "attempt_of",
     "clean_headers",
+    "refuse_oversized",
     "seconds_of",
     "subject_token",
 ]
@@ -122,3 +124,17 @@ def seconds_of(value: str) -> float:
         return max(0.0, float(value))
     except ValueError:
         return 0.0
+
+
+def refuse_oversized(
+    messages: list[tuple[str, bytes, dict[str, str]]], limit: int, what: str
+) -> None:
+    """Refuse a batch holding a message the server would not take, before sending any."""
+    for subject, body, headers in messages:
+        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if limit and size > limit:
+            raise BusPublishError(
+                f"could not {what}: message {headers.get('Nats-Msg-Id', '')} for {subject} is "
+                f"{size} bytes, more than the server's max_payload ({limit}); nothing was "
+                "published: make the event smaller or raise max_payload"
+            )

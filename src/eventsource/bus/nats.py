@@ -54,6 +54,7 @@ from eventsource.bus._nats_config import (
     app_headers,
     attempt_of,
     clean_headers,
+    refuse_oversized,
     seconds_of,
     subject_token,
 )
@@ -286,7 +287,7 @@ class NATSEventBus(EventBus):
         async def send() -> None:
             nonlocal left
             js = await self._jetstream()
-            _refuse_oversized(left, self._nc, what)
+            refuse_oversized(left, self._nc.max_payload if self._nc else 0, what)
             if len(left) == 1:  # one request: cheaper than a future and a wait
                 subject, body, headers = left[0]
                 timeout = self.config.request_timeout
@@ -299,8 +300,7 @@ class NATSEventBus(EventBus):
                     future = await js.publish_async(subject, body, headers=clean_headers(headers))
                     futures.append(future)
             finally:
-                if futures:
-                    await asyncio.wait(futures, timeout=self.config.request_timeout)
+                await self._confirmed(futures)
                 for future in futures:
                     future.cancel()  # no effect on a done one; frees an unanswered one
             for n, future in enumerate(futures):
@@ -317,6 +317,16 @@ class NATSEventBus(EventBus):
                 message = f"{exc} ({done} of {len(messages)} messages were confirmed)"
                 raise type(exc)(message) from exc.__cause__
             raise
+
+    async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Wait for the confirms while they keep coming: a large batch on a slow server is
+        not cut off, a connection that stopped answering is given up after one
+        `request_timeout` without any."""
+        waiting: set[asyncio.Future[Any]] = set(futures)
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, timeout=self.config.request_timeout)
+            if not done:
+                return
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -574,21 +584,6 @@ class NATSEventBus(EventBus):
         if nc is not None:
             with contextlib.suppress(*_FAILED):
                 await nc.close()
-
-
-def _refuse_oversized(
-    messages: list[tuple[str, bytes, dict[str, str]]], client: Client | None, what: str
-) -> None:
-    """Refuse a batch holding a message the server would not take, before sending any."""
-    limit = client.max_payload if client is not None else 0
-    for subject, body, headers in messages:
-        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-        if limit and size > limit:
-            raise BusPublishError(
-                f"could not {what}: message {headers.get(MSG_ID, '')} for {subject} is "
-                f"{size} bytes, more than the server's max_payload ({limit}); nothing was "
-                "published: make the event smaller or raise max_payload"
-            )
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
