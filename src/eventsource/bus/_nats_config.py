@@ -73,7 +73,8 @@ class NATSEventBusConfig(EventBusConfig):
     """How long a publish, a settlement or `start_consuming()` keeps retrying through a lost
     connection before `BusConnectionError`."""
     request_timeout: float = 2.5
-    """How long one request (a confirm, a stream or consumer lookup) waits for its reply."""
+    """How long one request (a confirm, a stream or consumer lookup) waits for its reply; a
+    batch waits while confirms keep coming, and gives up after this long without one."""
     ping_interval: float = 20.0
     """Seconds between pings; two unanswered ones make the client reconnect."""
     client_name: str | None = None
