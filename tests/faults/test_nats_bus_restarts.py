@@ -5,9 +5,10 @@ The publisher counts a batch as acknowledged when `publish` returned; one that r
 sent again with the same events (JetStream drops those it already stored, by event id).
 Required: every acknowledged event reaches the group, its effect applied exactly once past
 the inbox (`InboxHandler`; a killed server forgets the acknowledgements it had not yet
-written down, so a kill redelivers dozens of handled events, which the inbox drops), no event appears that was never published, nothing is
-dead-lettered, and nobody restarts anything by hand. The server's store directory survives
-the restart, as a real deployment's does; the shared server is never touched.
+written down, so a kill redelivers dozens of handled events, which the inbox drops), no
+event appears that was never published, nothing is dead-lettered, and nobody restarts
+anything by hand. The server's store directory survives the restart, as a real
+deployment's does; the shared server is never touched.
 """
 
 from __future__ import annotations
