@@ -95,6 +95,8 @@ PUBLIC_API = {
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "NATSEventBus",
+    "NATSEventBusConfig",
     "NATS_AVAILABLE",
     "NIL_AGGREGATE_ID",
     "OptimisticLockError",
@@ -290,6 +292,7 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
             "rabbitmq",
         ),
         ("aiokafka", "eventsource.KafkaEventBus(eventsource.KafkaEventBusConfig())", "kafka"),
+        ("nats", "eventsource.NATSEventBus(eventsource.NATSEventBusConfig())", "nats"),
         ("aiosqlite", "eventsource.SQLiteOutboxRepository(':memory:')", "sqlite"),
     ],
 )

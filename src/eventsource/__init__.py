@@ -169,6 +169,7 @@ from eventsource.types import (
 
 if TYPE_CHECKING:
     from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
+    from eventsource.bus.nats import NATSEventBus, NATSEventBusConfig
     from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
     from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
     from eventsource.locks.postgresql import PostgreSQLDistributedLock, PostgreSQLLockHandle
@@ -206,6 +207,8 @@ _LAZY = {
     "PostgreSQLLockHandle": "eventsource.locks.postgresql",
     "KafkaEventBus": "eventsource.bus.kafka",
     "KafkaEventBusConfig": "eventsource.bus.kafka",
+    "NATSEventBus": "eventsource.bus.nats",
+    "NATSEventBusConfig": "eventsource.bus.nats",
     "RabbitMQEventBus": "eventsource.bus.rabbitmq",
     "RabbitMQEventBusConfig": "eventsource.bus.rabbitmq",
     "RedisEventBus": "eventsource.bus.redis",
@@ -312,6 +315,8 @@ __all__ = [
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "NATSEventBus",
+    "NATSEventBusConfig",
     "OptimisticLockError",
     "OutboxBatch",
     "OutboxEntry",
