@@ -27,7 +27,7 @@ from eventsource.exceptions import EventStoreError
 from eventsource.stores._append import EventRecord
 from eventsource.stores.interface import Position, ReadOptions, StoredEvent
 
-__all__ = ["Batch", "encode_batch", "header_size", "version_of"]
+__all__ = ["Batch", "encode_batch", "header_size", "index_of", "position", "version_of"]
 
 VERSION = "Es-Version"
 COUNT = "Es-Count"
@@ -75,6 +75,20 @@ def header_size(headers: Mapping[str, str]) -> int:
     """The bytes `headers` take on the wire (`NATS/1.0\\r\\n`, `key: value\\r\\n` each, and
     the closing `\\r\\n`)."""
     return 12 + sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())
+
+
+def position(seq: int, index: int) -> Position:
+    """The position of event `index` of the message at stream sequence `seq`: `commit` is
+    the sequence, `sequence` the sequence plus the index. (So the difference of two
+    positions' `sequence`, which subscription health reports as events behind, counts the
+    appends between them plus the events of the newer one's append before it: exact when
+    appends hold one event each.)"""
+    return Position(seq, seq + index)
+
+
+def index_of(position: Position) -> int:
+    """The index in its message of the event at `position` (-1 for `Position.START`)."""
+    return position.sequence - position.commit if position.commit else -1
 
 
 def version_of(message: RawMessage | None) -> int:
@@ -141,7 +155,7 @@ class Batch:
                 continue
             yield StoredEvent.from_row(
                 codec,
-                (self.seq, index),
+                (self.seq, self.seq + index),
                 self.recorded_at,
                 UUID(event_id),  # type: ignore[arg-type]
                 event_type,  # type: ignore[arg-type]
@@ -157,7 +171,7 @@ class Batch:
         recorded = utc_from_epoch(self.recorded_at)
         return [
             EventRecord(
-                position=Position(self.seq, index),
+                position=Position(self.seq, self.seq + index),
                 event_id=UUID(row[0]),  # type: ignore[arg-type]
                 event_type=row[1],  # type: ignore[arg-type]
                 event_version=row[2],  # type: ignore[arg-type]

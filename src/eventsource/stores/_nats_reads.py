@@ -20,7 +20,14 @@ from eventsource._internal import nats as jsapi
 from eventsource._internal.closing import closing_iterator
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventNotFoundError
-from eventsource.stores._nats_messages import COUNT, Batch, holds, version_of
+from eventsource.stores._nats_messages import (
+    COUNT,
+    Batch,
+    holds,
+    index_of,
+    position,
+    version_of,
+)
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
     Position,
@@ -156,10 +163,25 @@ class NATSReads:
         last = await self._get({"last_by_subj": f"{self.prefix}.>"}, "read the feed's end")
         if last is None:
             return Position.START
-        return Position(last.seq, int(last.headers[COUNT]) - 1)
+        return position(last.seq, int(last.headers[COUNT]) - 1)
 
     async def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
-        options = options or ReadOptions()
+        selected = self._select(options or ReadOptions())
+        async with closing_iterator(selected):
+            async for stored in selected:
+                yield stored
+
+    async def count_events(self, options: ReadOptions | None = None) -> int:
+        """Counted by the store itself (the events are not decoded)."""
+        count = 0
+        selected = self._select(options or ReadOptions())
+        async with closing_iterator(selected):
+            async for _ in selected:
+                count += 1
+        return count
+
+    async def _select(self, options: ReadOptions) -> AsyncIterator[StoredEvent]:
+        """What `read_all(options)` yields."""
         if options.limit == 0:
             return
         if options.event_types is not None and not options.event_types:
@@ -186,7 +208,7 @@ class NATSReads:
         last = await self._get({"last_by_subj": subject}, "read the feed's end")
         if last is None or last.seq < after.commit:
             return
-        if last.seq == after.commit and int(last.headers[COUNT]) - 1 <= after.sequence:
+        if last.seq == after.commit and int(last.headers[COUNT]) - 1 <= index_of(after):
             return
         pages = self._fetch(
             await self._client(),
@@ -198,7 +220,7 @@ class NATSReads:
         async with closing_iterator(pages):
             async for message in pages:
                 batch = Batch.of(message)
-                first = after.sequence + 1 if message.seq == after.commit else 0
+                first = max(index_of(after) + 1, 0) if message.seq == after.commit else 0
                 yield batch, range(first, len(batch.rows))
 
     async def _feed_backward(self, options: ReadOptions) -> AsyncIterator[tuple[Batch, range]]:
@@ -220,7 +242,7 @@ class NATSReads:
                 continue
             end = len(batch.rows)
             if after is not None and message.seq == after.commit:
-                end = min(end, after.sequence)
+                end = min(end, index_of(after))
             yield batch, range(end - 1, -1, -1)
 
     # -- lookups -----------------------------------------------------------------------------

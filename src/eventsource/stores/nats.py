@@ -49,7 +49,14 @@ from eventsource.stores._append import (
     replayed_result,
     validate_expected_version,
 )
-from eventsource.stores._nats_messages import Batch, encode_batch, header_size, holds, version_of
+from eventsource.stores._nats_messages import (
+    Batch,
+    encode_batch,
+    header_size,
+    holds,
+    position,
+    version_of,
+)
 from eventsource.stores._nats_reads import NATSReads
 from eventsource.stores.interface import (
     AppendResult,
@@ -57,7 +64,6 @@ from eventsource.stores.interface import (
     AppendSignals,
     EventStore,
     ExpectedVersion,
-    Position,
 )
 
 if TYPE_CHECKING:
@@ -247,7 +253,7 @@ class NATSEventStore(NATSReads, EventStore):
                 aggregate_id=aggregate_id,
                 new_version=attached[-1].aggregate_version,
                 events=tuple(attached),
-                positions=tuple(Position(seq, index) for index in range(len(attached))),
+                positions=tuple(position(seq, index) for index in range(len(attached))),
             )
         raise OptimisticLockError(
             aggregate_id,
