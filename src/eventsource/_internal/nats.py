@@ -137,11 +137,14 @@ async def connect(
             name=name,
             connect_timeout=connect_timeout,
             reconnect_time_wait=reconnect_wait,
-            max_reconnect_attempts=-1,
+            # The first connection gives up after one retry (an unreachable server is an
+            # error now); once connected, reconnecting never gives up.
+            max_reconnect_attempts=1,
             allow_reconnect=True,
         )
     except Exception as exc:
         raise store_error(f"{name}: cannot connect to {url}", exc) from exc
+    client.options["max_reconnect_attempts"] = -1
     return client
 
 
