@@ -16,7 +16,8 @@ pytestmark = pytest.mark.nats
 class TestNATSSnapshotStore(SnapshotStoreContract):
     @pytest.fixture(autouse=True)
     async def _bucket(self, nats_url: str) -> AsyncIterator[None]:
-        self.url, self.buckets = nats_url, []
+        self.url = nats_url
+        self.buckets: list[str] = []
         yield
         await delete_streams(nats_url, *(f"KV_{bucket}" for bucket in self.buckets))
 

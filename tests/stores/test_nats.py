@@ -33,7 +33,8 @@ pytestmark = pytest.mark.nats
 class TestNATSEventStore(EventStoreContract):
     @pytest.fixture(autouse=True)
     async def _stream(self, nats_url: str) -> AsyncIterator[None]:
-        self.url, self.names = nats_url, []
+        self.url = nats_url
+        self.names: list[str] = []
         yield
         await delete_streams(nats_url, *self.names)
 
@@ -88,12 +89,14 @@ async def test_a_retry_after_the_dedupe_window_returns_the_original_result(
         first = await store.append_events(cart, "Cart", batch, 0)
         await asyncio.sleep(0.5)  # past the window: JetStream no longer knows the msg id
         again = await store.append_events(cart, "Cart", batch, 0)  # last message holds it
-        assert again.already_stored and again.positions == first.positions
+        assert again.already_stored
+        assert again.positions == first.positions
         later = await store.append_events(cart, "Cart", [ItemRemoved(name="a")], 2)
         await asyncio.sleep(0.5)
         # Not in the last message any more: the version conflict leads to a scan.
         retried = await store.append_events(cart, "Cart", batch, 0)
-        assert retried.already_stored and retried.positions == first.positions
+        assert retried.already_stored
+        assert retried.positions == first.positions
         assert await store.get_stream_version(cart) == later.new_version == 3
         assert len([s async for s in store.read_all()]) == 3
 
