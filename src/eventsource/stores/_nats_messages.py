@@ -27,22 +27,26 @@ from eventsource.exceptions import EventStoreError
 from eventsource.stores._append import EventRecord
 from eventsource.stores.interface import Position, ReadOptions, StoredEvent
 
-__all__ = ["Batch", "encode_batch", "header_size", "index_of", "position", "version_of"]
+__all__ = [
+    "Batch",
+    "batch_headers",
+    "encode_body",
+    "header_size",
+    "index_of",
+    "position",
+    "version_of",
+]
 
 VERSION = "Es-Version"
 COUNT = "Es-Count"
 IDS = "Es-Ids"
 
 
-def encode_batch(
-    events: Sequence[DomainEvent],
-    aggregate_id: UUID,
-    aggregate_type: str,
-    recorded_at: float,
-    last_seq: int,
-) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of the message appending `events` (stamped with their versions)
-    to a stream whose last message on its subject is `last_seq` (0: none)."""
+def encode_body(
+    events: Sequence[DomainEvent], aggregate_id: UUID, aggregate_type: str, recorded_at: float
+) -> bytes:
+    """The body of the message appending `events` (stamped with their versions); raises
+    `SerializationError` for an event that could not be read back."""
     rows = [
         [
             str(event.event_id),
@@ -55,20 +59,24 @@ def encode_batch(
         ]
         for event in events
     ]
-    body = json.dumps(
+    return json.dumps(
         {"t": aggregate_type, "a": str(aggregate_id), "r": recorded_at, "e": rows},
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()
+
+
+def batch_headers(events: Sequence[DomainEvent], last_seq: int) -> dict[str, str]:
+    """The headers of that message, for a stream whose last message on its subject is
+    `last_seq` (0: none)."""
     ids = [str(event.event_id) for event in events]
-    headers = {
+    return {
         "Nats-Msg-Id": ids[0],
         "Nats-Expected-Last-Subject-Sequence": str(last_seq),
         VERSION: str(events[-1].aggregate_version),
         COUNT: str(len(events)),
         IDS: ",".join(ids),
     }
-    return body, headers
 
 
 def header_size(headers: Mapping[str, str]) -> int:

@@ -64,9 +64,15 @@ class NATSReads:
             reply_wait=self._timeout,
         )
 
-    async def _last_of_stream(self, aggregate_id: UUID) -> jsapi.RawMessage | None:
+    async def _last_of_stream(
+        self, aggregate_id: UUID, aggregate_type: str | None = None
+    ) -> jsapi.RawMessage | None:
+        """The stream's last message: on its own subject when the aggregate type is known
+        (an indexed lookup), else on `<prefix>.*.<id>` (a wildcard the server must match)."""
+        token = "*" if aggregate_type is None else jsapi.encode_token(aggregate_type)
         return await self._get(
-            {"last_by_subj": f"{self.prefix}.*.{aggregate_id}"}, f"read stream {aggregate_id}"
+            {"last_by_subj": f"{self.prefix}.{token}.{aggregate_id}"},
+            f"read stream {aggregate_id}",
         )
 
     async def _message(self, seq: int) -> jsapi.RawMessage | None:
@@ -94,13 +100,13 @@ class NATSReads:
         self, aggregate_id: UUID, options: ReadOptions, low: int
     ) -> AsyncIterator[Batch]:
         """The stream's appends that hold versions from `low` on, oldest first."""
-        last = await self._last_of_stream(aggregate_id)
-        if last is None:
-            return
         if options.partition is not None:
             partition, count = options.partition
             if aggregate_id.int % count != partition:
                 return
+        last = await self._last_of_stream(aggregate_id, options.aggregate_type)
+        if last is None:
+            return
         batch = Batch.of(last)
         if options.aggregate_type is not None and batch.aggregate_type != options.aggregate_type:
             return

@@ -51,7 +51,8 @@ from eventsource.stores._append import (
 )
 from eventsource.stores._nats_messages import (
     Batch,
-    encode_batch,
+    batch_headers,
+    encode_body,
     header_size,
     holds,
     position,
@@ -178,16 +179,19 @@ class NATSEventStore(NATSReads, EventStore):
         if not isinstance(aggregate_id, UUID):
             raise InvalidEventError(f"aggregate_id must be a UUID, got {aggregate_id!r}")
         # Stamped (and so checked and encoded) once up front, so that bad input fails before
-        # any I/O, with the versions an exact expectation gives.
+        # any I/O, with the versions an exact expectation gives (encoded again only when the
+        # stream turns out to be elsewhere).
         first = expected_version + 1 if expected_version >= 0 else 1
         attached = attach_events(events, aggregate_id, aggregate_type, first)
-        for event in attached:
-            EventCodec.encode(event)
+        recorded_at = utc_now().timestamp()
+        body = encode_body(attached, aggregate_id, aggregate_type, recorded_at) if events else b""
         client = await self._client()
         subject = self._subject(aggregate_type, aggregate_id)
         what = f"NATS store {self.stream!r}: append to {aggregate_id}"
         for _ in range(_MAX_ANY_ATTEMPTS):
-            last = await self._last_of_stream(aggregate_id)
+            last = await self._last_of_stream(aggregate_id, aggregate_type)
+            if last is None:  # a new stream, unless the id is in use under another type
+                last = await self._last_of_stream(aggregate_id)
             if last is not None and last.subject != subject:
                 raise InvalidEventError(
                     f"stream {aggregate_id} holds aggregate type "
@@ -210,15 +214,10 @@ class NATSEventStore(NATSReads, EventStore):
             if not events:
                 return AppendResult(aggregate_id, current, (), ())
             if current + 1 != first:
-                attached = attach_events(attached, aggregate_id, aggregate_type, current + 1)
                 first = current + 1
-            body, headers = encode_batch(
-                attached,
-                aggregate_id,
-                aggregate_type,
-                utc_now().timestamp(),
-                0 if last is None else last.seq,
-            )
+                attached = attach_events(attached, aggregate_id, aggregate_type, first)
+                body = encode_body(attached, aggregate_id, aggregate_type, recorded_at)
+            headers = batch_headers(attached, 0 if last is None else last.seq)
             limit = client.max_payload
             if len(body) + header_size(headers) > limit:
                 raise AppendTooLargeError(
