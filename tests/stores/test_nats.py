@@ -170,3 +170,37 @@ def test_names_that_nats_refuses_are_configuration_errors(name: str) -> None:
 
     with pytest.raises(ConfigurationError):
         NATSEventStore(stream=name)
+
+
+async def test_store_objects_on_separate_connections_exactly_one_wins(
+    nats_url: str, streams: list[str]
+) -> None:
+    """Several store objects (as several processes would) contend through JetStream's
+    expected-last-subject-sequence check: one winner per version, ANY appends all land."""
+    from eventsource import NATSEventStore, OptimisticLockError
+
+    first = _store(nats_url, streams)
+    stores = [first] + [
+        NATSEventStore(nats_url, stream=streams[0], registry=contract_registry) for _ in range(5)
+    ]
+    cart = uuid4()
+    try:
+        for version in range(4):
+
+            async def attempt(store: NATSEventStore, expected: int = version) -> bool:
+                try:
+                    await store.append_events(cart, "Cart", [ItemAdded(name="x")], expected)
+                except OptimisticLockError:
+                    return False
+                return True
+
+            outcomes = await asyncio.gather(*(attempt(s) for s in stores))
+            assert sum(outcomes) == 1
+        await asyncio.gather(
+            *(s.append_events(cart, "Cart", [ItemAdded(name="any")], -1) for s in stores)
+        )
+        versions = [e.aggregate_version for e in (await first.get_events(cart)).events]
+        assert versions == list(range(1, 4 + len(stores) + 1))
+    finally:
+        for store in stores:
+            await store.close()

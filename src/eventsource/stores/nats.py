@@ -254,11 +254,13 @@ class NATSEventStore(NATSReads, EventStore):
                 events=tuple(attached),
                 positions=tuple(position(seq, index) for index in range(len(attached))),
             )
-        raise OptimisticLockError(
-            aggregate_id,
-            ExpectedVersion(expected_version).name,
-            await self.get_stream_version(aggregate_id),
+        # Other writers won every round (only `ANY` and `STREAM_EXISTS` get here).
+        shown = (
+            ExpectedVersion(expected_version).name
+            if expected_version < 0
+            else str(expected_version)
         )
+        raise OptimisticLockError(aggregate_id, shown, await self.get_stream_version(aggregate_id))
 
     async def _find_retry(
         self, events: list[DomainEvent], aggregate_id: UUID, aggregate_type: str, subject: str
