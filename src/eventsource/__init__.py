@@ -49,6 +49,7 @@ from eventsource.events import (
 )
 from eventsource.exceptions import (
     AggregateNotFoundError,
+    AppendTooLargeError,
     BusConnectionError,
     BusPublishError,
     CheckpointError,
@@ -180,13 +181,16 @@ if TYPE_CHECKING:
     from eventsource.outbox.sqlite import SQLiteInboxRepository, SQLiteOutboxRepository
     from eventsource.readmodels.postgresql import PostgreSQLReadModelRepository
     from eventsource.readmodels.sqlite import SQLiteReadModelRepository
+    from eventsource.repositories.nats import NATSCheckpointRepository
     from eventsource.repositories.postgresql import (
         PostgreSQLCheckpointRepository,
         PostgreSQLDLQRepository,
     )
     from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
+    from eventsource.snapshots.nats import NATSSnapshotStore
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
+    from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -203,6 +207,9 @@ GRPC_AVAILABLE: bool = is_available("grpc") and is_available("google.protobuf")
 GDPR_AVAILABLE: bool = is_available("cryptography")
 
 _LAZY = {
+    "NATSCheckpointRepository": "eventsource.repositories.nats",
+    "NATSEventStore": "eventsource.stores.nats",
+    "NATSSnapshotStore": "eventsource.snapshots.nats",
     "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
     "PostgreSQLLockHandle": "eventsource.locks.postgresql",
     "KafkaEventBus": "eventsource.bus.kafka",
@@ -244,6 +251,7 @@ __all__ = [
     "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
+    "AppendTooLargeError",
     "AggregateRepository",
     "CommandResult",
     "AggregateRoot",
@@ -315,8 +323,11 @@ __all__ = [
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "NATSCheckpointRepository",
     "NATSEventBus",
     "NATSEventBusConfig",
+    "NATSEventStore",
+    "NATSSnapshotStore",
     "OptimisticLockError",
     "OutboxBatch",
     "OutboxEntry",

@@ -7,6 +7,7 @@ from uuid import UUID
 
 __all__ = [
     "AggregateNotFoundError",
+    "AppendTooLargeError",
     "BusConnectionError",
     "BusPublishError",
     "CheckpointError",
@@ -126,6 +127,11 @@ class EventIdConflictError(EventStoreError):
 
 class InvalidEventError(EventSourceError, ValueError):
     """An event or an append request is not valid (wrong stream, bad expected version, ...)."""
+
+
+class AppendTooLargeError(InvalidEventError):
+    """An append does not fit in what the store can write at once (NATS: one message of at
+    most the server's `max_payload`). Nothing was stored; split the batch or shrink events."""
 
 
 class InvalidPositionError(EventSourceError, ValueError):

@@ -22,6 +22,7 @@ from eventsource.stores.interface import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -32,6 +33,7 @@ __all__ = [
     "EventStream",
     "ExpectedVersion",
     "InMemoryEventStore",
+    "NATSEventStore",
     "Position",
     "PostgreSQLEventStore",
     "ReadDirection",
@@ -46,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from eventsource.stores.sqlite import SQLiteEventStore
 
         return SQLiteEventStore
+    if name == "NATSEventStore":
+        from eventsource.stores.nats import NATSEventStore
+
+        return NATSEventStore
     if name == "PostgreSQLEventStore":
         from eventsource.stores.postgresql import PostgreSQLEventStore
 
