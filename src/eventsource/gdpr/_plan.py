@@ -48,6 +48,12 @@ def personal_fields(cls: type[DomainEvent]) -> tuple[PersonalField, ...]:
         if not marks:
             continue
         subject = marks[0].subject
+        if not isinstance(info.metadata[-1], PersonalData):
+            raise PersonalDataError(
+                f"{cls.__qualname__}.{name}: put PersonalData(...) last in Annotated[...], "
+                "after constraints such as Field(max_length=...): constraints written after "
+                "it would be checked against the ciphertext"
+            )
         subject_info = cls.model_fields.get(subject)
         if subject_info is None or subject == name:
             raise PersonalDataError(

@@ -10,10 +10,11 @@ __all__ = ["InMemoryKeyStore"]
 
 
 class InMemoryKeyStore(KeyStore):
-    """Keys in this process's memory (gone when it ends: only for tests and demos)."""
+    """Keys in this process's memory (gone when it ends: only for tests and demos). Stores
+    built with the same `keys` dict share their keys."""
 
-    def __init__(self) -> None:
-        self._keys: dict[str, bytes] = {}
+    def __init__(self, keys: dict[str, bytes] | None = None) -> None:
+        self._keys: dict[str, bytes] = {} if keys is None else keys
 
     async def get_keys(self, subjects: Collection[str]) -> dict[str, bytes]:
         return {s: self._keys[s] for s in subjects if s in self._keys}

@@ -59,11 +59,12 @@ class SubjectExport:
     """Every event carrying the subject's personal data, in global order, opened."""
 
     def personal_data(self) -> list[dict[str, Any]]:
-        """One entry per personal value: event id, type, aggregate id, field and value."""
+        """One entry per personal value (None values left out): event id, type, aggregate
+        id, time, field and value."""
         rows = []
         for event in self.events:
             for f in personal_fields(type(event)):
-                if f.subject_of(event) == self.subject:
+                if f.subject_of(event) == self.subject and getattr(event, f.name) is not None:
                     rows.append(
                         {
                             "event_id": event.event_id,

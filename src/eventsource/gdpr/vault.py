@@ -87,8 +87,7 @@ class PersonalDataVault:
             token = seal_value(keys[subject], field.adapter.dump_json(value), aad)
             updates.setdefault(index, {})[field.name] = Sealed(token)
         return [
-            event.model_copy(update=updates[i]) if i in updates else event
-            for i, event in enumerate(events)
+            _with(event, updates[i]) if i in updates else event for i, event in enumerate(events)
         ]
 
     async def open(self, events: Sequence[E]) -> list[E]:
@@ -122,8 +121,7 @@ class PersonalDataVault:
                     raise DecryptionError(subject, event.event_type, field.name) from None
             updates.setdefault(index, {})[field.name] = value
         return [
-            event.model_copy(update=updates[i]) if i in updates else event
-            for i, event in enumerate(events)
+            _with(event, updates[i]) if i in updates else event for i, event in enumerate(events)
         ]
 
     async def forget_key(self, subject: str) -> bool:
@@ -138,3 +136,12 @@ class PersonalDataVault:
     async def close(self) -> None:
         """Close the key store."""
         await self.keys.close()
+
+
+def _with(event: E, values: dict[str, Any]) -> E:
+    """A copy of `event` holding `values` (not validated again: they are a sealed or opened
+    form of what it held). `model_copy(update=...)` cannot be used: it updates the fields-set
+    in place, which a store's lean read leaves frozen."""
+    copy = event.model_copy()
+    copy.__dict__.update(values)
+    return copy
