@@ -15,6 +15,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -58,7 +59,7 @@ class Customer(DeclarativeAggregate[CustomerState]):
     aggregate_type = "Customer"
 
     def register(self, customer_id: str, email: str, name: str) -> None:
-        born = __import__("datetime").date(1979, 2, 3)
+        born = date(1979, 2, 3)
         self.apply_event(
             CustomerRegistered(customer_id=customer_id, email=email, name=name, birthday=born)
         )
