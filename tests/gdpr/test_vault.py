@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import date
 from typing import Annotated
@@ -101,14 +102,21 @@ async def test_forgotten_subject_reads_as_erased_markers() -> None:
     assert again.age is ERASED
 
 
-@pytest.mark.parametrize("damage", ["tamper", "swap_fields", "swap_events", "other_key"])
+@pytest.mark.parametrize(
+    "damage", ["tamper", "garbage", "truncated", "swap_fields", "swap_events", "other_key"]
+)
 async def test_undecryptable_values_raise_a_typed_error(damage: str) -> None:
     vault = PersonalDataVault(InMemoryKeyStore())
     first, second = await vault.seal([_customer("s"), _customer("s")])
     token = first.__dict__["email"].token
     if damage == "tamper":
-        flip = "A" if token[-3] != "A" else "B"
-        bad = first.model_copy(update={"email": Sealed(token[:-3] + flip + token[-2:])})
+        raw = bytearray(base64.b64decode(token[len("gdpr:v1:") :]))
+        raw[20] ^= 1  # one bit of the ciphertext
+        tampered = "gdpr:v1:" + base64.b64encode(bytes(raw)).decode()
+        bad = first.model_copy(update={"email": Sealed(tampered)})
+    elif damage in ("garbage", "truncated"):
+        broken = "gdpr:v1:***" if damage == "garbage" else token[:20]
+        bad = first.model_copy(update={"email": Sealed(broken)})
     elif damage == "swap_fields":
         bad = first.model_copy(update={"name": first.__dict__["email"]})
     elif damage == "swap_events":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,9 +23,12 @@ class PersonalField:
 
     name: str
     subject_field: str
-    adapter: TypeAdapter[Any]
     erased: ErasedData | ErasedText
     """What the field reads as once its subject was forgotten."""
+    dump_json: Callable[[Any], bytes]
+    """The plain value as the JSON bytes that are encrypted."""
+    validate_json: Callable[[bytes], Any]
+    """The plain value of decrypted JSON bytes, validated as the field's type."""
 
     def subject_of(self, event: DomainEvent) -> str | None:
         value = getattr(event, self.subject_field, None)
@@ -68,8 +72,15 @@ def personal_fields(cls: type[DomainEvent]) -> tuple[PersonalField, ...]:
             )
         others = [m for m in info.metadata if not isinstance(m, PersonalData)]
         annotation: Any = Annotated[(info.annotation, *others)] if others else info.annotation
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
         fields.append(
-            PersonalField(name, subject, TypeAdapter(annotation), erased_marker(info.annotation))
+            PersonalField(
+                name,
+                subject,
+                erased_marker(info.annotation),
+                adapter.serializer.to_json,
+                adapter.validator.validate_json,
+            )
         )
     plan = tuple(fields)
     with _lock:

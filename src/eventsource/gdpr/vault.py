@@ -14,11 +14,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from eventsource.events.base import DomainEvent
+from eventsource.events.base import (
+    DomainEvent,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+)
 from eventsource.exceptions import DecryptionError, PersonalDataError
 from eventsource.gdpr._cache import KeyCache
 from eventsource.gdpr._plan import PersonalField, personal_fields
-from eventsource.gdpr.cipher import InvalidToken, associated_data, open_token, seal_value
+from eventsource.gdpr.cipher import (
+    InvalidToken,
+    associated_data,
+    associated_head,
+    open_token,
+    seal_value,
+)
 from eventsource.gdpr.interface import KeyStore
 from eventsource.gdpr.values import ErasedData, ErasedText, Sealed
 
@@ -63,11 +76,16 @@ class PersonalDataVault:
         """Copies of `events` whose personal values are sealed with their subjects' keys
         (created for subjects that have none yet). Raises `PersonalDataError` for an event
         with a personal value but no subject."""
-        work: list[tuple[int, PersonalField, str, Any]] = []
+        work: list[tuple[int, bytes, PersonalField, str, Any]] = []
         for index, event in enumerate(events):
-            for field in personal_fields(type(event)):
-                value = event.__dict__[field.name]
-                if value is None or isinstance(value, Sealed | ErasedData | ErasedText):
+            fields = personal_fields(type(event))
+            if not fields:
+                continue
+            values = event.__dict__
+            head = b""
+            for field in fields:
+                value = values[field.name]
+                if value is None or isinstance(value, _KEPT):
                     continue
                 subject = field.subject_of(event)
                 if subject is None:
@@ -76,53 +94,59 @@ class PersonalDataVault:
                         f"is set but its subject field {field.subject_field!r} is None; set "
                         "the subject (or leave the personal value None) before appending"
                     )
-                work.append((index, field, subject, value))
+                head = head or associated_head(event.event_id, event.event_type)
+                work.append((index, head, field, subject, value))
         if not work:
             return list(events)
-        keys = await self._keys_of({subject for _, _, subject, _ in work}, create=True)
+        keys = await self._keys_of({item[3] for item in work}, create=True)
         updates: dict[int, dict[str, Any]] = {}
-        for index, field, subject, value in work:
-            event = events[index]
-            aad = associated_data(event.event_id, event.event_type, field.name, subject)
-            token = seal_value(keys[subject], field.adapter.dump_json(value), aad)
+        for index, head, field, subject, value in work:
+            aad = associated_data(head, field.name, subject)
+            token = seal_value(keys[subject], field.dump_json(value), aad)
             updates.setdefault(index, {})[field.name] = Sealed(token)
-        return [
-            _with(event, updates[i]) if i in updates else event for i, event in enumerate(events)
-        ]
+        return _replaced(events, updates)
 
     async def open(self, events: Sequence[E]) -> list[E]:
         """Copies of `events` whose sealed values are opened: the plain value, or the field's
         erased marker when the subject's key is gone. Raises `DecryptionError` for a value
         that does not authenticate (altered, sealed with another key, moved between
         fields, event types or subjects)."""
-        work: list[tuple[int, PersonalField, str, Sealed]] = []
+        work: list[tuple[int, bytes, PersonalField, str, Sealed]] = []
         for index, event in enumerate(events):
-            for field in personal_fields(type(event)):
-                held = event.__dict__[field.name]
-                if isinstance(held, Sealed):
+            fields = personal_fields(type(event))
+            if not fields:
+                continue
+            values = event.__dict__
+            head = b""
+            for field in fields:
+                held = values[field.name]
+                if type(held) is Sealed:
                     subject = field.subject_of(event)
                     if subject is None:
                         raise DecryptionError("", event.event_type, field.name)
-                    work.append((index, field, subject, held))
+                    head = head or associated_head(event.event_id, event.event_type)
+                    work.append((index, head, field, subject, held))
         if not work:
             return list(events)
-        keys = await self._keys_of({subject for _, _, subject, _ in work}, create=False)
+        keys = await self._keys_of({item[3] for item in work}, create=False)
         updates: dict[int, dict[str, Any]] = {}
-        for index, field, subject, sealed in work:
-            event = events[index]
+        for index, head, field, subject, sealed in work:
             key = keys.get(subject)
             if key is None:
                 value: Any = field.erased
             else:
-                aad = associated_data(event.event_id, event.event_type, field.name, subject)
+                aad = associated_data(head, field.name, subject)
                 try:
-                    value = field.adapter.validate_json(open_token(key, sealed.token, aad))
+                    value = field.validate_json(open_token(key, sealed.token, aad))
                 except InvalidToken:
-                    raise DecryptionError(subject, event.event_type, field.name) from None
-            updates.setdefault(index, {})[field.name] = value
-        return [
-            _with(event, updates[i]) if i in updates else event for i, event in enumerate(events)
-        ]
+                    event_type = events[index].event_type
+                    raise DecryptionError(subject, event_type, field.name) from None
+            update = updates.get(index)
+            if update is None:
+                updates[index] = {field.name: value}
+            else:
+                update[field.name] = value
+        return _replaced(events, updates)
 
     async def forget_key(self, subject: str) -> bool:
         """Delete the subject's key (here and in the key store): every value sealed with it
@@ -138,10 +162,25 @@ class PersonalDataVault:
         await self.keys.close()
 
 
-def _with(event: E, values: dict[str, Any]) -> E:
-    """A copy of `event` holding `values` (not validated again: they are a sealed or opened
-    form of what it held). `model_copy(update=...)` cannot be used: it updates the fields-set
-    in place, which a store's lean read leaves frozen."""
-    copy = event.model_copy()
-    copy.__dict__.update(values)
-    return copy
+_KEPT = (Sealed, ErasedData, ErasedText)
+"""Values `seal` leaves as they are: sealed already, or erased."""
+
+
+def _replaced(events: Sequence[E], updates: dict[int, dict[str, Any]]) -> list[E]:
+    """`events`, those at the indexes of `updates` copied with those values (not validated
+    again: they are a sealed or opened form of what the event held). Built as
+    `DomainEvent.attached` builds its copies; `model_copy(update=...)` cannot be used: it
+    updates the fields-set in place, which a store's lean read leaves frozen."""
+    result = list(events)
+    for index, values in updates.items():
+        event = result[index]
+        copy = _new(type(event))
+        data = event.__dict__.copy()
+        data.update(values)
+        _set_dict(copy, data)
+        _set_fields_set(copy, event.__pydantic_fields_set__)
+        _set_extra(copy, event.__pydantic_extra__)
+        private = event.__pydantic_private__
+        _set_private(copy, None if private is None else dict(private))
+        result[index] = copy
+    return result
