@@ -4,6 +4,8 @@ concurrent writers on PostgreSQL agree on one key per subject."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -17,6 +19,8 @@ from eventsource.gdpr import (
     is_erased,
 )
 from tests.gdpr._events import PLAIN_EMAIL, CustomerRegistered, registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _registered(subject: str) -> CustomerRegistered:
@@ -125,4 +129,58 @@ async def test_concurrent_writers_of_a_new_subject_use_one_key(
     finally:
         for keys in key_stores:
             await keys.close()
+        await inner.close()
+
+
+@pytest.mark.postgresql
+async def test_writer_processes_creating_the_first_key_at_once_share_it(
+    postgres_url: str, schema: str, tmp_path: Path
+) -> None:
+    """Two processes, each with its own connections and key cache, append the first events
+    of one subject released at the same moment: both used one key. (Process start-up is
+    slow on a loaded machine, hence two; the test above races eight connections.)"""
+    from eventsource import PostgreSQLEventStore
+    from eventsource.gdpr import PostgreSQLKeyStore
+
+    inner = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry)
+    await inner.create_schema()
+    subject, go = f"proc-{uuid4()}", tmp_path / "go"
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.gdpr._writer",
+            postgres_url,
+            schema,
+            subject,
+            str(go),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    keys = PostgreSQLKeyStore.from_url(postgres_url, schema=schema)
+    try:
+        for writer in writers:
+            assert writer.stdout is not None
+            async with asyncio.timeout(180):
+                assert (await writer.stdout.readline()).strip() == b"ready"
+        go.touch()
+        used = []
+        for writer in writers:
+            async with asyncio.timeout(180):
+                out, _ = await writer.communicate()
+            assert writer.returncode == 0
+            used.append(out.strip().decode())
+        [key] = (await keys.get_keys([subject])).values()
+        assert used == [key.hex()] * 2
+        store = EncryptedEventStore(inner, PersonalDataVault(keys), registry=registry)
+        emails = [stored.event.email async for stored in store.read_all()]
+        assert emails == ["w@example.org"] * 10
+    finally:
+        for writer in writers:
+            if writer.returncode is None:
+                writer.kill()
+                await writer.wait()
+        await keys.close()
         await inner.close()
