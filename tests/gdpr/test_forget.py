@@ -32,6 +32,7 @@ from eventsource import (
     SubscriptionManager,
     handles,
 )
+from eventsource.exceptions import DecryptionError
 from eventsource.gdpr import (
     EncryptedEventStore,
     KeyStore,
@@ -131,6 +132,41 @@ class ForgetScenario(ABC):
     @abstractmethod
     async def database_text(self) -> str:
         """Every row of every table of the test's database, as text."""
+
+    @abstractmethod
+    async def swap_email_and_name(self, aggregate_id: UUID) -> None:
+        """Swap the stored (sealed) email and name of the stream's events, in SQL."""
+
+    async def test_a_value_moved_in_the_database_is_a_typed_error(self) -> None:
+        """Someone with database access swaps two sealed fields of a row: reading it raises
+        DecryptionError, and a subscription parks it as a dead letter (not a crash, not
+        garbage in the read model)."""
+        async for backends in self.backends():
+            vault = PersonalDataVault(backends.keys)
+            store = EncryptedEventStore(backends.store, vault, registry=_registry())
+            customers = AggregateRepository(store, Customer)
+            victim, other = uuid4(), uuid4()
+            await customers.execute(
+                victim, lambda c: c.register("t-1", PLAIN_EMAIL, PLAIN_NAME), create=True
+            )
+            await customers.execute(
+                other, lambda c: c.register("t-2", KEPT_EMAIL, "Kept Person"), create=True
+            )
+            await self.swap_email_and_name(victim)
+            with pytest.raises(DecryptionError) as raised:
+                await customers.load(victim)
+            assert (raised.value.subject, raised.value.event_type) == ("t-1", "CustomerRegistered")
+            assert (await customers.load(other)).state.email == KEPT_EMAIL
+
+            await self._project(backends, vault, "nobody")
+            letters = await backends.dead_letters.list()
+            assert sorted((x.subscription, x.event_type) for x in letters) == [
+                ("Directory", "CustomerRegistered"),
+                ("Rejecting", "CustomerRegistered"),
+            ]
+            assert all(x.error.startswith("DecryptionError") for x in letters)
+            assert await backends.views.get(victim) is None
+            assert (await backends.views.get(other)).email == KEPT_EMAIL  # type: ignore[union-attr]
 
     async def _project(self, backends: Backends, vault: PersonalDataVault, subject: str) -> None:
         config = SubscriptionConfig(max_attempts=1, poll_interval=0.05, circuit_breaker=None)
@@ -260,6 +296,20 @@ class TestForgetOnPostgreSQL(ForgetScenario):
             await parts.snapshots.close()
             await store.close()
 
+    async def swap_email_and_name(self, aggregate_id: UUID) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(
+                f'UPDATE "{self.schema}".events SET payload = jsonb_set(jsonb_set(payload,'
+                " '{email}', payload->'name'), '{name}', payload->'email')"
+                " WHERE aggregate_id = $1",
+                aggregate_id,
+            )
+        finally:
+            await conn.close()
+
     async def database_text(self) -> str:
         import asyncpg
 
@@ -307,6 +357,18 @@ class TestForgetOnSQLite(ForgetScenario):
                 await closing.close()
             await parts.snapshots.close()
             await store.close()
+
+    async def swap_email_and_name(self, aggregate_id: UUID) -> None:
+        def swap() -> None:
+            with sqlite3.connect(self.path) as conn:
+                conn.execute(
+                    "UPDATE events SET payload = json_set(payload, '$.email',"
+                    " json_extract(payload, '$.name'), '$.name', json_extract(payload, '$.email'))"
+                    " WHERE aggregate_id = ?",
+                    (str(aggregate_id),),
+                )
+
+        await asyncio.to_thread(swap)
 
     async def database_text(self) -> str:
         def scan() -> str:
