@@ -184,3 +184,25 @@ async def test_writer_processes_creating_the_first_key_at_once_share_it(
                 await writer.wait()
         await keys.close()
         await inner.close()
+
+
+@pytest.mark.postgresql
+async def test_re_appending_the_same_events_stays_idempotent(
+    postgres_url: str, schema: str
+) -> None:
+    """A retried append (a lost COMMIT reply, say) seals the same values to the same tokens,
+    so the store recognises it as the earlier append instead of a conflicting one."""
+    from eventsource import PostgreSQLEventStore
+
+    inner = PostgreSQLEventStore.from_url(postgres_url, schema=schema, registry=registry)
+    await inner.create_schema()
+    try:
+        store = EncryptedEventStore(inner, PersonalDataVault(InMemoryKeyStore()), registry=registry)
+        stream, events = uuid4(), [_registered("retry"), _registered("retry")]
+        first = await store.append_events(stream, "Customer", events, ExpectedVersion.NO_STREAM)
+        again = await store.append_events(stream, "Customer", events, ExpectedVersion.NO_STREAM)
+        assert not first.already_stored
+        assert again.already_stored
+        assert again.new_version == 2
+    finally:
+        await inner.close()
