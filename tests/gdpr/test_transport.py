@@ -206,3 +206,24 @@ async def test_re_appending_the_same_events_stays_idempotent(
         assert again.new_version == 2
     finally:
         await inner.close()
+
+
+@pytest.mark.sqlite
+async def test_an_undecodable_row_raises_where_it_stands(tmp_path: Path) -> None:
+    """The wrapper opens what decodes; a corrupt row keeps its own typed error, at its place."""
+    import sqlite3
+
+    from eventsource import SQLiteEventStore
+    from eventsource.exceptions import SerializationError
+
+    path = tmp_path / "events.db"
+    async with SQLiteEventStore(path, registry=registry) as inner:
+        store = EncryptedEventStore(inner, PersonalDataVault(InMemoryKeyStore()), registry=registry)
+        stream = uuid4()
+        await store.append_events(stream, "Customer", [_registered("u"), _registered("u")], 0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE events SET payload = '{not json' WHERE aggregate_version = 1")
+        read = [stored async for stored in store.read_stream(stream)]
+        with pytest.raises(SerializationError):
+            _ = read[0].event
+        assert read[1].event.email == PLAIN_EMAIL

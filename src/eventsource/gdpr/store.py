@@ -123,8 +123,14 @@ class EncryptedEventStore(EventStore):
         return known
 
     async def _opened(self, page: list[StoredEvent]) -> list[StoredEvent]:
-        """`page` with the events of personal classes opened (others untouched, undecoded)."""
-        indexes = [i for i, stored in enumerate(page) if self._has_personal(stored.event_type)]
+        """`page` with the events of personal classes opened (others untouched, undecoded).
+        A row that cannot be decoded stays as it is: reading its `event` raises its typed
+        error where it stands, as without the wrapper."""
+        indexes = [
+            i
+            for i, stored in enumerate(page)
+            if self._has_personal(stored.event_type) and stored.decode_error() is None
+        ]
         if not indexes:
             return page
         opened = await self.vault.open([page[i].event for i in indexes])
