@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import sqlite3
+import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SYNCHRONOUS_MODES",
+    "FileLock",
     "begin_immediate",
+    "file_lock",
     "open_connection",
     "run_on",
     "store_error",
@@ -160,10 +165,52 @@ BEGIN (SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms, so a waiter fall
 writer that comes back at once, and one process starves the other)."""
 
 
+class FileLock:
+    """The write lock of one database file among the connections of this process.
+
+    SQLite's lock is shared by processes; inside one process, writers of the same file
+    (several stores, each with its own connection and worker thread) queue here instead, so
+    a writer waits without polling the file and takes the lock the moment the previous one
+    commits. Only the thread that got this lock asks SQLite for its lock."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds; then `sqlite3.OperationalError` ("database is
+        locked"), the error SQLite gives when its own lock stays taken."""
+        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+            raise sqlite3.OperationalError("database is locked (by a writer of this process)")
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+_FILE_LOCKS: weakref.WeakValueDictionary[str, FileLock] = weakref.WeakValueDictionary()
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def file_lock(path: str) -> FileLock | None:
+    """The `FileLock` of the database file at `path` (one per file while any holder keeps
+    it), or None for a private in-memory database."""
+    if path == ":memory:" or path == "":
+        return None
+    key = os.path.realpath(path)
+    with _FILE_LOCKS_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = FileLock()
+        return lock
+
+
 def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
     """`BEGIN IMMEDIATE` on a connection whose `busy_timeout` is 0, retried with short
     pauses of our own (`_BUSY_SLEEPS`, jittered) until `timeout` seconds have passed; then
-    the `sqlite3.OperationalError` ("database is locked") of the last attempt is raised."""
+    the `sqlite3.OperationalError` ("database is locked") of the last attempt is raised.
+    (Writers of one process queue on their `FileLock` first: only writers in other processes
+    meet here.)"""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:

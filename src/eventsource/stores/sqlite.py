@@ -11,8 +11,9 @@ transaction there (`_sqlite_append`), a read page runs its query, fetches its ro
 their stored events there (aiosqlite's own methods hop once per statement and per fetch, and
 those hops were half of what a small operation cost). Rows are lean (`_sqlite_rows`): the
 payload holds the event's own fields, the envelope has columns; older rows read as before.
-Writers wait for the file's write lock with short pauses of their own instead of SQLite's
-busy handler (`begin_immediate`), so writers in several processes get their fair share.
+Writers of one file in this process queue on an in-process lock (`FileLock`); the one in front
+waits for the file's write lock with short pauses of its own instead of SQLite's busy handler
+(`begin_immediate`), so writers in several processes get their fair share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -28,7 +30,13 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, run_on, store_error, synchronous_mode
+from eventsource._internal.sqlite import (
+    file_lock,
+    open_connection,
+    run_on,
+    store_error,
+    synchronous_mode,
+)
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
@@ -143,6 +151,7 @@ class SQLiteEventStore(EventStore):
         self._reader: aiosqlite.Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        self._file_lock = file_lock(self.path)
         self._signals = AppendSignals()
         t = quote_identifier(table)
         self.table = table
@@ -258,6 +267,7 @@ class SQLiteEventStore(EventStore):
                     rows,
                     expected_version,
                     self._busy_timeout,
+                    self._file_lock,
                 )
             except sqlite3.Error as exc:
                 raise store_error(
@@ -285,12 +295,14 @@ class SQLiteEventStore(EventStore):
         stream = str(aggregate_id)
         recorded_at = timestamp(utc_now())
         rows: list[list[Any]] = []
+        append = rows.append
         for event in events:
             payload, metadata = encode(event)
-            event_id = str(event.event_id)
+            own_id = event.event_id
+            event_id = str(own_id)
             correlation = event.correlation_id
-            tenant, causation = event.tenant_id, event.causation_id
-            rows.append(
+            tenant, causation, occurred = event.tenant_id, event.causation_id, event.occurred_at
+            append(
                 [
                     event_id,
                     event.event_type,
@@ -299,10 +311,12 @@ class SQLiteEventStore(EventStore):
                     aggregate_type,
                     0,
                     None if tenant is None else str(tenant),
-                    timestamp(event.occurred_at),
+                    occurred.isoformat(timespec="microseconds")
+                    if occurred.tzinfo is UTC
+                    else timestamp(occurred),
                     recorded_at,
                     payload,
-                    event_id if correlation == event.event_id else str(correlation),
+                    event_id if correlation.int == own_id.int else str(correlation),
                     None if causation is None else str(causation),
                     metadata,
                 ]
