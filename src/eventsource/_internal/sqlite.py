@@ -20,7 +20,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventsource.exceptions import EventStoreError, TransientStoreError
 
@@ -30,12 +30,17 @@ if TYPE_CHECKING:
 __all__ = [
     "SYNCHRONOUS_MODES",
     "FileLock",
+    "OwnConnection",
     "begin_immediate",
+    "changed_rows",
+    "execute_many",
+    "fetch_all",
     "file_lock",
     "open_connection",
     "run_on",
     "store_error",
     "synchronous_mode",
+    "transaction",
 ]
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -224,3 +229,123 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float) -> None:
         pause = _BUSY_SLEEPS[min(attempt, len(_BUSY_SLEEPS) - 1)]
         time.sleep(pause * (0.5 + random.random()))
         attempt += 1
+
+
+# -- connections of the repositories (outbox, inbox, checkpoints, DLQ, snapshots, read models) --
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of one statement (none for a write without RETURNING), the statement
+    finished (its cursor closed) before the hop ends: no read transaction stays open on the
+    connection for the next caller's statement to share."""
+    cursor = conn.execute(sql, params)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def changed_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    """The number of rows one write statement changed."""
+    cursor = conn.execute(sql, params)
+    try:
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def transaction(
+    conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[Any]]:
+    """`statements` in one `BEGIN IMMEDIATE` transaction, committed or rolled back before
+    the hop ends; the rows of each."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = [fetch_all(conn, sql, params) for sql, params in statements]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """`sql` for every row of `rows`, in one `BEGIN IMMEDIATE` transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class OwnConnection:
+    """A repository's connection of its own to an SQLite file, opened on first use (with
+    `ddl` run and `prepare(raw_connection)` run on its thread, e.g. to upgrade an older table).
+
+    Every operation is one function run whole on the connection's thread (`run`, with the
+    module's `fetch_all`, `changed_rows`, `transaction`, `execute_many`). Operations made of
+    several aiosqlite calls (BEGIN, statements, COMMIT) were unsafe to cancel: a call
+    cancelled between them left the connection inside its transaction, so the repository's
+    next call failed and the file's write lock stayed taken for every other writer. Run in
+    one hop, a cancelled call still ends its transaction on the thread."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        synchronous: str,
+        ddl: Sequence[str],
+        what: str,
+        where: str,
+        prepare: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous_mode(synchronous)
+        self._ddl = ddl
+        self._what = what
+        self._where = where
+        self._prepare = prepare
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> aiosqlite.Connection:
+        connection = self._connection
+        if connection is not None:
+            return connection
+        async with self._lock:
+            if self._connection is None:
+                opened = await open_connection(
+                    self.path,
+                    busy_timeout=self._busy_timeout,
+                    synchronous=self._synchronous,
+                    ddl=self._ddl,
+                    what=self._what,
+                )
+                if self._prepare is not None:
+                    try:
+                        await run_on(opened, self._prepare)
+                    except BaseException:
+                        await opened.close()
+                        raise
+                self._connection = opened
+            return self._connection
+
+    async def run(self, what: str, function: Callable[..., _T], *args: object) -> _T:
+        """`function(raw_connection, *args)` on the connection's thread; an sqlite3 error
+        becomes the library's (`store_error`), naming the repository and `what` it did."""
+        try:
+            return await run_on(await self._connected(), function, *args)
+        except sqlite3.Error as exc:
+            raise store_error(f"{self._where}: {what}: {exc}", exc) from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
