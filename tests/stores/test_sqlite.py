@@ -177,3 +177,31 @@ async def test_a_writer_queued_behind_another_of_this_process_times_out_transien
         other.close()
         await patient.close()
         await hasty.close()
+
+
+def test_a_forked_child_does_not_inherit_a_held_file_lock(tmp_path: Path) -> None:
+    """A writer thread of the parent holding a file's lock at a fork is not in the child:
+    the child's writers of that file must not wait for it."""
+    import os
+
+    from eventsource._internal.sqlite import file_lock
+
+    path = str(tmp_path / "forked.db")
+    lock = file_lock(path)
+    assert lock is not None
+    lock.acquire(1.0)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 if it can take the file's lock at once
+            code = 1
+            try:
+                mine = file_lock(path)
+                if mine is not None:
+                    mine.acquire(0.0)
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        lock.release()

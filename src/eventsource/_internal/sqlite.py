@@ -197,6 +197,17 @@ _FILE_LOCKS: weakref.WeakValueDictionary[str, FileLock] = weakref.WeakValueDicti
 _FILE_LOCKS_GUARD = threading.Lock()
 
 
+def _new_locks_after_fork() -> None:
+    """A forked child starts with no file locks: one that a writer thread of the parent
+    held at the fork would stay taken in the child forever (that thread is not copied)."""
+    global _FILE_LOCKS_GUARD
+    _FILE_LOCKS_GUARD = threading.Lock()
+    _FILE_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 def file_lock(path: str) -> FileLock | None:
     """The `FileLock` of the database file at `path` (one per file while any holder keeps
     it), or None for a private in-memory database."""
