@@ -150,7 +150,6 @@ class SQLiteEventStore(EventStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._connect_lock = asyncio.Lock()
-        self._write_lock = asyncio.Lock()
         self._file_lock = file_lock(self.path)
         self._signals = AppendSignals()
         t = quote_identifier(table)
@@ -255,24 +254,25 @@ class SQLiteEventStore(EventStore):
         attached = attach_events(events, aggregate_id, aggregate_type, first)
         rows = self._rows(attached, aggregate_id, aggregate_type)
         writer, _ = await self._connections()
-        async with self._write_lock:
-            try:
-                outcome = await run_on(
-                    writer,
-                    append_transaction,
-                    self._statements,
-                    self._codec,
-                    aggregate_id,
-                    attached,
-                    rows,
-                    expected_version,
-                    self._busy_timeout,
-                    self._file_lock,
-                )
-            except sqlite3.Error as exc:
-                raise store_error(
-                    f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
-                ) from exc
+        # No lock here: the writer's thread runs queued appends one after the other, so a
+        # second task's append is queued at once instead of after the first one's return.
+        try:
+            outcome = await run_on(
+                writer,
+                append_transaction,
+                self._statements,
+                self._codec,
+                aggregate_id,
+                attached,
+                rows,
+                expected_version,
+                self._busy_timeout,
+                self._file_lock,
+            )
+        except sqlite3.Error as exc:
+            raise store_error(
+                f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
+            ) from exc
         if isinstance(outcome, Replay):
             return replayed_result(events, aggregate_id, aggregate_type, outcome.records)
         if outcome.current + 1 != first:
