@@ -8,11 +8,12 @@ own, run in turn (the order rotated every round):
 * library: a `SQLiteEventStore` per process;
 * minimal: raw aiosqlite on the minimal table (`_sqlite_sides.MinimalSide`), SQLite's own
   busy handler (busy_timeout 10 s) deciding who gets the lock next.
-Reported per round and side: each process's appends/s, the fairness (slowest process's rate
-over the fastest's: 1.00 = a fair share each), the p99 and the slowest append over all
-processes; then the medians over the rounds and the library's total rate over the minimal
-side's. SQLite lets one writer in at a time, so what decides the shares is how a waiting
-writer comes back for the lock (`begin_immediate`).
+Each process makes one warm-up append before the common start. Reported per round and side:
+each process's appends/s, the fairness (slowest process's rate over the fastest's: 1.00 = a
+fair share each), the p99 and the slowest append over all processes; then the medians over the
+rounds and the library's total rate over the minimal side's. SQLite lets one writer in at a
+time, so what decides the shares is how a waiting writer comes back for the lock
+(`begin_immediate`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ async def writer(side: str, path: str, start: float, seconds: float) -> dict[str
 
         close = raw.close
     try:
+        # A warm-up append first (to a stream of its own: `append` reads `stream` and
+        # `version` when called): a process's first append pays one-time costs (the codec's
+        # per-class serializers, statement preparation), not the steady state compared here.
+        await append()
+        stream, version = uuid4(), 0
         await asyncio.sleep(max(0.0, start - time.time()))
         end = time.monotonic() + seconds
         while time.monotonic() < end:
