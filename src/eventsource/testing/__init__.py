@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         assert_nothing_published,
         assert_stream,
     )
+    from eventsource.testing.sagas import ManualClock, SagaScenario
     from eventsource.testing.scenarios import (
         AggregateOutcome,
         AggregateScenario,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from eventsource.testing.snapshot_store import SnapshotStoreContract
     from eventsource.testing.telemetry import TelemetryCapture, capture_telemetry
     from eventsource.testing.tenancy import TenancyContract
+    from eventsource.testing.timers import TimerStoreContract
     from eventsource.testing.undecodable import UndecodableEventContract
 
 _LAZY = {
@@ -59,9 +61,11 @@ _LAZY = {
     "AggregateScenario": "scenarios",
     "EventBuilder": "builder",
     "Harness": "harness",
+    "ManualClock": "sagas",
     "ProjectionScenario": "scenarios",
     "RecordingEventBus": "recording",
     "RecordingPublisher": "recording",
+    "SagaScenario": "sagas",
     "assert_event_published": "recording",
     "assert_events_equal": "compare",
     "assert_nothing_published": "recording",
@@ -81,6 +85,7 @@ _LAZY = {
     "SnapshotStoreContract": "snapshot_store",
     "TelemetryCapture": "telemetry",
     "TenancyContract": "tenancy",
+    "TimerStoreContract": "timers",
     "UndecodableEventContract": "undecodable",
     "capture_telemetry": "telemetry",
     "contract_registry": "events",
@@ -97,14 +102,17 @@ __all__ = [
     "EventStoreContract",
     "Harness",
     "InboxRepositoryContract",
+    "ManualClock",
     "OutboxRepositoryContract",
     "ProjectionScenario",
     "ReadModelRepositoryContract",
     "RecordingEventBus",
     "RecordingPublisher",
+    "SagaScenario",
     "SnapshotStoreContract",
     "TelemetryCapture",
     "TenancyContract",
+    "TimerStoreContract",
     "UndecodableEventContract",
     "assert_event_published",
     "assert_events_equal",
