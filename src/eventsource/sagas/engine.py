@@ -308,7 +308,7 @@ class WorkflowEngine(AsyncClosing):
                 if not await self.compensations.compensate_next(definition, instance):
                     return
             else:  # COMPLETED, COMPENSATED, COMPENSATION_FAILED: nothing to do
-                if status.is_final:
+                if status.is_final and state.deadline is not None:
                     await self.scheduler.cancel(instance.aggregate_id, TIMEOUT_TIMER)
                 return
 
