@@ -313,3 +313,55 @@ async def test_a_repeated_start_changes_nothing() -> None:
         state = await scenario.state(saga_id)
     assert log == ["do a"]
     assert state.data["v"] == 1
+
+
+async def test_a_cancel_during_a_step_compensates_that_step_too() -> None:
+    """The cancellation lands while the action runs: the driver's next record conflicts,
+    it reloads, records the step's completion anyway, then fails and compensates it."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    log: list[str] = []
+
+    async def slow(ctx: StepContext) -> None:
+        entered.set()
+        await release.wait()
+        log.append("slow done")
+
+    async def undo_slow(ctx: StepContext) -> None:
+        log.append("undo slow")
+
+    saga = Saga("interrupted", [SagaStep(slow, undo_slow), recorder(log, "after")])
+    async with SagaScenario(saga) as scenario:
+        saga_id = await scenario.engine.start(saga)
+        driving = asyncio.create_task(scenario.engine.run_until_idle())
+        await entered.wait()
+        assert await scenario.engine.cancel(saga_id, "stop") is True
+        release.set()
+        await driving
+        await scenario.engine.run_until_idle()
+        state = await scenario.expect_compensated(saga_id, ["slow"])
+    assert log == ["slow done", "undo slow"]
+    assert state.completed == ["slow"]
+
+
+async def test_the_status_read_model_follows_the_sagas() -> None:
+    from eventsource.readmodels import InMemoryReadModelRepository
+    from eventsource.sagas import SagaStatusProjection, SagaSummary
+
+    log: list[str] = []
+    good = Saga("good", [recorder(log, "a")])
+    bad = Saga("bad", [recorder(log, "b"), recorder(log, "c", fail=True)])
+    async with SagaScenario(good) as scenario:
+        scenario.engine.register(bad)
+        ok_id = await scenario.start()
+        bad_id = await scenario.engine.start(bad)
+        await scenario.engine.run_until_idle()
+        summaries = InMemoryReadModelRepository(SagaSummary)
+        projection = SagaStatusProjection(summaries)
+        stored = [s async for s in scenario.store.read_all()]
+        for event in stored + stored:  # every event delivered twice
+            await projection.handle(event)
+    [ok] = await summaries.query(status=SagaStatus.COMPLETED)
+    [undone] = await summaries.query(status=SagaStatus.COMPENSATED)
+    assert (ok.id, ok.saga_name) == (ok_id, "good")
+    assert (undone.id, undone.saga_name) == (bad_id, "bad")
+    assert "c broke" in (undone.reason or "")
