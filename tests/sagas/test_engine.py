@@ -365,3 +365,18 @@ async def test_the_status_read_model_follows_the_sagas() -> None:
     assert (ok.id, ok.saga_name) == (ok_id, "good")
     assert (undone.id, undone.saga_name) == (bad_id, "bad")
     assert "c broke" in (undone.reason or "")
+
+
+async def test_a_store_with_its_own_registry_reads_sagas_once_it_knows_their_events() -> None:
+    from eventsource import EventRegistry
+    from eventsource.sagas.events import SAGA_EVENTS
+
+    registry = EventRegistry()
+    for event_class in SAGA_EVENTS:
+        registry.register(event_class)
+    store = InMemoryEventStore(registry=registry)
+    engine = WorkflowEngine(store, InMemoryTimerStore(), sagas=[Saga("r", [recorder([], "a")])])
+    saga_id = await engine.start("r")
+    await engine.run_until_idle()
+    assert (await engine.get(saga_id)).status is SagaStatus.COMPLETED
+    await engine.close()

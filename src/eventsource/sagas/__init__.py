@@ -26,6 +26,7 @@ from eventsource.exceptions import (
 from eventsource.sagas.compensation import CompensationManager, compensation_order
 from eventsource.sagas.definition import Action, Compensation, Saga, SagaStep, StepContext
 from eventsource.sagas.engine import RESUME_TIMER, TIMEOUT_TIMER, WorkflowEngine
+from eventsource.sagas.events import SAGA_EVENTS
 from eventsource.sagas.instance import SAGA_AGGREGATE_TYPE, SagaInstance, SagaState
 from eventsource.sagas.process import ProcessManager, saga_id_for
 from eventsource.sagas.readmodel import SagaStatusProjection, SagaSummary
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUME_TIMER",
+    "SAGA_EVENTS",
     "SAGA_AGGREGATE_TYPE",
     "TIMEOUT_TIMER",
     "Action",

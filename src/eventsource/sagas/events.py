@@ -14,6 +14,7 @@ from pydantic import Field
 from eventsource.events.base import DomainEvent, UTCDateTime
 
 __all__ = [
+    "SAGA_EVENTS",
     "SagaCancelRequested",
     "SagaCompensated",
     "SagaCompensationParked",
@@ -125,3 +126,24 @@ class SagaCompensationRetried(DomainEvent):
 
 class SagaCompensated(DomainEvent):
     event_type: str = "eventsource.saga.Compensated"
+
+
+SAGA_EVENTS: tuple[type[DomainEvent], ...] = (
+    SagaStarted,
+    SagaStepsStarted,
+    SagaStepCompleted,
+    SagaStepFailed,
+    SagaStepDelayed,
+    SagaSignalReceived,
+    SagaCancelRequested,
+    SagaFailed,
+    SagaCompleted,
+    SagaCompensationStarted,
+    SagaCompensationStepCompleted,
+    SagaCompensationStepFailed,
+    SagaCompensationParked,
+    SagaCompensationRetried,
+    SagaCompensated,
+)
+"""Every saga event class. They join `default_registry`; a store opened with a registry of
+its own must know them too: `for cls in SAGA_EVENTS: registry.register(cls)`."""
