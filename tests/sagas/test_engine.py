@@ -380,3 +380,20 @@ async def test_a_store_with_its_own_registry_reads_sagas_once_it_knows_their_eve
     await engine.run_until_idle()
     assert (await engine.get(saga_id)).status is SagaStatus.COMPLETED
     await engine.close()
+
+
+async def test_drive_runs_one_saga_now_and_refuses_while_another_driver_has_it() -> None:
+    from eventsource.exceptions import LockTimeoutError
+
+    log: list[str] = []
+    async with SagaScenario(Saga("manual", [recorder(log, "a")])) as scenario:
+        engine = scenario.engine
+        saga_id = await engine.start("manual")
+        async with engine.locks.acquire(f"saga:{saga_id}"):
+            with pytest.raises(LockTimeoutError):
+                await engine.drive(saga_id)
+        state = await engine.drive(saga_id)
+        assert state.status is SagaStatus.COMPLETED
+        assert log == ["do a"]
+        with pytest.raises(SagaNotFoundError):
+            await engine.drive(scenario.saga_id("nobody"))
