@@ -109,16 +109,18 @@ class CompensationManager:
                 error,
             )
             if attempt >= self.max_attempts:
-                await engine._record(instance, lambda i: i.park(step, error))
+                await engine._record(instance, lambda i: i.park(step, error), outcome=True)
                 return False
             retry_at = engine.clock() + self.delay(attempt)
-            await engine._record(instance, lambda i: i.compensation_failed(step, error, retry_at))
+            await engine._record(
+                instance, lambda i: i.compensation_failed(step, error, retry_at), outcome=True
+            )
             await engine.scheduler.schedule(instance.aggregate_id, RETRY_TIMER, at=retry_at)
             return False
         finally:
             saga_context.reset(token)
         commands = engine._stamp(instance.aggregate_id, step, context.commands)
-        await engine._record(instance, lambda i: i.compensation_done(step, commands))
+        await engine._record(instance, lambda i: i.compensation_done(step, commands), outcome=True)
         return True
 
     async def retry(self, saga_id: UUID, *, requested_by: str = "") -> None:

@@ -114,6 +114,7 @@ class WorkflowEngine(AsyncClosing):
         self.poll_interval = poll_interval
         self._sagas: dict[str, Saga] = {}
         self._stopping = asyncio.Event()
+        self._deferred: dict[UUID, list[Callable[[SagaInstance], Any]]] = {}
         for saga in sagas:
             self.register(saga)
 
@@ -293,7 +294,18 @@ class WorkflowEngine(AsyncClosing):
         await self.scheduler.timers.complete(timer)
 
     async def _drive(self, instance: SagaInstance) -> None:
-        """Move the saga forward until it has to wait or is over."""
+        """Move the saga forward until it has to wait or is over, then append what is still
+        deferred (see `_defer`); after an error the deferred records are dropped (their
+        steps are in doubt, and re-run with the same key)."""
+        try:
+            await self._drive_loop(instance)
+        except BaseException:
+            self._deferred.pop(instance.aggregate_id, None)
+            raise
+        if instance.aggregate_id in self._deferred:
+            await self._record(instance, _nothing)
+
+    async def _drive_loop(self, instance: SagaInstance) -> None:
         definition = self.definition(instance.state.saga_name)
         while True:
             state = instance.state
@@ -341,8 +353,8 @@ class WorkflowEngine(AsyncClosing):
                 due = state.delayed.get(step.name)
                 if due is None:
                     due = now + step.delay
-                    delayed = _delay(step.name, due)
-                    await self._record(instance, delayed)
+                    if not await self._record(instance, _delay(step.name, due)):
+                        return True  # the saga moved on meanwhile: decide again
                 if now < due:
                     timer = f"delay:{step.name}"
                     await self.scheduler.schedule(instance.aggregate_id, timer, at=due)
@@ -354,7 +366,8 @@ class WorkflowEngine(AsyncClosing):
         self, definition: Saga, instance: SagaInstance, steps: Sequence[SagaStep]
     ) -> None:
         names = [step.name for step in steps]
-        await self._record(instance, lambda i: i.start_steps(names))
+        if not await self._record(instance, lambda i: i.start_steps(names)):
+            return  # the saga moved on meanwhile (cancelled?): decide again
         outcomes = await asyncio.gather(*(self._run_action(definition, instance, s) for s in steps))
         done = [(name, result, commands) for name, result, commands, error in outcomes if not error]
         errors = {name: error for name, _, _, error in outcomes if error}
@@ -365,7 +378,13 @@ class WorkflowEngine(AsyncClosing):
             if errors:
                 i.fail_steps(errors)
 
-        await self._record(instance, record)
+        if errors:
+            await self._record(instance, record, outcome=True)
+        else:
+            # Appended with the next record (the next unit's start, the saga's end) or when
+            # the drive stops, in one append: no more I/O happens before it than before a
+            # record of its own, so a crash leaves the same steps in doubt.
+            self._defer(instance, record)
 
     async def _run_action(
         self, definition: Saga, instance: SagaInstance, step: SagaStep
@@ -404,20 +423,45 @@ class WorkflowEngine(AsyncClosing):
 
     # -- recording ---------------------------------------------------------------------------
 
-    async def _record(self, instance: SagaInstance, command: Callable[[SagaInstance], Any]) -> None:
-        """Apply `command` to the driven instance and append what it recorded. When the stream
-        moved on meanwhile (a signal, a cancellation), reload it and apply the command again:
-        commands are written to be repeatable on a newer state."""
+    def _defer(self, instance: SagaInstance, command: Callable[[SagaInstance], Any]) -> None:
+        """Apply `command` now and append it with the next `_record` of this saga."""
+        command(instance)
+        self._deferred.setdefault(instance.aggregate_id, []).append(command)
+
+    async def _record(
+        self,
+        instance: SagaInstance,
+        command: Callable[[SagaInstance], Any],
+        *,
+        outcome: bool = False,
+    ) -> bool:
+        """Apply `command` to the driven instance and append what it recorded, with what was
+        deferred. True when the command was recorded.
+
+        When the stream moved on meanwhile (a signal, a cancellation appended by someone
+        else), the saga is reloaded. Outcomes (what an action or a compensation did: deferred
+        records and `outcome=True`) are applied again and appended: they happened. Any other
+        command is a decision taken on the old state: it is dropped (False), and the caller
+        decides again on the new state.
+        """
+        keep = self._deferred.pop(instance.aggregate_id, [])
+        command(instance)
+        if outcome:
+            keep.append(command)
         for attempt in range(_RECORD_RETRIES):
-            command(instance)
             try:
                 await self.repository.save(instance)
-                return
+                return attempt == 0 or outcome
             except OptimisticLockError:
                 if attempt == _RECORD_RETRIES - 1:
                     raise
                 fresh = await self.repository.load(instance.aggregate_id)
                 instance.__dict__.update(fresh.__dict__)
+                if not keep:
+                    return False
+                for each in keep:
+                    each(instance)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _update(self, saga_id: UUID, command: Callable[[SagaInstance], Any]) -> Any:
         """`command` on the stored saga, retried on a version conflict."""
@@ -439,3 +483,7 @@ def _delay(step: str, due: datetime) -> Callable[[SagaInstance], None]:
 
 def _compensate(order: list[str]) -> Callable[[SagaInstance], None]:
     return lambda instance: instance.start_compensation(order)
+
+
+def _nothing(instance: SagaInstance) -> None:
+    """A record of nothing: appends what was deferred."""
