@@ -157,10 +157,13 @@ class WorkflowEngine(AsyncClosing):
         claims its timer (`run`, `run_until_idle`).
         """
         definition = self.definition(saga)
-        saga_id = saga_id or uuid7()
-        instance = await self.repository.load_or_create(saga_id)
-        if instance.version:
-            return saga_id
+        if saga_id is None:  # a new id: no stream to look for
+            saga_id = uuid7()
+            instance = self.repository.create_new(saga_id)
+        else:
+            instance = await self.repository.load_or_create(saga_id)
+            if instance.version:
+                return saga_id
         now = self.clock()
         deadline = None if definition.timeout is None else now + definition.timeout
         # The wake-ups are stored before the start: a crash right after the append leaves a
