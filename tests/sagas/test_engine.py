@@ -397,3 +397,28 @@ async def test_drive_runs_one_saga_now_and_refuses_while_another_driver_has_it()
         assert log == ["do a"]
         with pytest.raises(SagaNotFoundError):
             await engine.drive(scenario.saga_id("nobody"))
+
+
+async def test_commands_reach_the_outbox_once_with_their_step() -> None:
+    """A store with an outbox receives every command a step sent, once, in the append of
+    the step's completion; duplicate events add nothing."""
+    from eventsource.outbox import InMemoryOutboxRepository
+
+    outbox = InMemoryOutboxRepository()
+    store = InMemoryEventStore(outbox=outbox)
+    saga = order_saga(Ledger())
+    engine = WorkflowEngine(store, InMemoryTimerStore(), sagas=[saga], clock=ManualClock())
+    routes = order_routes(engine, saga)
+    placed = OrderPlaced(order_id="o-9", amount=3)
+    for event in (placed, placed, PaymentReceived(order_id="o-9", payment_ref="p"), placed):
+        await routes.handle(event)
+        await engine.run_until_idle()
+    async with outbox.claim(1000) as batch:
+        entries = list(batch.entries)
+    sent = [e.event_type for e in entries if e.event_type in ("RequestPayment", "ShipOrder")]
+    assert sent == ["RequestPayment", "ShipOrder"]
+    completed = [e for e in entries if e.event_type == "eventsource.saga.StepCompleted"]
+    payment = next(e for e in entries if e.event_type == "RequestPayment")
+    # The command directly follows its step's completion in the saga's stream.
+    assert payment.aggregate_version - 1 in {e.aggregate_version for e in completed}
+    await engine.close()
