@@ -422,3 +422,21 @@ async def test_commands_reach_the_outbox_once_with_their_step() -> None:
     # The command directly follows its step's completion in the saga's stream.
     assert payment.aggregate_version - 1 in {e.aggregate_version for e in completed}
     await engine.close()
+
+
+async def test_an_engine_without_the_definition_leaves_the_saga_to_one_that_has_it() -> None:
+    log: list[str] = []
+    saga = Saga("known-elsewhere", [recorder(log, "a")])
+    clock = ManualClock()
+    store, timers = InMemoryEventStore(), InMemoryTimerStore()
+    starter = WorkflowEngine(store, timers, sagas=[saga], clock=clock)
+    saga_id = await starter.start(saga)
+    stranger = WorkflowEngine(store, timers, clock=clock)  # no definitions registered
+    assert await stranger.run_until_idle() == 1
+    assert (await stranger.get(saga_id)).status is SagaStatus.PENDING
+    [timer] = await timers.pending(saga_id)
+    assert timer.due_at == clock.now + stranger.busy_retry  # given back, not dropped
+    clock.advance(stranger.busy_retry)
+    await starter.run_until_idle()
+    assert (await starter.get(saga_id)).status is SagaStatus.COMPLETED
+    assert log == ["do a"]

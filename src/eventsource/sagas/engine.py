@@ -290,6 +290,10 @@ class WorkflowEngine(AsyncClosing):
                     # Its start may not have committed yet: look again later.
                     await self.scheduler.timers.release(timer, now + self.busy_retry)
                     return
+        except SagaDefinitionError as exc:  # another engine process may know the saga
+            logger.warning("saga %s: %s; left for later", timer.saga_id, exc)
+            await self.scheduler.timers.release(timer, self.clock() + self.busy_retry)
+            return
         except Exception:
             logger.exception("saga %s: driving it failed; it is retried", timer.saga_id)
             await self.scheduler.timers.release(timer, self.clock() + self.busy_retry)
