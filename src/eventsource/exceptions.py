@@ -32,6 +32,10 @@ __all__ = [
     "PersonalDataError",
     "ProjectionError",
     "RedisNotAvailableError",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFoundError",
+    "SagaTransitionError",
     "SerializationError",
     "StoreConnectionError",
     "StoreSchemaError",
@@ -336,4 +340,39 @@ class DecryptionError(PersonalDataError):
             f"{subject!r}) does not authenticate with the subject's key: it was altered, "
             "sealed with another key or copied from another field. Restore the stored row "
             "from a backup; the value cannot be read"
+        )
+
+
+class SagaError(EventSourceError):
+    """A saga (`eventsource.sagas`) cannot do what was asked."""
+
+
+class SagaDefinitionError(SagaError, ValueError):
+    """A saga definition is invalid (two steps of one name, an empty saga), or the engine
+    was asked to run a saga name it has no definition registered for."""
+
+
+class SagaNotFoundError(SagaError, LookupError):
+    """No saga instance has this id (its stream is empty)."""
+
+    def __init__(self, saga_id: UUID) -> None:
+        self.saga_id = saga_id
+        super().__init__(
+            f"saga {saga_id} does not exist (its stream has no events): start it first, or "
+            "check the id"
+        )
+
+
+class SagaTransitionError(SagaError):
+    """A saga was asked to move between two states its `StateMachine` does not allow (for
+    example, to cancel a saga that has completed already)."""
+
+    def __init__(self, saga_id: UUID | None, current: str, target: str) -> None:
+        self.saga_id = saga_id
+        self.current = current
+        self.target = target
+        where = f"saga {saga_id}" if saga_id is not None else "a saga"
+        super().__init__(
+            f"{where} cannot go from {current} to {target}: not in "
+            "StateMachine.valid_transitions; check the saga's status first"
         )

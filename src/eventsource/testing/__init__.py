@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         assert_nothing_published,
         assert_stream,
     )
+    from eventsource.testing.sagas import ManualClock, SagaScenario
     from eventsource.testing.scenarios import (
         AggregateOutcome,
         AggregateScenario,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from eventsource.testing.snapshot_store import SnapshotStoreContract
     from eventsource.testing.telemetry import TelemetryCapture, capture_telemetry
     from eventsource.testing.tenancy import TenancyContract
+    from eventsource.testing.timers import TimerStoreContract
     from eventsource.testing.undecodable import UndecodableEventContract
 
 _LAZY = {
@@ -60,9 +62,11 @@ _LAZY = {
     "AggregateScenario": "scenarios",
     "EventBuilder": "builder",
     "Harness": "harness",
+    "ManualClock": "sagas",
     "ProjectionScenario": "scenarios",
     "RecordingEventBus": "recording",
     "RecordingPublisher": "recording",
+    "SagaScenario": "sagas",
     "assert_event_published": "recording",
     "assert_events_equal": "compare",
     "assert_nothing_published": "recording",
@@ -83,6 +87,7 @@ _LAZY = {
     "SnapshotStoreContract": "snapshot_store",
     "TelemetryCapture": "telemetry",
     "TenancyContract": "tenancy",
+    "TimerStoreContract": "timers",
     "UndecodableEventContract": "undecodable",
     "capture_telemetry": "telemetry",
     "contract_registry": "events",
@@ -100,14 +105,17 @@ __all__ = [
     "Harness",
     "InboxRepositoryContract",
     "KeyStoreContract",
+    "ManualClock",
     "OutboxRepositoryContract",
     "ProjectionScenario",
     "ReadModelRepositoryContract",
     "RecordingEventBus",
     "RecordingPublisher",
+    "SagaScenario",
     "SnapshotStoreContract",
     "TelemetryCapture",
     "TenancyContract",
+    "TimerStoreContract",
     "UndecodableEventContract",
     "assert_event_published",
     "assert_events_equal",
