@@ -13,12 +13,13 @@ import pytest
 import eventsource
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVERS = ("asyncpg", "aiosqlite", "redis", "aio_pika", "aiokafka", "opentelemetry", "nats")
+DRIVERS = ("asyncpg", "aiosqlite", "redis", "aio_pika", "aiokafka", "opentelemetry", "nats", "grpc")
 
 PUBLIC_API = {
     "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
+    "AuthenticationError",
     "AggregateRepository",
     "AggregateRoot",
     "AppendResult",
@@ -84,6 +85,8 @@ PUBLIC_API = {
     "GDPR_AVAILABLE",
     "GRPC_AVAILABLE",
     "KAFKA_AVAILABLE",
+    "GrpcEventStore",
+    "GrpcStoreServer",
     "KafkaEventBus",
     "KafkaEventBusConfig",
     "LagMetrics",
@@ -92,9 +95,11 @@ PUBLIC_API = {
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "MessageTooLargeError",
     "NATS_AVAILABLE",
     "NIL_AGGREGATE_ID",
     "OptimisticLockError",
+    "PermissionDeniedError",
     "OutboxBatch",
     "OutboxEntry",
     "OutboxRelay",
@@ -288,6 +293,8 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
         ),
         ("aiokafka", "eventsource.KafkaEventBus(eventsource.KafkaEventBusConfig())", "kafka"),
         ("aiosqlite", "eventsource.SQLiteOutboxRepository(':memory:')", "sqlite"),
+        ("grpc", "eventsource.GrpcEventStore('127.0.0.1:1')", "grpc"),
+        ("grpc", "eventsource.GrpcStoreServer(eventsource.InMemoryEventStore())", "grpc"),
     ],
 )
 def test_backend_without_its_extra_names_the_extra(driver: str, construct: str, extra: str) -> None:

@@ -48,6 +48,7 @@ from eventsource.events import (
 )
 from eventsource.exceptions import (
     AggregateNotFoundError,
+    AuthenticationError,
     BusConnectionError,
     BusPublishError,
     CheckpointError,
@@ -65,7 +66,9 @@ from eventsource.exceptions import (
     LockError,
     LockLostError,
     LockTimeoutError,
+    MessageTooLargeError,
     OptimisticLockError,
+    PermissionDeniedError,
     ProjectionError,
     RedisNotAvailableError,
     SerializationError,
@@ -183,8 +186,10 @@ if TYPE_CHECKING:
         PostgreSQLDLQRepository,
     )
     from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
+    from eventsource.server.grpc import GrpcStoreServer
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
+    from eventsource.stores.grpc import GrpcEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -200,6 +205,8 @@ GRPC_AVAILABLE: bool = is_available("grpc") and is_available("google.protobuf")
 GDPR_AVAILABLE: bool = is_available("cryptography")
 
 _LAZY = {
+    "GrpcEventStore": "eventsource.stores.grpc",
+    "GrpcStoreServer": "eventsource.server.grpc",
     "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
     "PostgreSQLLockHandle": "eventsource.locks.postgresql",
     "KafkaEventBus": "eventsource.bus.kafka",
@@ -239,6 +246,7 @@ __all__ = [
     "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
+    "AuthenticationError",
     "AggregateRepository",
     "AggregateRoot",
     "AppendResult",
@@ -301,6 +309,8 @@ __all__ = [
     "InboxRepository",
     "InvalidEventError",
     "InvalidPositionError",
+    "GrpcEventStore",
+    "GrpcStoreServer",
     "KafkaEventBus",
     "KafkaEventBusConfig",
     "LagMetrics",
@@ -309,7 +319,9 @@ __all__ = [
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "MessageTooLargeError",
     "OptimisticLockError",
+    "PermissionDeniedError",
     "OutboxBatch",
     "OutboxEntry",
     "OutboxRelay",

@@ -22,6 +22,7 @@ from eventsource.stores.interface import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.stores.grpc import GrpcEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -31,6 +32,7 @@ __all__ = [
     "EventStore",
     "EventStream",
     "ExpectedVersion",
+    "GrpcEventStore",
     "InMemoryEventStore",
     "Position",
     "PostgreSQLEventStore",
@@ -50,4 +52,8 @@ def __getattr__(name: str) -> Any:
         from eventsource.stores.postgresql import PostgreSQLEventStore
 
         return PostgreSQLEventStore
+    if name == "GrpcEventStore":
+        from eventsource.stores.grpc import GrpcEventStore
+
+        return GrpcEventStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,426 @@
+"""`GrpcStoreServer`: any `EventStore` served over gRPC (`eventsource/store/v1/store.proto`),
+with grpc.health.v1 health checks and server reflection; `eventsource serve` runs it.
+
+What it guarantees, and how:
+
+- Appends keep the store's guarantees (atomic, expected version, idempotent by event id):
+  the service hands the client's JSON to `append_events` unchanged, as `CopiedEvent`s.
+- Reads are pages cut at `page_size` events and at the message size limit (the reply says
+  `more`), so a reply never exceeds `max_message_size`; a single stored event too large to
+  send is a clear RESOURCE_EXHAUSTED error naming it, not a broken stream.
+- `Subscribe` streams the feed after a position: pages of stored events, then new ones as
+  they commit (woken by the store's append signals, polling every `poll_interval` seconds so
+  a lost signal only delays). Each page is read only when the previous one was handed to the
+  transport, so a slow client holds back the reading (HTTP/2 flow control) instead of
+  filling the server's memory.
+- Security: see `_access` (bearer token -> tenant; a tenant's client sees only its events).
+  TLS with `tls_certificate` and `tls_private_key` (PEM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsource._internal.closing import AsyncClosing, closing_iterator
+from eventsource.exceptions import (
+    EventNotFoundError,
+    EventSourceError,
+    MessageTooLargeError,
+    OptimisticLockError,
+    PermissionDeniedError,
+)
+from eventsource.server._access import TokenTable, check_owner, stream_owner, tenant_of
+from eventsource.server._events import incoming_event, recorded_message
+from eventsource.stores._grpc_wire import (
+    ERROR_KEY,
+    SERVICE_NAME,
+    error_status,
+    grpc,
+    parse_uuid,
+    pb,
+    pb_grpc,
+    position_from,
+    position_message,
+    read_options_filters,
+)
+from eventsource.stores.grpc import DEFAULT_MAX_MESSAGE_SIZE
+from eventsource.stores.interface import (
+    EventStore,
+    ExpectedVersion,
+    Position,
+    ReadDirection,
+    ReadOptions,
+    StoredEvent,
+)
+
+__all__ = ["GrpcStoreServer"]
+
+logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+_MESSAGE_OVERHEAD = 1024
+"""Bytes kept free in a reply for its framing besides the events."""
+_TENANT_APPEND_ATTEMPTS = 100
+
+
+async def _abort(context: Any, exc: Exception) -> None:
+    if isinstance(exc, EventSourceError):
+        code, details, description = error_status(exc)
+        context.set_trailing_metadata(((ERROR_KEY, description),))
+        await context.abort(code, details)
+    logger.exception("the event store service failed on a call", exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, "internal error of the event store service (see its log)"
+    )
+
+
+def _unary(
+    method: Callable[[Any, Any, Any], Awaitable[_R]],
+) -> Callable[[Any, Any, Any], Awaitable[_R]]:
+    @functools.wraps(method)
+    async def call(self: Any, request: Any, context: Any) -> _R:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+            raise  # not reached: abort raises
+
+    return call
+
+
+class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
+    def __init__(self, server: GrpcStoreServer) -> None:
+        self._server = server
+        self._store = server.store
+
+    def _scope(self, context: Any) -> UUID | None:
+        return self._server.tokens.scope(context.invocation_metadata() or ())
+
+    def _filters(self, message: pb.ReadFilter, tenant: UUID | None) -> dict[str, Any]:
+        filters = read_options_filters(message)
+        if tenant is not None:
+            asked = filters.get("tenant_id")
+            if asked is not None and asked != tenant:
+                raise PermissionDeniedError(
+                    f"this client acts for tenant {tenant} and may not read tenant {asked}"
+                )
+            filters["tenant_id"] = tenant
+        return filters
+
+    async def _page(
+        self, events: AsyncIterator[StoredEvent], asked: int
+    ) -> tuple[list[pb.RecordedEvent], bool]:
+        """Up to `asked` events (capped by the page size and the message size), and whether
+        the page was cut before `asked` with more events possibly left."""
+        server = self._server
+        cap = min(asked, server.page_size)
+        budget = server.max_message_size - _MESSAGE_OVERHEAD
+        page: list[pb.RecordedEvent] = []
+        size = 0
+        async with closing_iterator(events) as reading:
+            async for stored in reading:
+                message = await recorded_message(self._store, stored)
+                length = message.ByteSize() + 8
+                if length > budget:
+                    raise MessageTooLargeError(
+                        f"stored event {stored.event_type} {message.event.event_id} at "
+                        f"{stored.position} is {length} bytes, over this server's "
+                        f"max_message_size of {server.max_message_size}: raise the limit of "
+                        "the server and its clients to read it"
+                    )
+                if size + length > budget:
+                    return page, True
+                page.append(message)
+                size += length
+                if len(page) >= cap:
+                    return page, cap < asked
+        return page, False
+
+    @_unary
+    async def Append(self, request: pb.AppendRequest, context: Any) -> pb.AppendResponse:
+        tenant = self._scope(context)
+        aggregate_id = parse_uuid(request.aggregate_id, "aggregate_id")
+        aggregate_type = request.aggregate_type
+        events = [
+            incoming_event(data, aggregate_id, aggregate_type, tenant) for data in request.events
+        ]
+        expected = int(request.expected_version)
+        if tenant is None:
+            result = await self._store.append_events(aggregate_id, aggregate_type, events, expected)
+        else:
+            result = await self._tenant_append(
+                aggregate_id, aggregate_type, events, expected, tenant
+            )
+        return pb.AppendResponse(
+            new_version=result.new_version,
+            positions=[position_message(p) for p in result.positions],
+            already_stored=result.already_stored,
+        )
+
+    async def _tenant_append(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        events: list[Any],
+        expected: int,
+        tenant: UUID,
+    ) -> Any:
+        """Append into a stream of `tenant` only. The owner is checked at the version the
+        append then expects exactly (ANY and STREAM_EXISTS become that version, retried when
+        another writer came first), so no other tenant's append can slip in between."""
+        for _ in range(_TENANT_APPEND_ATTEMPTS):
+            version, owner = await stream_owner(self._store, aggregate_id)
+            if version:
+                check_owner(aggregate_id, owner, tenant)
+            if expected not in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
+                return await self._store.append_events(
+                    aggregate_id, aggregate_type, events, expected
+                )
+            if expected == ExpectedVersion.STREAM_EXISTS and version == 0:
+                raise OptimisticLockError(aggregate_id, ExpectedVersion.STREAM_EXISTS.name, 0)
+            try:
+                return await self._store.append_events(
+                    aggregate_id, aggregate_type, events, version
+                )
+            except OptimisticLockError:
+                continue
+        raise OptimisticLockError(aggregate_id, ExpectedVersion(expected).name, version)
+
+    async def _check_stream(self, aggregate_id: UUID, tenant: UUID | None) -> None:
+        if tenant is not None:
+            version, owner = await stream_owner(self._store, aggregate_id)
+            if version:
+                check_owner(aggregate_id, owner, tenant)
+
+    @_unary
+    async def ReadStream(self, request: pb.ReadStreamRequest, context: Any) -> pb.ReadResponse:
+        tenant = self._scope(context)
+        aggregate_id = parse_uuid(request.aggregate_id, "aggregate_id")
+        await self._check_stream(aggregate_id, tenant)
+        limit = max(1, min(int(request.limit or self._server.page_size), self._server.page_size))
+        options = ReadOptions(
+            direction=ReadDirection.BACKWARD if request.backward else ReadDirection.FORWARD,
+            from_version=int(request.from_version),
+            to_version=int(request.to_version) if request.HasField("to_version") else None,
+            limit=limit,
+            batch_size=limit,
+            **self._filters(request.filter, tenant),
+        )
+        page, more = await self._page(
+            self._store.read_stream(aggregate_id, options), int(request.limit or limit)
+        )
+        return pb.ReadResponse(events=page, more=more)
+
+    def _feed_options(
+        self, request: pb.ReadAllRequest, tenant: UUID | None, limit: int | None
+    ) -> ReadOptions:
+        return ReadOptions(
+            direction=ReadDirection.BACKWARD if request.backward else ReadDirection.FORWARD,
+            after=position_from(request.after) if request.HasField("after") else None,
+            limit=limit,
+            batch_size=max(1, min(limit or self._server.page_size, self._server.page_size)),
+            **self._filters(request.filter, tenant),
+        )
+
+    @_unary
+    async def ReadAll(self, request: pb.ReadAllRequest, context: Any) -> pb.ReadResponse:
+        tenant = self._scope(context)
+        asked = int(request.limit) if request.HasField("limit") else self._server.page_size
+        limit = min(asked, self._server.page_size)
+        options = self._feed_options(request, tenant, limit)
+        page, more = await self._page(self._store.read_all(options), asked)
+        return pb.ReadResponse(events=page, more=more)
+
+    @_unary
+    async def CountEvents(self, request: pb.ReadAllRequest, context: Any) -> pb.CountResponse:
+        tenant = self._scope(context)
+        limit = int(request.limit) if request.HasField("limit") else None
+        count = await self._store.count_events(self._feed_options(request, tenant, limit))
+        return pb.CountResponse(count=count)
+
+    @_unary
+    async def GetStreamVersion(
+        self, request: pb.StreamRequest, context: Any
+    ) -> pb.StreamVersionResponse:
+        tenant = self._scope(context)
+        aggregate_id = parse_uuid(request.aggregate_id, "aggregate_id")
+        if tenant is None:
+            return pb.StreamVersionResponse(
+                version=await self._store.get_stream_version(aggregate_id)
+            )
+        version, owner = await stream_owner(self._store, aggregate_id)
+        if version:
+            check_owner(aggregate_id, owner, tenant)
+        return pb.StreamVersionResponse(version=version)
+
+    @_unary
+    async def CurrentPosition(
+        self, request: pb.CurrentPositionRequest, context: Any
+    ) -> pb.PositionResponse:
+        self._scope(context)
+        position = await self._store.current_position()
+        return pb.PositionResponse(position=position_message(position))
+
+    async def _visible(self, event_id: UUID, tenant: UUID | None) -> StoredEvent | None:
+        try:
+            stored = await self._store.get_event(event_id)
+        except EventNotFoundError:
+            return None
+        if tenant is not None and tenant_of(stored) != tenant:
+            return None  # another tenant's event: as if it did not exist
+        return stored
+
+    @_unary
+    async def GetEvent(self, request: pb.EventRequest, context: Any) -> pb.EventResponse:
+        tenant = self._scope(context)
+        event_id = parse_uuid(request.event_id, "event_id")
+        stored = await self._visible(event_id, tenant)
+        if stored is None:
+            raise EventNotFoundError(event_id)
+        return pb.EventResponse(event=await recorded_message(self._store, stored))
+
+    @_unary
+    async def EventExists(self, request: pb.EventRequest, context: Any) -> pb.EventExistsResponse:
+        tenant = self._scope(context)
+        event_id = parse_uuid(request.event_id, "event_id")
+        if tenant is None:
+            return pb.EventExistsResponse(exists=await self._store.event_exists(event_id))
+        return pb.EventExistsResponse(exists=await self._visible(event_id, tenant) is not None)
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Any
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        try:
+            tenant = self._scope(context)
+            filters = self._filters(request.filter, tenant)
+        except Exception as exc:
+            await _abort(context, exc)
+        server = self._server
+        batch = max(1, min(int(request.batch_size or server.page_size), server.page_size))
+        after: Position | None = position_from(request.after) if request.HasField("after") else None
+        caught_up = False
+        try:
+            async with self._store.listen() as signal:
+                while True:
+                    options = ReadOptions(after=after, limit=batch, batch_size=batch, **filters)
+                    page, more = await self._page(self._store.read_all(options), batch)
+                    full = more or len(page) == batch
+                    if page:
+                        after = position_from(page[-1].position)
+                    if page or not caught_up:
+                        first_live = not caught_up and not full
+                        caught_up = caught_up or first_live
+                        # Sent before the next page is read: flow control paces the reading.
+                        yield pb.SubscribeResponse(events=page, caught_up=first_live)
+                    if full:
+                        continue
+                    try:
+                        async with asyncio.timeout(server.poll_interval):
+                            await signal.wait()
+                    except TimeoutError:
+                        pass
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+
+    async def WatchAppends(
+        self, request: pb.WatchRequest, context: Any
+    ) -> AsyncIterator[pb.AppendNotice]:
+        try:
+            self._scope(context)
+        except Exception as exc:
+            await _abort(context, exc)
+        async with self._store.listen() as signal:
+            while True:
+                await signal.wait()
+                yield pb.AppendNotice()
+
+
+class GrpcStoreServer(AsyncClosing):
+    """Serves `store` over gRPC; `await start("127.0.0.1:50051")`, `await close()`.
+
+    `tokens` maps bearer tokens to the tenant each acts for (None: every tenant); without
+    `tokens` every call is accepted and acts for every tenant (use only behind another
+    guard). `tls_certificate`/`tls_private_key` (PEM bytes) switch TLS on. Requests and
+    replies may have `max_message_size` bytes; reads return at most `page_size` events per
+    reply. The store is not closed by `close()`: its owner closes it.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        tokens: Mapping[str, UUID | None] | None = None,
+        tls_certificate: bytes | None = None,
+        tls_private_key: bytes | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        page_size: int = 1000,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if (tls_certificate is None) != (tls_private_key is None):
+            raise ValueError("TLS needs both tls_certificate and tls_private_key")
+        if page_size < 1 or max_message_size < 4096:
+            raise ValueError("page_size must be >= 1 and max_message_size >= 4096")
+        self.store = store
+        self.tokens = TokenTable(tokens)
+        self.max_message_size = max_message_size
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        self._tls = None if tls_certificate is None else (tls_private_key, tls_certificate)
+        self._server: Any = None
+        self._health: Any = None
+        self.port: int | None = None
+        """The port listened on, once started (useful with port 0: any free port)."""
+
+    async def start(self, listen: str = "127.0.0.1:50051") -> int:
+        """Listen on `listen` ("host:port"; port 0 picks a free one) and serve; the port."""
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", self.max_message_size),
+                ("grpc.max_receive_message_length", self.max_message_size),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        pb_grpc.add_EventStoreServicer_to_server(_Service(self), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        if self._tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            credentials = grpc.ssl_server_credentials([self._tls])
+            port = server.add_secure_port(listen, credentials)
+        if not port:
+            raise OSError(f"the event store service cannot listen on {listen}")
+        await server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self._health.set("", serving)
+        await self._health.set(SERVICE_NAME, serving)
+        self._server, self.port = server, int(port)
+        return self.port
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Stop serving: new calls are refused, running ones get `grace` seconds."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace)
