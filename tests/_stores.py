@@ -15,6 +15,7 @@ STORE_KINDS = [
     "memory",
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgresql", marks=pytest.mark.postgresql),
+    pytest.param("grpc", marks=pytest.mark.grpc),
 ]
 """Parameters for a `store` fixture: `@pytest.fixture(params=STORE_KINDS)`."""
 
@@ -24,10 +25,19 @@ async def open_event_store(
     request: pytest.FixtureRequest, registry: EventRegistry, tmp_path: Path
 ) -> AsyncIterator[EventStore]:
     """An empty store of the kind `request.param` names (PostgreSQL: a schema of its own,
-    dropped afterwards)."""
+    dropped afterwards; gRPC: a client of a service started for the test)."""
     kind = request.param
     if kind == "memory":
         yield InMemoryEventStore(registry=registry)
+    elif kind == "grpc":
+        # A client of the store service on a loopback port, an in-memory store behind it
+        # that decodes nothing (the service handles events as JSON).
+        from eventsource import GrpcEventStore, GrpcStoreServer
+
+        async with GrpcStoreServer(InMemoryEventStore(registry=EventRegistry())) as server:
+            port = await server.start("127.0.0.1:0")
+            async with GrpcEventStore(f"127.0.0.1:{port}", registry=registry) as client:
+                yield client
     elif kind == "sqlite":
         from eventsource import SQLiteEventStore
 
