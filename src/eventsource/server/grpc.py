@@ -126,15 +126,8 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         size = 0
         async with closing_iterator(events) as reading:
             async for stored in reading:
-                message = await recorded_message(self._store, stored)
+                message = await self._recorded(stored)
                 length = message.ByteSize() + 8
-                if length > budget:
-                    raise MessageTooLargeError(
-                        f"stored event {stored.event_type} {message.event.event_id} at "
-                        f"{stored.position} is {length} bytes, over this server's "
-                        f"max_message_size of {server.max_message_size}: raise the limit of "
-                        "the server and its clients to read it"
-                    )
                 if size + length > budget:
                     return page, True
                 page.append(message)
@@ -142,6 +135,19 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                 if len(page) >= cap:
                     return page, cap < asked
         return page, False
+
+    async def _recorded(self, stored: StoredEvent) -> pb.RecordedEvent:
+        """The reply message of `stored`, or `MessageTooLargeError` when no reply can hold it."""
+        message = await recorded_message(self._store, stored)
+        length = message.ByteSize() + 8
+        limit = self._server.max_message_size
+        if length > limit - _MESSAGE_OVERHEAD:
+            raise MessageTooLargeError(
+                f"stored event {stored.event_type} {message.event.event_id} at "
+                f"{stored.position} is {length} bytes, over this server's max_message_size of "
+                f"{limit}: raise the limit of the server and its clients to read it"
+            )
+        return message
 
     @_unary
     async def Append(self, request: pb.AppendRequest, context: Any) -> pb.AppendResponse:
@@ -162,6 +168,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             new_version=result.new_version,
             positions=[position_message(p) for p in result.positions],
             already_stored=result.already_stored,
+            tenant_id=None if tenant is None else str(tenant),
         )
 
     async def _tenant_append(
@@ -284,7 +291,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         stored = await self._visible(event_id, tenant)
         if stored is None:
             raise EventNotFoundError(event_id)
-        return pb.EventResponse(event=await recorded_message(self._store, stored))
+        return pb.EventResponse(event=await self._recorded(stored))
 
     @_unary
     async def EventExists(self, request: pb.EventRequest, context: Any) -> pb.EventExistsResponse:

@@ -228,6 +228,13 @@ class GrpcEventStore(EventStore):
                 "sent; append fewer or smaller events (or raise the limit here and on the server)"
             )
         response = await self._call("Append", request)
+        if response.HasField("tenant_id") and tenant is None:
+            # The server stamped the caller's tenant on events that named none: so do we.
+            tenant = UUID(response.tenant_id)
+            stamped = [
+                e if e.tenant_id is not None else e.model_copy(update={"tenant_id": tenant})
+                for e in stamped
+            ]
         first = response.new_version - len(stamped) + 1
         result = AppendResult(
             aggregate_id=aggregate_id,

@@ -55,14 +55,16 @@ class AppendRequest(_message.Message):
     def __init__(self, aggregate_id: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventData, _Mapping]]] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
-    __slots__ = ("new_version", "positions", "already_stored")
+    __slots__ = ("new_version", "positions", "already_stored", "tenant_id")
     NEW_VERSION_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     ALREADY_STORED_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     new_version: int
     positions: _containers.RepeatedCompositeFieldContainer[Position]
     already_stored: bool
-    def __init__(self, new_version: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., already_stored: _Optional[bool] = ...) -> None: ...
+    tenant_id: str
+    def __init__(self, new_version: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., already_stored: _Optional[bool] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class Partition(_message.Message):
     __slots__ = ("index", "count")
