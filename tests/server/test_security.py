@@ -26,7 +26,7 @@ from eventsource._proto.eventsource.store.v1 import store_pb2, store_pb2_grpc
 from eventsource.testing.events import ItemAdded, contract_registry
 from tests.server.conftest import served
 
-pytestmark = [pytest.mark.grpc, pytest.mark.asyncio]
+pytestmark = pytest.mark.grpc
 
 TENANT_A, TENANT_B = uuid4(), uuid4()
 TOKENS = {"token-a": TENANT_A, "token-b": TENANT_B, "token-admin": None}
