@@ -5,8 +5,9 @@
                       [--max-message-size BYTES]
 
 The store is any URL `eventsource.config` reads (`postgresql://...`, `sqlite:///...`,
-`memory://`); PostgreSQL tables are created if needed. TENANT is a tenant id (UUID), or `*`
-for a token that acts for every tenant. A token file holds one `TOKEN TENANT` per line (`#`
+`memory://`); PostgreSQL tables are created if needed. TENANT is a tenant id (UUID), a
+tenant name (its id is `eventsource.sdk.tenant_uuid(name)`, as the SDK's clients compute it),
+or `*` for a token that acts for every tenant. A token file holds one `TOKEN TENANT` per line (`#`
 starts a comment), which keeps tokens out of the process list. Serving without tokens needs
 `--no-auth`, said out loud. Runs until interrupted (Ctrl-C or SIGTERM), then stops gracefully.
 Exit status: 0 stopped, 1 the store or the server failed, 2 bad input.
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
+from eventsource._internal.ids import tenant_uuid
 from eventsource.cli._urls import open_store
 from eventsource.events import EventRegistry
 from eventsource.exceptions import ConfigurationError, EventSourceError
@@ -48,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="tokens",
         action="append",
         metavar="TOKEN=TENANT",
-        help="a bearer token and the tenant id it acts for (* = every tenant); repeatable",
+        help="a bearer token and the tenant (id or name; * = every) it acts for; repeatable",
     )
     auth.add_argument("--token-file", type=Path, metavar="PATH", help="lines of `TOKEN TENANT`")
     auth.add_argument("--no-auth", action="store_true", help="accept every call, for every tenant")
@@ -73,12 +75,7 @@ def parse_tokens(lines: list[str]) -> dict[str, UUID | None]:
             raise ConfigurationError(f"a token entry needs TOKEN and TENANT, got {line.strip()!r}")
         if token in tokens:
             raise ConfigurationError("the same token is given twice")
-        try:
-            tokens[token] = None if tenant == "*" else UUID(tenant)
-        except ValueError:
-            raise ConfigurationError(
-                f"{tenant!r} is not a tenant id (a UUID) nor * (every tenant)"
-            ) from None
+        tokens[token] = None if tenant == "*" else tenant_uuid(tenant)
     if not tokens:
         raise ConfigurationError("no token given: pass --token TOKEN=TENANT or use --no-auth")
     return tokens
