@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from eventsource.exceptions import InvalidEventError, PermissionDeniedError, SerializationError
 from eventsource.migration._rows import CopiedEvent
-from eventsource.stores._grpc_wire import parse_uuid, pb, position_message, us_from_datetime
+from eventsource.stores._grpc_wire import parse_uuid, pb, us_from_datetime
 from eventsource.stores.interface import EventStore, StoredEvent
 
-__all__ = ["incoming_event", "recorded_message"]
+__all__ = ["fill_recorded", "incoming_event"]
 
 
 def incoming_event(
@@ -74,8 +74,9 @@ def _uuid_or_none(value: object) -> UUID | None:
         return None
 
 
-async def recorded_message(store: EventStore, stored: StoredEvent) -> pb.RecordedEvent:
-    """The reply message of a stored event: its JSON and envelope, undecoded."""
+async def fill_recorded(store: EventStore, stored: StoredEvent, message: pb.RecordedEvent) -> None:
+    """Write a stored event into a reply's `message`, undecoded: its JSON and envelope.
+    (Filled in place: building sub-messages and copying them in costs twice as much.)"""
     if stored.envelope_complete:
         event_id, aggregate_id, aggregate_type = (
             stored.event_id,
@@ -95,16 +96,15 @@ async def recorded_message(store: EventStore, stored: StoredEvent) -> pb.Recorde
                 stored.aggregate_id,
                 stored.aggregate_type,
             )
-    return pb.RecordedEvent(
-        event=pb.EventData(
-            event_id=str(event_id),
-            event_type=stored.event_type,
-            event_version=stored.event_version,
-            aggregate_id=str(aggregate_id),
-            aggregate_type=aggregate_type,
-            aggregate_version=stored.version,
-            payload=stored.payload,
-        ),
-        position=position_message(stored.position),
-        recorded_at_us=us_from_datetime(stored.recorded_at),
-    )
+    event = message.event
+    event.event_id = str(event_id)
+    event.event_type = stored.event_type
+    event.event_version = stored.event_version
+    event.aggregate_id = str(aggregate_id)
+    event.aggregate_type = aggregate_type
+    event.aggregate_version = stored.version
+    event.payload = stored.payload
+    position = stored.position
+    message.position.commit = position.commit
+    message.position.sequence = position.sequence
+    message.recorded_at_us = us_from_datetime(stored.recorded_at)

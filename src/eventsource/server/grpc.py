@@ -35,7 +35,7 @@ from eventsource.exceptions import (
     PermissionDeniedError,
 )
 from eventsource.server._access import TokenTable, check_owner, stream_owner, tenant_of
-from eventsource.server._events import incoming_event, recorded_message
+from eventsource.server._events import fill_recorded, incoming_event
 from eventsource.stores._grpc_wire import (
     ERROR_KEY,
     SERVICE_NAME,
@@ -114,31 +114,33 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             filters["tenant_id"] = tenant
         return filters
 
-    async def _page(
-        self, events: AsyncIterator[StoredEvent], asked: int
-    ) -> tuple[list[pb.RecordedEvent], bool]:
-        """Up to `asked` events (capped by the page size and the message size), and whether
-        the page was cut before `asked` with more events possibly left."""
+    async def _fill(self, reply: Any, events: AsyncIterator[StoredEvent], asked: int) -> bool:
+        """Add up to `asked` events to `reply.events` (capped by the page size and the
+        message size); whether the page was cut before `asked` with more events possibly
+        left."""
         server = self._server
         cap = min(asked, server.page_size)
         budget = server.max_message_size - _MESSAGE_OVERHEAD
-        page: list[pb.RecordedEvent] = []
-        size = 0
+        page = reply.events
+        add = page.add
+        size = count = 0
         async with closing_iterator(events) as reading:
             async for stored in reading:
-                message = await self._recorded(stored)
-                length = message.ByteSize() + 8
+                message = add()
+                length = await self._recorded(stored, message)
                 if size + length > budget:
-                    return page, True
-                page.append(message)
+                    del page[-1]
+                    return True
                 size += length
-                if len(page) >= cap:
-                    return page, cap < asked
-        return page, False
+                count += 1
+                if count >= cap:
+                    return cap < asked
+        return False
 
-    async def _recorded(self, stored: StoredEvent) -> pb.RecordedEvent:
-        """The reply message of `stored`, or `MessageTooLargeError` when no reply can hold it."""
-        message = await recorded_message(self._store, stored)
+    async def _recorded(self, stored: StoredEvent, message: pb.RecordedEvent) -> int:
+        """Fill `message` with `stored`; its size, or `MessageTooLargeError` when no reply
+        can hold it."""
+        await fill_recorded(self._store, stored, message)
         length = message.ByteSize() + 8
         limit = self._server.max_message_size
         if length > limit - _MESSAGE_OVERHEAD:
@@ -147,7 +149,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                 f"{stored.position} is {length} bytes, over this server's max_message_size of "
                 f"{limit}: raise the limit of the server and its clients to read it"
             )
-        return message
+        return length
 
     @_unary
     async def Append(self, request: pb.AppendRequest, context: Any) -> pb.AppendResponse:
@@ -220,10 +222,11 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             batch_size=limit,
             **self._filters(request.filter, tenant),
         )
-        page, more = await self._page(
-            self._store.read_stream(aggregate_id, options), int(request.limit or limit)
+        reply = pb.ReadResponse()
+        reply.more = await self._fill(
+            reply, self._store.read_stream(aggregate_id, options), int(request.limit or limit)
         )
-        return pb.ReadResponse(events=page, more=more)
+        return reply
 
     def _feed_options(
         self, request: pb.ReadAllRequest, tenant: UUID | None, limit: int | None
@@ -242,8 +245,9 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         asked = int(request.limit) if request.HasField("limit") else self._server.page_size
         limit = min(asked, self._server.page_size)
         options = self._feed_options(request, tenant, limit)
-        page, more = await self._page(self._store.read_all(options), asked)
-        return pb.ReadResponse(events=page, more=more)
+        reply = pb.ReadResponse()
+        reply.more = await self._fill(reply, self._store.read_all(options), asked)
+        return reply
 
     @_unary
     async def CountEvents(self, request: pb.ReadAllRequest, context: Any) -> pb.CountResponse:
@@ -291,7 +295,9 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         stored = await self._visible(event_id, tenant)
         if stored is None:
             raise EventNotFoundError(event_id)
-        return pb.EventResponse(event=await self._recorded(stored))
+        reply = pb.EventResponse()
+        await self._recorded(stored, reply.event)
+        return reply
 
     @_unary
     async def EventExists(self, request: pb.EventRequest, context: Any) -> pb.EventExistsResponse:
@@ -317,15 +323,17 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             async with self._store.listen() as signal:
                 while True:
                     options = ReadOptions(after=after, limit=batch, batch_size=batch, **filters)
-                    page, more = await self._page(self._store.read_all(options), batch)
-                    full = more or len(page) == batch
-                    if page:
-                        after = position_from(page[-1].position)
-                    if page or not caught_up:
-                        first_live = not caught_up and not full
-                        caught_up = caught_up or first_live
+                    reply = pb.SubscribeResponse()
+                    more = await self._fill(reply, self._store.read_all(options), batch)
+                    count = len(reply.events)
+                    full = more or count == batch
+                    if count:
+                        after = position_from(reply.events[-1].position)
+                    if count or not caught_up:
+                        reply.caught_up = not caught_up and not full
+                        caught_up = caught_up or reply.caught_up
                         # Sent before the next page is read: flow control paces the reading.
-                        yield pb.SubscribeResponse(events=page, caught_up=first_live)
+                        yield reply
                     if full:
                         continue
                     try:

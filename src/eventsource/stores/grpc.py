@@ -42,7 +42,6 @@ from eventsource.exceptions import (
 from eventsource.stores._append import attach_events, validate_expected_version
 from eventsource.stores._grpc_wire import (
     ERROR_KEY,
-    datetime_from_us,
     error_from_status,
     filter_message,
     grpc,
@@ -255,7 +254,7 @@ class GrpcEventStore(EventStore):
         return StoredEvent.from_row(
             self._codec,
             (recorded.position.commit, recorded.position.sequence),
-            datetime_from_us(recorded.recorded_at_us),
+            recorded.recorded_at_us / 1_000_000,  # epoch seconds: a datetime when read
             UUID(data.event_id),
             data.event_type,
             data.event_version,
