@@ -12,6 +12,7 @@ import pytest
 
 from eventsource import (
     EventRegistry,
+    EventStore,
     GrpcEventStore,
     InMemoryEventStore,
     ReadOptions,
@@ -118,8 +119,32 @@ async def test_a_slow_subscriber_holds_back_the_reading() -> None:
     assert received == total // 50 + 1  # full pages, then the empty "caught up" message
 
 
-async def test_the_service_holds_100_client_streams() -> None:
-    async with served(InMemoryEventStore(registry=EventRegistry())) as server:
+@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+async def backing(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+    """The store behind the service: in memory, or PostgreSQL (whose connection pool of 10
+    could not hold one LISTEN per stream: the service listens once for all of them)."""
+    if request.param == "memory":
+        yield InMemoryEventStore(registry=EventRegistry())
+        return
+    from eventsource.stores.postgresql import PostgreSQLEventStore
+
+    import asyncpg
+
+    url, schema = request.getfixturevalue("postgres_url"), f"es_test_{uuid4().hex[:12]}"
+    try:
+        async with PostgreSQLEventStore.from_url(url, schema=schema, registry=EventRegistry()) as pg:
+            await pg.create_schema()
+            yield pg
+    finally:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def test_the_service_holds_100_client_streams(backing: EventStore) -> None:
+    async with served(backing) as server:
         assert server.port is not None
         clients = [client(server.port) for _ in range(100)]
         stream = uuid4()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsource._internal.closing import AsyncClosing, closing_iterator
+from eventsource._internal.retry import backoff_delay
 from eventsource.exceptions import (
     EventNotFoundError,
     EventSourceError,
@@ -50,6 +51,7 @@ from eventsource.stores._grpc_wire import (
 )
 from eventsource.stores.grpc import DEFAULT_MAX_MESSAGE_SIZE
 from eventsource.stores.interface import (
+    AppendSignals,
     EventStore,
     ExpectedVersion,
     Position,
@@ -320,7 +322,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         after: Position | None = position_from(request.after) if request.HasField("after") else None
         caught_up = False
         try:
-            async with self._store.listen() as signal:
+            async with server.wakeups.listen() as signal:
                 while True:
                     options = ReadOptions(after=after, limit=batch, batch_size=batch, **filters)
                     reply = pb.SubscribeResponse()
@@ -353,7 +355,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             self._scope(context)
         except Exception as exc:
             await _abort(context, exc)
-        async with self._store.listen() as signal:
+        async with self._server.wakeups.listen() as signal:
             while True:
                 await signal.wait()
                 yield pb.AppendNotice()
@@ -390,6 +392,10 @@ class GrpcStoreServer(AsyncClosing):
         self.page_size = page_size
         self.poll_interval = poll_interval
         self._tls = None if tls_certificate is None else (tls_private_key, tls_certificate)
+        self.wakeups = AppendSignals()
+        """Append signals for the service's streams, relayed from ONE `store.listen()` (a
+        listen per stream would hold a database connection per stream on PostgreSQL)."""
+        self._relay: asyncio.Task[None] | None = None
         self._server: Any = None
         self._health: Any = None
         self.port: int | None = None
@@ -422,11 +428,31 @@ class GrpcStoreServer(AsyncClosing):
         if not port:
             raise OSError(f"the event store service cannot listen on {listen}")
         await server.start()
+        self._relay = asyncio.create_task(self._relay_signals(), name="eventsource serve: signals")
         serving = health_pb2.HealthCheckResponse.SERVING
         await self._health.set("", serving)
         await self._health.set(SERVICE_NAME, serving)
         self._server, self.port = server, int(port)
         return self.port
+
+    async def _relay_signals(self) -> None:
+        """Hand the store's append signals on to every stream; when listening fails (the
+        database went away), retry with backoff, waking every stream meanwhile (they poll
+        too, so a lost signal only delays)."""
+        attempt = 0
+        while True:
+            try:
+                async with self.store.listen() as signal:
+                    attempt = 0
+                    self.wakeups.signal_append()  # appends may have been missed meanwhile
+                    while True:
+                        await signal.wait()
+                        self.wakeups.signal_append()
+            except Exception:
+                attempt += 1
+                logger.warning("cannot listen for appends; retrying", exc_info=True)
+                self.wakeups.signal_append()
+                await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -439,3 +465,7 @@ class GrpcStoreServer(AsyncClosing):
             return
         await self._health.enter_graceful_shutdown()
         await server.stop(grace)
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
