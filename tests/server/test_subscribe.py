@@ -126,13 +126,15 @@ async def backing(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
     if request.param == "memory":
         yield InMemoryEventStore(registry=EventRegistry())
         return
-    from eventsource.stores.postgresql import PostgreSQLEventStore
-
     import asyncpg
+
+    from eventsource.stores.postgresql import PostgreSQLEventStore
 
     url, schema = request.getfixturevalue("postgres_url"), f"es_test_{uuid4().hex[:12]}"
     try:
-        async with PostgreSQLEventStore.from_url(url, schema=schema, registry=EventRegistry()) as pg:
+        async with PostgreSQLEventStore.from_url(
+            url, schema=schema, registry=EventRegistry()
+        ) as pg:
             await pg.create_schema()
             yield pg
     finally:
