@@ -3,6 +3,7 @@ health and reflection, and a client that reconnects to a restarted server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from uuid import uuid4
@@ -142,3 +143,46 @@ async def test_the_client_reconnects_to_a_restarted_server() -> None:
             await store.get_stream_version(stream)
     finally:
         await store.close()
+
+
+async def test_a_subscription_over_the_client_outlives_a_server_restart() -> None:
+    """The library's own subscriptions run over `GrpcEventStore`: a service down longer than
+    the client's reconnect_timeout makes the subscription reconnect, and when the service is
+    back every event arrives exactly once, in order."""
+    from eventsource import (
+        InMemoryCheckpointRepository,
+        InMemoryDLQRepository,
+        StoredEvent,
+        SubscriptionConfig,
+        SubscriptionManager,
+    )
+
+    backing = InMemoryEventStore(registry=EventRegistry())
+    port = _free_port()
+    seen: list[StoredEvent] = []
+
+    async def handler(stored: StoredEvent) -> None:
+        seen.append(stored)
+
+    written = [ItemAdded(name=f"{n}") for n in range(6)]
+    server = GrpcStoreServer(backing)
+    await server.start(f"127.0.0.1:{port}")
+    store = client(port, reconnect_timeout=0.2, deadline=2)
+    config = SubscriptionConfig(poll_interval=0.1)
+    try:
+        async with SubscriptionManager(
+            store, InMemoryCheckpointRepository(), InMemoryDLQRepository(), config=config
+        ) as manager:
+            subscription = manager.subscribe(handler, name="audit")
+            first = await store.append_events(uuid4(), "Cart", written[:3], 0)
+            await subscription.wait_for(first.last_position, timeout=20)
+            await server.close(grace=0)
+            later = await backing.append_events(uuid4(), "Cart", written[3:], 0)
+            await asyncio.sleep(1.0)  # the subscription's reads fail meanwhile
+            server = GrpcStoreServer(backing)
+            await server.start(f"127.0.0.1:{port}")
+            await subscription.wait_for(later.last_position, timeout=30)
+        assert [s.event_id for s in seen] == [e.event_id for e in written]
+    finally:
+        await store.close()
+        await server.close(grace=0)
