@@ -20,6 +20,7 @@ from eventsource import (
     InMemoryEventStore,
     MessageTooLargeError,
     OptimisticLockError,
+    ReadOptions,
     StoreConnectionError,
 )
 from eventsource._proto.eventsource.store.v1 import store_pb2, store_pb2_grpc
@@ -87,6 +88,14 @@ async def test_messages_over_the_size_limits_fail_clearly_and_store_nothing() ->
                 await store.append_events(stream, "Cart", many[n : n + 5], n)
             assert [s.event_id async for s in store.read_all()] == [e.event_id for e in many]
             assert len((await store.get_events(stream)).events) == 30
+    # A client with a smaller limit than the server's gets pages cut to its own limit.
+    async with (
+        served(backing) as roomy,
+        client(roomy.port or 0, max_message_size=64 * 1024) as small,
+    ):
+        assert len([s async for s in small.read_all(ReadOptions(event_types=["ItemAdded"]))]) == 30
+        with pytest.raises(MessageTooLargeError, match="client"):
+            await small.append_events(uuid4(), "Cart", [big], 0)
     # A stored event larger than what a server may send is named in the error.
     await backing.append_events(uuid4(), "Cart", [big], 0)
     async with served(backing, max_message_size=64 * 1024) as server:

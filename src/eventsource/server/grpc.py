@@ -39,6 +39,7 @@ from eventsource.server._access import TokenTable, check_owner, stream_owner, te
 from eventsource.server._events import fill_recorded, incoming_event
 from eventsource.stores._grpc_wire import (
     ERROR_KEY,
+    MAX_MESSAGE_HEADER,
     SERVICE_NAME,
     error_status,
     grpc,
@@ -116,20 +117,31 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             filters["tenant_id"] = tenant
         return filters
 
-    async def _fill(self, reply: Any, events: AsyncIterator[StoredEvent], asked: int) -> bool:
+    def _reply_limit(self, context: Any) -> int:
+        """The largest reply this call may get: the server's limit, or the client's when it
+        declared a smaller one (metadata `x-eventsource-max-message-size`)."""
+        limit = self._server.max_message_size
+        for key, value in context.invocation_metadata() or ():
+            if key == MAX_MESSAGE_HEADER and isinstance(value, str) and value.isdigit():
+                limit = max(4096, min(limit, int(value)))
+        return limit
+
+    async def _fill(
+        self, reply: Any, events: AsyncIterator[StoredEvent], asked: int, limit: int
+    ) -> bool:
         """Add up to `asked` events to `reply.events` (capped by the page size and the
         message size); whether the page was cut before `asked` with more events possibly
         left."""
         server = self._server
         cap = min(asked, server.page_size)
-        budget = server.max_message_size - _MESSAGE_OVERHEAD
+        budget = limit - _MESSAGE_OVERHEAD
         page = reply.events
         add = page.add
         size = count = 0
         async with closing_iterator(events) as reading:
             async for stored in reading:
                 message = add()
-                length = await self._recorded(stored, message)
+                length = await self._recorded(stored, message, limit)
                 if size + length > budget:
                     del page[-1]
                     return True
@@ -139,17 +151,16 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                     return cap < asked
         return False
 
-    async def _recorded(self, stored: StoredEvent, message: pb.RecordedEvent) -> int:
+    async def _recorded(self, stored: StoredEvent, message: pb.RecordedEvent, limit: int) -> int:
         """Fill `message` with `stored`; its size, or `MessageTooLargeError` when no reply
         can hold it."""
         await fill_recorded(self._store, stored, message)
         length = message.ByteSize() + 8
-        limit = self._server.max_message_size
         if length > limit - _MESSAGE_OVERHEAD:
             raise MessageTooLargeError(
                 f"stored event {stored.event_type} {message.event.event_id} at "
-                f"{stored.position} is {length} bytes, over this server's max_message_size of "
-                f"{limit}: raise the limit of the server and its clients to read it"
+                f"{stored.position} is {length} bytes, over the max_message_size of {limit} of "
+                "this call (the server's or the client's, the smaller): raise both to read it"
             )
         return length
 
@@ -226,7 +237,10 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         )
         reply = pb.ReadResponse()
         reply.more = await self._fill(
-            reply, self._store.read_stream(aggregate_id, options), int(request.limit or limit)
+            reply,
+            self._store.read_stream(aggregate_id, options),
+            int(request.limit or limit),
+            self._reply_limit(context),
         )
         return reply
 
@@ -248,7 +262,9 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         limit = min(asked, self._server.page_size)
         options = self._feed_options(request, tenant, limit)
         reply = pb.ReadResponse()
-        reply.more = await self._fill(reply, self._store.read_all(options), asked)
+        reply.more = await self._fill(
+            reply, self._store.read_all(options), asked, self._reply_limit(context)
+        )
         return reply
 
     @_unary
@@ -298,7 +314,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         if stored is None:
             raise EventNotFoundError(event_id)
         reply = pb.EventResponse()
-        await self._recorded(stored, reply.event)
+        await self._recorded(stored, reply.event, self._reply_limit(context))
         return reply
 
     @_unary
@@ -318,6 +334,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         except Exception as exc:
             await _abort(context, exc)
         server = self._server
+        limit = self._reply_limit(context)
         batch = max(1, min(int(request.batch_size or server.page_size), server.page_size))
         after: Position | None = position_from(request.after) if request.HasField("after") else None
         caught_up = False
@@ -326,7 +343,7 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                 while True:
                     options = ReadOptions(after=after, limit=batch, batch_size=batch, **filters)
                     reply = pb.SubscribeResponse()
-                    more = await self._fill(reply, self._store.read_all(options), batch)
+                    more = await self._fill(reply, self._store.read_all(options), batch, limit)
                     count = len(reply.events)
                     full = more or count == batch
                     if count:

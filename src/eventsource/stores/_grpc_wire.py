@@ -56,6 +56,7 @@ pb_grpc: Any = _pb_grpc
 
 __all__ = [
     "ERROR_KEY",
+    "MAX_MESSAGE_HEADER",
     "SERVICE_NAME",
     "datetime_from_us",
     "error_from_status",
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 SERVICE_NAME = "eventsource.store.v1.EventStore"
+MAX_MESSAGE_HEADER = "x-eventsource-max-message-size"
+"""Call metadata: the largest reply the client accepts (the server cuts pages to fit)."""
 ERROR_KEY = "eventsource-error"
 """Trailing metadata key of the JSON description of an error."""
 

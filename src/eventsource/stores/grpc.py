@@ -42,6 +42,7 @@ from eventsource.exceptions import (
 from eventsource.stores._append import attach_events, validate_expected_version
 from eventsource.stores._grpc_wire import (
     ERROR_KEY,
+    MAX_MESSAGE_HEADER,
     error_from_status,
     filter_message,
     grpc,
@@ -102,7 +103,7 @@ class GrpcEventStore(EventStore):
         self.reconnect_timeout = reconnect_timeout
         self.max_message_size = max_message_size
         self._codec = EventCodec(registry)
-        metadata: list[tuple[str, str]] = []
+        metadata: list[tuple[str, str]] = [(MAX_MESSAGE_HEADER, str(max_message_size))]
         if token is not None:
             metadata.append(("authorization", f"Bearer {token}"))
         if tenant_id is not None:
