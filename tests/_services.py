@@ -8,8 +8,11 @@ instead of skipping it, so CI can never pass by skipping.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -62,6 +65,43 @@ def unavailable(reason: str) -> None:
 def require(endpoint: Endpoint) -> None:
     if not is_reachable(endpoint):
         unavailable(f"{endpoint.name} is not reachable at {endpoint.host}:{endpoint.port}")
+    if endpoint is POSTGRES:
+        problem = postgres_setup_problem()
+        if problem is None:
+            return
+        if REQUIRE_SERVICES:
+            # One clear error for the run, not hundreds of failing tests with driver errors.
+            pytest.exit(f"{problem} (EVENTSOURCE_REQUIRE_SERVICES is set)", returncode=1)
+        pytest.skip(problem)
+
+
+@functools.cache
+def postgres_setup_problem() -> str | None:
+    """Why the reachable PostgreSQL cannot host the tests (wrong role, password or database,
+    no right to create a schema), or None when it can. Checked once per session."""
+
+    async def probe() -> None:
+        import asyncpg
+
+        schema = f"es_probe_{os.getpid()}"
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(f'DROP SCHEMA "{schema}"')
+        finally:
+            await conn.close()
+
+    try:
+        with ThreadPoolExecutor(1) as pool:  # a loop of its own, whoever calls
+            pool.submit(asyncio.run, probe()).result()
+    except Exception as exc:
+        where = f"{POSTGRES.host}:{POSTGRES.port}"
+        return (
+            f"PostgreSQL at {where} is reachable but not set up for the tests "
+            f"({type(exc).__name__}: {exc}); point EVENTSOURCE_TEST_POSTGRES_URL at a database "
+            "where the role may create schemas (default postgresql://postgres@127.0.0.1:5432/test)"
+        )
+    return None
 
 
 POSTGRES = Endpoint.from_url("PostgreSQL", POSTGRES_URL, 5432)

@@ -15,9 +15,13 @@ STORE_KINDS = [
     "memory",
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgresql", marks=pytest.mark.postgresql),
+    pytest.param("nats", marks=pytest.mark.nats),
     pytest.param("grpc", marks=pytest.mark.grpc),
 ]
 """Parameters for a `store` fixture: `@pytest.fixture(params=STORE_KINDS)`."""
+
+OUTBOX_STORE_KINDS = [kind for kind in STORE_KINDS if getattr(kind, "values", (kind,))[0] != "nats"]
+"""The kinds whose store writes a transactional outbox (NATS has none)."""
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +29,8 @@ async def open_event_store(
     request: pytest.FixtureRequest, registry: EventRegistry, tmp_path: Path
 ) -> AsyncIterator[EventStore]:
     """An empty store of the kind `request.param` names (PostgreSQL: a schema of its own,
-    dropped afterwards; gRPC: a client of a service started for the test)."""
+    dropped afterwards; NATS: a stream of its own, deleted afterwards; gRPC: a client of a
+    service started for the test)."""
     kind = request.param
     if kind == "memory":
         yield InMemoryEventStore(registry=registry)
@@ -43,6 +48,11 @@ async def open_event_store(
 
         async with SQLiteEventStore(tmp_path / "events.db", registry=registry) as sqlite_store:
             yield sqlite_store
+    elif kind == "nats":
+        from tests._nats import nats_event_store
+
+        async with nats_event_store(request.getfixturevalue("nats_url"), registry) as nats_store:
+            yield nats_store  # type: ignore[misc]
     else:
         import asyncpg
 

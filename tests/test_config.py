@@ -191,6 +191,9 @@ async def test_factories_build_the_backend_of_each_url(tmp_path: Path) -> None:
           "partitions": 3, "acks": "all", "auto_offset_reset": "earliest",
           "create_topics": False}),
         ("kafka://k1:9092?acks=1&enable_idempotence=false", {"acks": 1}),
+        (f"nats://app:{SECRET}@n:4223?prefix=app.events&group=g&ack_wait=5&max_age=none",
+         {"url": f"nats://app:{SECRET}@n:4223", "subject_prefix": "app.events",
+          "consumer_group": "g", "ack_wait": 5.0, "max_age": None}),
     ],
 )  # fmt: skip
 def test_bus_urls(url: str, expected: dict[str, Any]) -> None:
@@ -220,7 +223,9 @@ def test_an_option_and_its_alias_cannot_both_be_keywords() -> None:
 @pytest.mark.parametrize(
     ("url", "options", "message"),
     [
-        ("nats://n:4222", {}, "unsupported bus URL"),
+        ("mqtt://n:1883", {}, "unsupported bus URL"),
+        ("nats://n:4222/events", {}, "takes no path"),
+        ("nats://n:4222?prefix=a b", {}, "is not a NATS subject"),
         ("redis:cache", {}, "unsupported bus URL"),
         ("memory://somewhere", {}, "takes no host or path"),
         (f"redis://:{SECRET}@cache/db1", {}, "database number"),
@@ -252,8 +257,10 @@ async def test_buses_are_built_without_connecting() -> None:
         create_event_bus("redis://127.0.0.1:1/0?prefix=p&group=g"),
         create_event_bus("amqp://guest:guest@127.0.0.1:1/?exchange=e&group=g"),
         create_event_bus("kafka://127.0.0.1:1?topic=t&group=g"),
+        create_event_bus("nats://127.0.0.1:1?prefix=p&group=g"),
     ]
     names = ["InMemoryEventBus", "RedisEventBus", "RabbitMQEventBus", "KafkaEventBus"]
+    names.append("NATSEventBus")
     assert [type(bus).__name__ for bus in buses] == names
     assert {bus.config.consumer_group for bus in buses} == {"g"}
     assert buses[2].queue == "e.g"  # type: ignore[attr-defined]

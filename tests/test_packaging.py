@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import tomllib
 from pathlib import Path
@@ -21,8 +23,10 @@ PUBLIC_API = {
     "AggregateNotFoundError",
     "AuthenticationError",
     "AggregateRepository",
+    "CommandResult",
     "AggregateRoot",
     "AppendResult",
+    "AppendTooLargeError",
     "AsyncEventHandler",
     "BusConnectionError",
     "BusDeadLetter",
@@ -96,8 +100,13 @@ PUBLIC_API = {
     "LockLostError",
     "LockTimeoutError",
     "MessageTooLargeError",
+    "NATSEventBus",
+    "NATSEventBusConfig",
     "NATS_AVAILABLE",
     "NIL_AGGREGATE_ID",
+    "NATSCheckpointRepository",
+    "NATSEventStore",
+    "NATSSnapshotStore",
     "OptimisticLockError",
     "PermissionDeniedError",
     "OutboxBatch",
@@ -292,6 +301,7 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
             "rabbitmq",
         ),
         ("aiokafka", "eventsource.KafkaEventBus(eventsource.KafkaEventBusConfig())", "kafka"),
+        ("nats", "eventsource.NATSEventBus(eventsource.NATSEventBusConfig())", "nats"),
         ("aiosqlite", "eventsource.SQLiteOutboxRepository(':memory:')", "sqlite"),
         ("grpc", "eventsource.GrpcEventStore('127.0.0.1:1')", "grpc"),
         ("grpc", "eventsource.GrpcStoreServer(eventsource.InMemoryEventStore())", "grpc"),
@@ -324,11 +334,15 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
     ("flag", "module"),
     [
         ("POSTGRESQL_AVAILABLE", "asyncpg"),
+        ("POSTGRESQL_AVAILABLE", "greenlet"),
         ("SQLITE_AVAILABLE", "aiosqlite"),
         ("REDIS_AVAILABLE", "redis"),
         ("RABBITMQ_AVAILABLE", "aio_pika"),
         ("KAFKA_AVAILABLE", "aiokafka"),
         ("TELEMETRY_AVAILABLE", "opentelemetry"),
+        ("NATS_AVAILABLE", "nats"),
+        ("GRPC_AVAILABLE", "grpc"),
+        ("GDPR_AVAILABLE", "cryptography"),
     ],
 )
 def test_availability_flags_follow_installed_drivers(flag: str, module: str) -> None:
@@ -363,3 +377,23 @@ def test_version_matches_the_distribution() -> None:
 
 def test_typed_marker_is_shipped() -> None:
     assert (Path(eventsource.__file__).parent / "py.typed").is_file()
+
+
+def test_the_source_distribution_ships_the_project_not_the_repository_tooling(
+    tmp_path: Path,
+) -> None:
+    uv = shutil.which("uv")
+    assert uv is not None, "the tests run under uv (README: uv run pytest)"
+    built = subprocess.run(
+        [uv, "build", "--sdist", "--out-dir", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (archive,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(archive) as sdist:
+        names = {name.partition("/")[2] for name in sdist.getnames()}
+    assert {"LICENSE", "README.md", "pyproject.toml", "src/eventsource/__init__.py"} <= names
+    leaked = {name for name in names if name.split("/")[0] in {".claude", ".ci", "CLAUDE.md"}}
+    assert not leaked

@@ -88,3 +88,42 @@ async def test_kafka_broker_round_trip(kafka_bootstrap: str) -> None:
     finally:
         await consumer.stop()
     assert (message.key, message.value) == (b"k", b"ping")
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("require", ["", "1"])
+def test_a_postgresql_not_set_up_for_the_tests_is_one_clear_message(
+    postgres_url: str, require: str
+) -> None:
+    """Reachable, but the database does not exist: a clear skip, or under
+    EVENTSOURCE_REQUIRE_SERVICES one error that stops the run, never driver errors per test."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    wrong = urlsplit(postgres_url)._replace(path=f"/es_missing_{uuid4().hex[:8]}").geturl()
+    env = {
+        **os.environ,
+        "EVENTSOURCE_TEST_POSTGRES_URL": wrong,
+        "EVENTSOURCE_REQUIRE_SERVICES": require,
+    }
+    root = Path(__file__).resolve().parents[1]
+    target = "tests/test_services.py::test_postgresql_answers"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", target],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert "is reachable but not set up for the tests" in output
+    assert "does not exist" in output
+    if require:
+        assert run.returncode != 0
+        assert "1 passed" not in output
+    else:
+        assert run.returncode == 0
+        assert "1 skipped" in output

@@ -14,6 +14,7 @@ from eventsource.aggregates import (
     AggregateCache,
     AggregateRepository,
     AggregateRoot,
+    CommandResult,
     DeclarativeAggregate,
     RepositoryStats,
     SnapshotPolicy,
@@ -48,6 +49,7 @@ from eventsource.events import (
 )
 from eventsource.exceptions import (
     AggregateNotFoundError,
+    AppendTooLargeError,
     AuthenticationError,
     BusConnectionError,
     BusPublishError,
@@ -171,6 +173,7 @@ from eventsource.types import (
 
 if TYPE_CHECKING:
     from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
+    from eventsource.bus.nats import NATSEventBus, NATSEventBusConfig
     from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
     from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
     from eventsource.locks.postgresql import PostgreSQLDistributedLock, PostgreSQLLockHandle
@@ -181,21 +184,25 @@ if TYPE_CHECKING:
     from eventsource.outbox.sqlite import SQLiteInboxRepository, SQLiteOutboxRepository
     from eventsource.readmodels.postgresql import PostgreSQLReadModelRepository
     from eventsource.readmodels.sqlite import SQLiteReadModelRepository
+    from eventsource.repositories.nats import NATSCheckpointRepository
     from eventsource.repositories.postgresql import (
         PostgreSQLCheckpointRepository,
         PostgreSQLDLQRepository,
     )
     from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
     from eventsource.server.grpc import GrpcStoreServer
+    from eventsource.snapshots.nats import NATSSnapshotStore
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
     from eventsource.stores.grpc import GrpcEventStore
+    from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
 __version__ = "0.1.0"
 
-POSTGRESQL_AVAILABLE: bool = is_available("asyncpg")
+# SQLAlchemy's asyncio layer, which the PostgreSQL backends pool connections with, needs greenlet.
+POSTGRESQL_AVAILABLE: bool = is_available("asyncpg") and is_available("greenlet")
 SQLITE_AVAILABLE: bool = is_available("aiosqlite")
 REDIS_AVAILABLE: bool = is_available("redis")
 RABBITMQ_AVAILABLE: bool = is_available("aio_pika")
@@ -207,10 +214,15 @@ GDPR_AVAILABLE: bool = is_available("cryptography")
 _LAZY = {
     "GrpcEventStore": "eventsource.stores.grpc",
     "GrpcStoreServer": "eventsource.server.grpc",
+    "NATSCheckpointRepository": "eventsource.repositories.nats",
+    "NATSEventStore": "eventsource.stores.nats",
+    "NATSSnapshotStore": "eventsource.snapshots.nats",
     "PostgreSQLDistributedLock": "eventsource.locks.postgresql",
     "PostgreSQLLockHandle": "eventsource.locks.postgresql",
     "KafkaEventBus": "eventsource.bus.kafka",
     "KafkaEventBusConfig": "eventsource.bus.kafka",
+    "NATSEventBus": "eventsource.bus.nats",
+    "NATSEventBusConfig": "eventsource.bus.nats",
     "RabbitMQEventBus": "eventsource.bus.rabbitmq",
     "RabbitMQEventBusConfig": "eventsource.bus.rabbitmq",
     "RedisEventBus": "eventsource.bus.redis",
@@ -246,8 +258,10 @@ __all__ = [
     "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
+    "AppendTooLargeError",
     "AuthenticationError",
     "AggregateRepository",
+    "CommandResult",
     "AggregateRoot",
     "AppendResult",
     "AsyncEventHandler",
@@ -320,6 +334,11 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "MessageTooLargeError",
+    "NATSCheckpointRepository",
+    "NATSEventBus",
+    "NATSEventBusConfig",
+    "NATSEventStore",
+    "NATSSnapshotStore",
     "OptimisticLockError",
     "PermissionDeniedError",
     "OutboxBatch",

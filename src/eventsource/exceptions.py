@@ -7,11 +7,13 @@ from uuid import UUID
 
 __all__ = [
     "AggregateNotFoundError",
+    "AppendTooLargeError",
     "AuthenticationError",
     "BusConnectionError",
     "BusPublishError",
     "CheckpointError",
     "ConfigurationError",
+    "DecryptionError",
     "DuplicateEventTypeError",
     "EventBusError",
     "EventIdConflictError",
@@ -30,6 +32,7 @@ __all__ = [
     "MigrationError",
     "OptimisticLockError",
     "PermissionDeniedError",
+    "PersonalDataError",
     "ProjectionError",
     "RedisNotAvailableError",
     "SerializationError",
@@ -148,6 +151,11 @@ class EventIdConflictError(EventStoreError):
 
 class InvalidEventError(EventSourceError, ValueError):
     """An event or an append request is not valid (wrong stream, bad expected version, ...)."""
+
+
+class AppendTooLargeError(InvalidEventError):
+    """An append does not fit in what the store can write at once (NATS: one message of at
+    most the server's `max_payload`). Nothing was stored; split the batch or shrink events."""
 
 
 class InvalidPositionError(EventSourceError, ValueError):
@@ -328,4 +336,26 @@ class MigrationConflictError(MigrationError):
             f"stream {aggregate_id} differs between source and target: {detail}; the "
             "target was written to outside this migration. Find who writes it, then copy "
             "into an empty target (or remove that stream from it)"
+        )
+
+
+class PersonalDataError(EventSourceError):
+    """Personal data (`eventsource.gdpr`) cannot be handled as asked: an event whose subject
+    field is empty while a personal field is set, a plain personal value about to be written
+    as JSON, or a key store that cannot be reached."""
+
+
+class DecryptionError(PersonalDataError):
+    """A sealed personal value failed authentication: it was tampered with, sealed with
+    another key, or moved to another field or event type. Never silently replaced."""
+
+    def __init__(self, subject: str, event_type: str, field: str) -> None:
+        self.subject = subject
+        self.event_type = event_type
+        self.field = field
+        super().__init__(
+            f"the sealed value of field {field!r} of a {event_type!r} event (subject "
+            f"{subject!r}) does not authenticate with the subject's key: it was altered, "
+            "sealed with another key or copied from another field. Restore the stored row "
+            "from a backup; the value cannot be read"
         )

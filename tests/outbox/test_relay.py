@@ -29,7 +29,7 @@ from eventsource.outbox import (
 from eventsource.testing import contract_registry
 from eventsource.testing.bus import eventually
 from eventsource.testing.events import ItemAdded, UnregisteredEvent
-from tests._stores import STORE_KINDS
+from tests._stores import OUTBOX_STORE_KINDS
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Setup:
     inbox: InboxRepository
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=OUTBOX_STORE_KINDS)
 async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     kind = request.param
     if kind == "memory":

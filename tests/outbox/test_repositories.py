@@ -218,3 +218,44 @@ async def test_postgresql_claim_skips_rows_behind_a_claim_not_committed_yet(
     async with outbox.claim(10) as batch:
         assert [e.event_id for e in batch.entries] == [e.event_id for e in cart]
     await outbox.close()
+
+
+@pytest.mark.sqlite
+async def test_a_cancelled_sqlite_outbox_call_leaves_the_file_to_other_writers(
+    tmp_path: Path,
+) -> None:
+    """An outbox call cancelled while it waited for the file's write lock must not take the
+    lock later and keep it: the store's appends to the same file go on."""
+    import contextlib
+    import sqlite3
+
+    from eventsource.outbox import SQLiteOutboxRepository
+    from eventsource.stores.sqlite import SQLiteEventStore
+    from eventsource.testing.events import contract_registry
+
+    path = tmp_path / "app.db"
+    store = SQLiteEventStore(path, registry=contract_registry, outbox=True, busy_timeout=2)
+    outbox = SQLiteOutboxRepository(path)
+    try:
+        await store.connect()
+        await outbox.stats()  # its connection is open
+        other = sqlite3.connect(path, isolation_level=None)  # as another process would
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            event = ItemAdded(name="cancelled").attached(uuid4(), "Cart", 1)
+            adding = asyncio.ensure_future(outbox.add([event]))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            adding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adding
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        appended = await store.append_events(uuid4(), "Cart", [ItemAdded(name="next")], 0)
+        assert appended.new_version == 1
+        stats = await outbox.stats()
+        assert stats.pending in (1, 2)  # the store's event, and the cancelled one or not
+    finally:
+        await outbox.close()
+        await store.close()

@@ -85,6 +85,15 @@ def _open_store(request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
         from eventsource import SQLiteEventStore
 
         return SQLiteEventStore(tmp_path / "events.db", registry=registry)
+    if request.param == "nats":
+        import asyncio
+
+        from eventsource import NATSEventStore
+        from tests._nats import delete_streams, unique_name
+
+        url, name = request.getfixturevalue("nats_url"), unique_name("sync")
+        request.addfinalizer(lambda: asyncio.run(delete_streams(url, name)))
+        return NATSEventStore(url, stream=name, registry=registry)
     from eventsource import PostgreSQLEventStore
 
     return PostgreSQLEventStore.from_url(

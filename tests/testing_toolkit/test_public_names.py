@@ -29,6 +29,7 @@ TESTING_API = {
     "EventBusContract",
     "EventStoreContract",
     "InboxRepositoryContract",
+    "KeyStoreContract",
     "OutboxRepositoryContract",
     "ReadModelRepositoryContract",
     "SnapshotStoreContract",

@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from eventsource._internal.optional import require
 from eventsource._internal.retry import backoff_delay
 from eventsource.exceptions import (
     EventSourceError,
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "ConnectTarget",
     "ConnectionCache",
-    "asyncpg_url",
+    "asyncpg_connector",
+    "connect_target",
     "connection_of",
     "create_engine",
     "driver_error",
@@ -47,26 +52,128 @@ _TRANSIENT = {"40001": "serialization failure", "40P01": "deadlock detected"}
 _SCHEMA = {"42P01", "3F000", "42703"}  # undefined table, undefined schema, undefined column
 
 
-def asyncpg_url(url: str) -> str:
-    """A SQLAlchemy URL for the asyncpg driver from a postgres:// or postgresql:// URL."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError(f"{url!r} is not a database URL")
-    if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
-        return f"postgresql+asyncpg://{rest}"
-    raise ValueError(
-        f"the PostgreSQL store runs on asyncpg: use a postgresql:// or postgresql+asyncpg:// "
-        f"URL, not {scheme}://"
-    )
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a new connection (the URL's `connect_timeout` overrides it)."""
+
+_ASYNCPG_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "statement_cache_size": int,
+    "max_cached_statement_lifetime": float,
+    "max_cacheable_statement_size": int,
+    "command_timeout": float,
+}
+"""Query options of a URL that are asyncpg `connect()` arguments (libpq's own, such as
+`sslmode` or `application_name`, stay in the DSN, which asyncpg parses)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTarget:
+    """Where and how to open asyncpg connections, from a libpq-style URL."""
+
+    dsn: str
+    where: str
+    timeout: float
+    options: dict[str, Any]
+    prepared_statement_cache_size: int | None
+
+
+def connect_target(url: str) -> ConnectTarget:
+    """Parse a postgres://, postgresql:// or postgresql+asyncpg:// URL with SQLAlchemy's
+    `make_url` (`postgresql:///db`, sockets, `sslmode=...` and the other libpq options are kept
+    for asyncpg); `ValueError` for anything else."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme = url.partition("://")[0]
+    if scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
+        raise ValueError(
+            "the PostgreSQL store runs on asyncpg: use a postgresql:// or postgresql+asyncpg:// "
+            f"URL, not {scheme or url!r}"
+        )
+    try:
+        parsed = make_url(url)
+        host = parsed.host or "localhost"
+        where = f"{host}:{parsed.port or 5432}/{parsed.database or ''}"
+    except (ArgumentError, ValueError):
+        # The parser's message quotes the URL, password included: not shown.
+        raise ValueError("not a valid PostgreSQL URL") from None
+    query = dict(parsed.query)
+    options: dict[str, Any] = {}
+    timeout = CONNECT_TIMEOUT
+    try:
+        if "connect_timeout" in query:
+            timeout = float(_single(query.pop("connect_timeout")))
+        cache_size = query.pop("prepared_statement_cache_size", None)
+        prepared = None if cache_size is None else int(_single(cache_size))
+        for name, convert in _ASYNCPG_OPTIONS.items():
+            if name in query:
+                options[name] = convert(_single(query.pop(name)))
+    except ValueError as exc:
+        raise ValueError(f"a numeric option of the URL is not a number ({exc})") from None
+    if not timeout > 0:
+        raise ValueError("connect_timeout must be > 0")
+    dsn = parsed.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    return ConnectTarget(dsn, where, timeout, options, prepared)
+
+
+def _single(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else value[-1]
+
+
+def asyncpg_connector(
+    target: ConnectTarget, connect_args: dict[str, Any] | None = None
+) -> Callable[[], Awaitable[Any]]:
+    """An async function opening one asyncpg connection to `target` (`connect_args`: more
+    `asyncpg.connect` arguments, winning over the URL's), whose connect timeout names the
+    server and the limit (asyncpg's own says nothing)."""
+    arguments: dict[str, Any] = {"timeout": target.timeout, **target.options}
+    arguments.update(connect_args or {})
+    timeout = arguments["timeout"]
+
+    async def connect() -> Any:
+        import asyncpg
+
+        try:
+            return await asyncpg.connect(target.dsn, **arguments)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no answer from PostgreSQL at {target.where} within {timeout:g} s "
+                "(set connect_timeout=SECONDS in the URL to wait longer)"
+            ) from None
+
+    return connect
 
 
 def create_engine(url: str, **engine_kwargs: Any) -> AsyncEngine:
+    """A pooled SQLAlchemy engine whose connections asyncpg opens from the URL as libpq reads
+    it (TLS by `sslmode`, `sslrootcert`, ...; `connect_timeout`, 10 s by default)."""
+    from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    # SQLAlchemy's asyncio engine needs greenlet; say which extra brings it.
+    require("greenlet", extra="postgresql", feature="the PostgreSQL backends")
+    target = connect_target(url)
     engine_kwargs.setdefault("pool_size", 10)
     engine_kwargs.setdefault("max_overflow", 10)
     engine_kwargs.setdefault("pool_pre_ping", False)
-    return create_async_engine(asyncpg_url(url), **engine_kwargs)
+    connector = asyncpg_connector(target, engine_kwargs.pop("connect_args", None))
+    adapter: dict[str, Any] = {}
+    if target.prepared_statement_cache_size is not None:
+        adapter["prepared_statement_cache_size"] = target.prepared_statement_cache_size
+    engine: AsyncEngine | None = None
+
+    def creator() -> Any:
+        # SQLAlchemy's `async_creator`, spelled out to keep the adapter's own options.
+        assert engine is not None
+        dbapi = engine.sync_engine.dialect.dbapi
+        assert dbapi is not None
+        return dbapi.connect(async_creator_fn=connector, **adapter)
+
+    engine_kwargs.setdefault("creator", creator)
+    # The URL only names the dialect and, for people, the server: connections come from
+    # `creator`.
+    shown = make_url(target.dsn).set(drivername="postgresql+asyncpg", query={})
+    engine = create_async_engine(shown, **engine_kwargs)
+    return engine
 
 
 def driver_error(exc: BaseException) -> BaseException:

@@ -35,14 +35,43 @@ from eventsource.aggregates.snapshots import SnapshotPolicy
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import AggregateNotFoundError, OptimisticLockError
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
-from eventsource.stores.interface import AppendResult, EventPublisher, EventStore, ReadOptions
+from eventsource.stores.interface import (
+    AppendResult,
+    EventPublisher,
+    EventStore,
+    Position,
+    ReadOptions,
+)
 
-__all__ = ["AggregateRepository", "RepositoryStats"]
+__all__ = ["AggregateRepository", "CommandResult", "RepositoryStats"]
 
 logger = logging.getLogger(__name__)
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)  # type: ignore[type-arg]
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult(Generic[R]):
+    """What `execute_command` did: the command's return value and what it appended.
+
+    `position` is the consistency token for read-your-writes: a web handler returns it (as
+    `str(position)`) and a later query waits for a subscription to reach it
+    (`subscription.wait_for(Position.parse(token))`) before reading the read model.
+    """
+
+    value: R
+    """What the command returned."""
+    append: AppendResult | None
+    """The append, or None when the command raised no event (nothing was written)."""
+    version: int
+    """The aggregate's version after the command."""
+
+    @property
+    def position(self) -> Position | None:
+        """Position of the last event appended; None when nothing was appended."""
+        return None if self.append is None else self.append.last_position
+
 
 _BACKOFF_BASE = 0.001  # seconds; doubled per retry, full jitter
 _BACKOFF_CAP = 0.1
@@ -464,8 +493,38 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         collided do not collide again in lockstep); after that the `OptimisticLockError`
         propagates. With `create=True` a missing aggregate is created instead of raising
         `AggregateNotFoundError`. With `serialize_commands`, commands for one aggregate wait
-        for each other in this process. Returns what the command returned.
+        for each other in this process. Returns what the command returned;
+        `execute_command` also returns what was appended (for read-your-writes).
         """
+        return (await self.execute_command(aggregate_id, command, create=create)).value
+
+    @overload
+    async def execute_command(
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], Awaitable[R]],
+        *,
+        create: bool = False,
+    ) -> CommandResult[R]: ...
+
+    @overload
+    async def execute_command(
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], R],
+        *,
+        create: bool = False,
+    ) -> CommandResult[R]: ...
+
+    async def execute_command(
+        self,
+        aggregate_id: UUID,
+        command: Callable[[TAggregate], Any],
+        *,
+        create: bool = False,
+    ) -> CommandResult[Any]:
+        """`execute`, returning a `CommandResult`: the command's value, the append and its
+        `position`, the consistency token a query waits for (`Subscription.wait_for`)."""
         with telemetry.operation(
             f"execute {self.aggregate_type}", lambda: self._span_attributes(aggregate_id)
         ) as span:
@@ -480,7 +539,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         command: Callable[[TAggregate], Any],
         create: bool,
         span: telemetry.Operation,
-    ) -> Any:
+    ) -> CommandResult[Any]:
         attempt = 0
         while True:
             if create:
@@ -491,7 +550,7 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
             if inspect.isawaitable(outcome):
                 outcome = await outcome
             try:
-                await self.save(aggregate)
+                appended = await self.save(aggregate)
             except OptimisticLockError:
                 if attempt >= self.max_retries:
                     raise
@@ -499,4 +558,4 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
                 span.set("eventsource.command.retries", attempt)
                 await asyncio.sleep(backoff_delay(attempt, base=_BACKOFF_BASE, cap=_BACKOFF_CAP))
                 continue
-            return outcome
+            return CommandResult(outcome, appended, aggregate.version)

@@ -1,7 +1,7 @@
 """Event buses: distribute events to other services through a broker.
 
-`InMemoryEventBus` needs nothing; `RedisEventBus`, `RabbitMQEventBus` and `KafkaEventBus`
-import their driver on first use (extras `redis`, `rabbitmq`, `kafka`).
+`InMemoryEventBus` needs nothing; `RedisEventBus`, `RabbitMQEventBus`, `KafkaEventBus` and
+`NATSEventBus` import their driver on first use (extras `redis`, `rabbitmq`, `kafka`, `nats`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from eventsource.bus.interface import (
 
 if TYPE_CHECKING:
     from eventsource.bus.kafka import KafkaEventBus, KafkaEventBusConfig
+    from eventsource.bus.nats import NATSEventBus, NATSEventBusConfig
     from eventsource.bus.rabbitmq import RabbitMQEventBus, RabbitMQEventBusConfig
     from eventsource.bus.redis import RedisEventBus, RedisEventBusConfig, RedisEventBusStats
 
@@ -38,6 +39,8 @@ __all__ = [
     "InMemoryEventBusConfig",
     "KafkaEventBus",
     "KafkaEventBusConfig",
+    "NATSEventBus",
+    "NATSEventBusConfig",
     "RabbitMQEventBus",
     "RabbitMQEventBusConfig",
     "RedisEventBus",
@@ -48,6 +51,8 @@ __all__ = [
 _LAZY = {
     "KafkaEventBus": "eventsource.bus.kafka",
     "KafkaEventBusConfig": "eventsource.bus.kafka",
+    "NATSEventBus": "eventsource.bus.nats",
+    "NATSEventBusConfig": "eventsource.bus.nats",
     "RabbitMQEventBus": "eventsource.bus.rabbitmq",
     "RabbitMQEventBusConfig": "eventsource.bus.rabbitmq",
     "RedisEventBus": "eventsource.bus.redis",

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsource._internal import telemetry
@@ -59,6 +59,9 @@ __all__ = [
     "EventHandlerFunc",
     "EventSubscriber",
     "Handler",
+    "HandlerOf",
+    "HandlesEvent",
+    "HandlesEventSync",
     "Outcome",
     "Verdict",
     "handler_ids",
@@ -75,6 +78,26 @@ EventHandlerFunc = Callable[[DomainEvent], Awaitable[None] | None]
 
 Handler = EventHandler | SyncEventHandler | EventHandlerFunc
 """What a bus accepts as a handler: an object with `handle(event)` or a function."""
+
+E = TypeVar("E", bound=DomainEvent)
+_E_contra = TypeVar("_E_contra", bound=DomainEvent, contravariant=True)
+
+
+class HandlesEvent(Protocol[_E_contra]):
+    """An object whose `async handle(event)` takes events of one type (or a base of it)."""
+
+    async def handle(self, event: _E_contra, /) -> None: ...
+
+
+class HandlesEventSync(Protocol[_E_contra]):
+    """An object whose plain `handle(event)` takes events of one type (or a base of it)."""
+
+    def handle(self, event: _E_contra, /) -> None: ...
+
+
+HandlerOf: TypeAlias = HandlesEvent[E] | HandlesEventSync[E] | Callable[[E], Awaitable[None] | None]
+"""A handler of events of type `E`: `bus.subscribe(OrderPlaced, handler)` accepts a function or
+an object whose `handle` is typed for `OrderPlaced` (or any base class of it)."""
 
 
 class AsyncEventHandler(ABC):
@@ -284,15 +307,17 @@ class EventBus(AsyncClosing, ABC):
 
     # -- subscribing ---------------------------------------------------------------------
 
-    def subscribe(self, event_type: type[DomainEvent], handler: Handler) -> None:
+    def subscribe(self, event_type: type[E], handler: HandlerOf[E]) -> None:
         """Run `handler` for every event of `event_type` this consumer receives. Safe from
         any thread, also while the bus consumes on its event loop."""
         name = event_type.type_name()
+        # The table holds handlers of any type; dispatch by type name keeps them apart.
+        entry = cast("Handler", handler)
         with self._table_lock:
             handlers = self._by_type.get(name, ())
-            if handler in handlers:
+            if entry in handlers:
                 return
-            self._by_type = {**self._by_type, name: (*handlers, handler)}
+            self._by_type = {**self._by_type, name: (*handlers, entry)}
         self._changed()
 
     def subscribe_all(self, subscriber: EventSubscriber) -> None:
@@ -308,7 +333,7 @@ class EventBus(AsyncClosing, ABC):
             self._wildcard = (*self._wildcard, handler)
         self._changed()
 
-    def unsubscribe(self, event_type: type[DomainEvent], handler: Handler) -> bool:
+    def unsubscribe(self, event_type: type[E], handler: HandlerOf[E]) -> bool:
         """Stop running `handler` for `event_type`; False if it was not subscribed. Safe
         from any thread."""
         name = event_type.type_name()

@@ -9,7 +9,10 @@ Database URLs (event store, snapshots, checkpoints, dead letters, outbox, inbox)
   `sqlite+aiosqlite://`), options `prefix`, `outbox`, `busy_timeout`, `synchronous`;
 - `postgresql://user:password@host:port/db` (also `postgres://`, `postgresql+asyncpg://`),
   options `schema`, `prefix`, `outbox`, `notify`, `max_connections`, `transient_retries`,
-  `retry_timeout`; other query parameters (`ssl=require`, ...) go to the driver.
+  `retry_timeout`; other query parameters (`ssl=require`, ...) go to the driver;
+- `nats://host:port` (JetStream): the event store (stream `{prefix}events`), snapshots and
+  checkpoints (buckets `{prefix}snapshots`, `{prefix}checkpoints`), options `prefix`,
+  `replicas`, `duplicate_window`; no dead letters, outbox or inbox.
 
 Bus URLs: `memory://`, `redis://host:port/db` (`rediss://`), `amqp://user:password@host/vhost`
 (`amqps://`), `kafka://host:port,host2:port`. Their query parameters are the fields of the bus's

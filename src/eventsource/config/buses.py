@@ -1,4 +1,4 @@
-"""Bus URLs: `memory://`, `redis://`, `amqp://`, `kafka://`."""
+"""Bus URLs: `memory://`, `redis://`, `amqp://`, `kafka://`, `nats://`."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ _BUSES = {
     "amqp": ("rabbitmq", "RabbitMQ"),
     "amqps": ("rabbitmq", "RabbitMQ"),
     "kafka": ("kafka", "Kafka"),
+    "nats": ("nats", "NATS"),
 }
 _BUS_FORMS = (
     "memory://, redis://HOST:PORT/DB, rediss://..., amqp://USER:PASSWORD@HOST/VHOST, "
-    "amqps://... or kafka://HOST:PORT,HOST2:PORT"
+    "amqps://..., kafka://HOST:PORT,HOST2:PORT or nats://USER:PASSWORD@HOST:PORT"
 )
 _FROM_URL = ("url", "bootstrap_servers")
 _REDIS_DB = re.compile(r"/?\d*")
@@ -58,6 +59,8 @@ def _bus(url: str, options: Mapping[str, object]) -> tuple[EventBusConfig, type[
     aliases = {"group": "consumer_group", "consumer": "consumer_name"}
     if module == "redis":
         aliases["prefix"] = "stream_prefix"
+    if module == "nats":
+        aliases["prefix"] = "subject_prefix"
     query = parse_qsl(parts.query, keep_blank_values=True)
     values, _ = read_options(shown, query, options, accepted, aliases)
     location = url.partition("#")[0].partition("?")[0]
@@ -67,6 +70,8 @@ def _bus(url: str, options: Mapping[str, object]) -> tuple[EventBusConfig, type[
         raise ConfigurationError(f"{shown}: an in-memory bus takes no host or path; use memory://")
     if module == "redis" and not _REDIS_DB.fullmatch(parts.path):
         raise ConfigurationError(f"{shown}: the path of a Redis URL is a database number, e.g. /0")
+    if module == "nats" and parts.path.strip("/"):
+        raise ConfigurationError(f"{shown}: a NATS URL takes no path; use nats://HOST:PORT")
     if module == "kafka":
         servers = parts.netloc.split(",")
         if "@" in parts.netloc or parts.path.strip("/") or not all(servers):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from eventsource._internal.sqlite import synchronous_mode
 from eventsource.config._options import building, mask_url, read_options
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from eventsource.snapshots.interface import SnapshotStore
     from eventsource.stores.interface import EventStore
 
-Backend = Literal["memory", "sqlite", "postgresql"]
+Backend = Literal["memory", "sqlite", "postgresql", "nats"]
 
 _DATABASE_SCHEMES: dict[str, Backend] = {
     "memory": "memory",
@@ -29,8 +29,11 @@ _DATABASE_SCHEMES: dict[str, Backend] = {
     "postgres": "postgresql",
     "postgresql": "postgresql",
     "postgresql+asyncpg": "postgresql",
+    "nats": "nats",
 }
-_DATABASE_FORMS = "memory://, sqlite:///PATH, sqlite:///:memory: or postgresql://USER@HOST/DB"
+_DATABASE_FORMS = (
+    "memory://, sqlite:///PATH, sqlite:///:memory:, postgresql://USER@HOST/DB or nats://HOST:PORT"
+)
 _DATABASE_OPTIONS: dict[Backend, dict[str, Any]] = {
     "memory": {"outbox": bool},
     "sqlite": {"prefix": str, "outbox": bool, "busy_timeout": float, "synchronous": str},
@@ -43,7 +46,10 @@ _DATABASE_OPTIONS: dict[Backend, dict[str, Any]] = {
         "transient_retries": int,
         "retry_timeout": float,
     },
+    "nats": {"prefix": str, "replicas": int, "duplicate_window": float},
 }
+_NATS_PARTS = ("snapshots", "checkpoints")
+"""What a nats:// URL provides beside the event store (no dead letters, outbox or inbox)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,8 @@ class DatabaseURL:
     retry_timeout: float = 5.0
     busy_timeout: float = 10.0
     synchronous: str | None = None
+    replicas: int = 1
+    duplicate_window: float = 120.0
 
     def __post_init__(self) -> None:
         if not self.schema:
@@ -96,9 +104,13 @@ class DatabaseURL:
             if self.path == ":memory:":
                 return "a SQLite in-memory database (nothing is kept after exit)"
             return f"SQLite file {Path(self.path).resolve()}"
-        parts = urlsplit(self.driver_url)
-        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-        return f"PostgreSQL {where}, schema {self.schema!r}"
+        if self.backend == "nats":
+            parts = urlsplit(self.driver_url)
+            where = f"{parts.hostname or 'localhost'}:{parts.port or 4222}"
+            return f"NATS JetStream {where}, stream {self.prefix}events"
+        from eventsource._internal.postgresql import connect_target
+
+        return f"PostgreSQL {connect_target(self.driver_url).where}, schema {self.schema!r}"
 
 
 def parse_database_url(url: str, **options: object) -> DatabaseURL:
@@ -131,30 +143,37 @@ def parse_database_url(url: str, **options: object) -> DatabaseURL:
     )
     if backend == "postgresql":
         fields["driver_url"] = _postgresql_url(shown, url, left)
+    if backend == "nats":
+        fields["driver_url"] = urlunsplit(urlsplit(url)._replace(query=""))
     with building(shown):
         return DatabaseURL(backend, mask_url(url), **fields, **values)
 
 
 def _postgresql_url(shown: str, url: str, query: list[tuple[str, str]]) -> str:
-    """The URL for the driver: the given one without this library's query options."""
+    """The URL for the driver: the given one without this library's query options, parsed and
+    rendered by SQLAlchemy (`postgresql:///db` and socket hosts kept as libpq reads them)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
-    parts = urlsplit(url)
-    driver_url = urlunsplit(parts._replace(query=urlencode(query)))
+    from eventsource._internal.postgresql import connect_target
+
     try:
-        _ = parts.port
-        make_url(driver_url)
-    except (ValueError, ArgumentError):
-        # Neither message is shown: both quote the URL, password included.
+        connect_target(url)
+    except ValueError as exc:
         raise ConfigurationError(
-            f"{shown}: not a valid PostgreSQL URL; use postgresql://USER:PASSWORD@HOST:PORT/DB"
+            f"{shown}: {exc}; use postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
-    return driver_url
+    options: dict[str, list[str]] = {}
+    for name, value in query:
+        options.setdefault(name, []).append(value)
+    return (
+        make_url(url)
+        .set(query={name: vs[0] if len(vs) == 1 else tuple(vs) for name, vs in options.items()})
+        .render_as_string(hide_password=False)
+    )
 
 
 _TECH = {"memory": ("in_memory", "InMemory"), "sqlite": ("sqlite", "SQLite"),
-         "postgresql": ("postgresql", "PostgreSQL")}  # fmt: skip
+         "postgresql": ("postgresql", "PostgreSQL"), "nats": ("nats", "NATS")}  # fmt: skip
 _PARTS = {
     # part: (package, interface, how the SQLite class names its table: "table" or "prefix")
     "snapshots": ("snapshots", "SnapshotStore", "table"),
@@ -183,9 +202,18 @@ def _part(database: DatabaseURL, part: str, engine: Any = None) -> Any:
     """One snapshot store or repository of `database`. PostgreSQL ones use `engine` when given
     (shared; its owner disposes of it), else an engine of their own that `close()` disposes."""
     package, interface, naming = _PARTS[part]
+    if database.backend == "nats" and part not in _NATS_PARTS:
+        raise ConfigurationError(
+            f"{database.url}: NATS provides the event store, snapshots and checkpoints, not "
+            f"the {part.replace('_', ' ')}; give them a database URL of their own"
+        )
     cls = _backend_class(database, package, interface)
     if database.backend == "memory":
         return cls()
+    if database.backend == "nats":
+        return cls(
+            database.driver_url, bucket=f"{database.prefix}{part}", replicas=database.replicas
+        )
     if database.backend == "sqlite":
         name = {"table": {"table": database.prefix + part}, "prefix": {"prefix": database.prefix}}
         return cls(database.path, **name[naming], **_sqlite_options(database))
@@ -213,6 +241,17 @@ def _event_store(
             **_sqlite_options(database),
         )
         return cast("EventStore", store)
+    if database.backend == "nats":
+        return cast(
+            "EventStore",
+            cls(
+                database.driver_url,
+                stream=f"{database.prefix}events",
+                registry=registry,
+                replicas=database.replicas,
+                duplicate_window=database.duplicate_window,
+            ),
+        )
     options = {
         "registry": registry,
         "schema": database.schema,

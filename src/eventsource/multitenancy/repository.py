@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -32,10 +32,11 @@ class TenantAggregateRepository(AggregateRepository[TAggregate]):
     answer for the current tenant's streams only. Same constructor as `AggregateRepository`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._owners: dict[UUID, UUID | None] = {}
-        """Stream -> tenant of its first event (a stream never changes tenant)."""
+    @functools.cached_property
+    def _owners(self) -> dict[UUID, UUID | None]:
+        """Stream -> tenant of its first event (a stream never changes tenant). Made on first
+        use: no `__init__` here, so type checkers infer the aggregate type from the base's."""
+        return {}
 
     async def _owner(self, aggregate_id: UUID) -> tuple[bool, UUID | None]:
         """(whether the stream has events, the tenant of its first event)."""

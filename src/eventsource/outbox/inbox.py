@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Generic
 
 from eventsource._internal.retry import backoff_delay
-from eventsource.bus.interface import Handler, invoke_handler
+from eventsource.bus.interface import E, HandlerOf, invoke_handler
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import TransientStoreError
 from eventsource.outbox.interface import InboxRepository
@@ -13,7 +14,7 @@ from eventsource.outbox.interface import InboxRepository
 __all__ = ["InboxHandler"]
 
 
-class InboxHandler:
+class InboxHandler(Generic[E]):
     """Wraps `handler` so that an event `consumer` already processed is dropped.
 
     Subscribe it in place of the handler: ``bus.subscribe(OrderPlaced, InboxHandler(send_mail,
@@ -29,7 +30,7 @@ class InboxHandler:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: HandlerOf[E],
         inbox: InboxRepository,
         consumer: str,
         *,
@@ -50,7 +51,7 @@ class InboxHandler:
         self.processed = 0
         self.duplicates = 0
 
-    async def handle(self, event: DomainEvent) -> None:
+    async def handle(self, event: E) -> None:
         if await self.inbox.contains(self.consumer, event.event_id):
             self.duplicates += 1
             return

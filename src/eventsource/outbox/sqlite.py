@@ -16,19 +16,19 @@ file together add it once); the store's appends never name that column.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
+from eventsource._internal.sqlite import OwnConnection, transaction
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.outbox.interface import (
@@ -40,9 +40,6 @@ from eventsource.outbox.interface import (
     RecordedBatch,
 )
 from eventsource.stores.sqlite import outbox_ddl
-
-if TYPE_CHECKING:
-    import aiosqlite
 
 __all__ = ["SQLiteInboxRepository", "SQLiteOutboxRepository"]
 
@@ -62,7 +59,9 @@ def _time(value: str) -> datetime:
 
 
 class _SQLiteTable:
-    """One connection of its own, opened (and the table created) on first use."""
+    """One connection of its own, opened (and the table created) on first use; each
+    operation one hop to its thread (`OwnConnection`), so a cancelled call ends its
+    transaction anyway."""
 
     def __init__(
         self,
@@ -72,60 +71,48 @@ class _SQLiteTable:
         *,
         busy_timeout: float,
         synchronous: str,
-        upgrade: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
+        prepare: Callable[[sqlite3.Connection], object] | None = None,
     ) -> None:
         require("aiosqlite", extra="sqlite", feature=type(self).__name__)
         self.path = str(path)
         self.table = quote_identifier(table)
-        self._ddl = ddl
-        self._upgrade = upgrade
-        self._busy_timeout = busy_timeout
-        self._synchronous = synchronous_mode(synchronous)
-        self._connection: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db = OwnConnection(
+            self.path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            ddl=ddl,
+            what=f"SQLite {self.table} table",
+            where=f"SQLite {self.table} in {self.path!r}",
+            prepare=prepare,
+        )
 
     async def _transaction(
         self, what: str, statements: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[Any]]:
         """Run `statements` in one `BEGIN IMMEDIATE` transaction; the rows of each."""
-        async with self._lock:
-            try:
-                if self._connection is None:
-                    opened = await open_connection(
-                        self.path,
-                        busy_timeout=self._busy_timeout,
-                        synchronous=self._synchronous,
-                        ddl=self._ddl,
-                        what=f"SQLite {self.table} table",
-                    )
-                    if self._upgrade is not None:
-                        try:
-                            await self._upgrade(opened)
-                        except BaseException:
-                            await opened.close()
-                            raise
-                    self._connection = opened
-                conn = self._connection
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    results = []
-                    for sql, params in statements:
-                        async with conn.execute(sql, params) as cursor:
-                            results.append(list(await cursor.fetchall()))
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await conn.execute("ROLLBACK")
-                    raise
-                return results
-            except sqlite3.Error as exc:
-                where = f"SQLite {self.table} in {self.path!r}"
-                raise store_error(f"{where}: {what}: {exc}", exc) from exc
+        return await self._db.run(what, transaction, statements)
 
     async def close(self) -> None:
-        async with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        await self._db.close()
+
+
+def _add_parked_column(conn: sqlite3.Connection, table: str, index_sql: str) -> None:
+    """Give a file made before rows could be parked its `parked_at` column (run on the
+    connection's thread, in one write transaction: processes opening the file together add
+    it once)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {
+            row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+        }
+        if "parked_at" not in columns:
+            conn.execute(f"ALTER TABLE {quote_identifier(table)} ADD COLUMN parked_at TEXT")
+        conn.execute(index_sql)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
@@ -146,21 +133,20 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
+        parked_index_sql = (
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_parked_idx')}"
+            f" ON {quote_identifier(table)} (id) WHERE parked_at IS NOT NULL"
+        )
         super().__init__(
             path,
             table,
             outbox_ddl(table),
             busy_timeout=busy_timeout,
             synchronous=synchronous,
-            upgrade=self._add_parked_column,
+            prepare=functools.partial(_add_parked_column, table=table, index_sql=parked_index_sql),
         )
         self.lease_seconds = lease_seconds
-        self._table_name = table
         t = self.table
-        self._parked_index_sql = (
-            f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '_parked_idx')}"
-            f" ON {t} (id) WHERE parked_at IS NOT NULL"
-        )
         self._add_sql = (
             f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
             " aggregate_type, aggregate_version, payload, created_at, next_attempt_at)"
@@ -210,22 +196,6 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
             f" min(created_at) FILTER (WHERE {unparked}),"
             f" count(*) FILTER (WHERE {parked}) FROM {t}"
         )
-
-    async def _add_parked_column(self, conn: aiosqlite.Connection) -> None:
-        """Give a file made before rows could be parked its `parked_at` column."""
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            async with conn.execute(
-                "SELECT name FROM pragma_table_info(?)", (self._table_name,)
-            ) as cursor:
-                columns = {row[0] for row in await cursor.fetchall()}
-            if "parked_at" not in columns:
-                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN parked_at TEXT")
-            await conn.execute(self._parked_index_sql)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
         now = _text(utc_now())

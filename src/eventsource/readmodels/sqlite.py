@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
+from eventsource._internal.sqlite import OwnConnection, changed_rows, execute_many, fetch_all
 from eventsource.readmodels._sql import Dialect, SQLReadModelRepository
 from eventsource.readmodels.interface import TModel
-
-if TYPE_CHECKING:
-    import aiosqlite
 
 __all__ = ["SQLiteReadModelRepository"]
 
@@ -60,68 +54,33 @@ class SQLiteReadModelRepository(SQLReadModelRepository[TModel]):
     ) -> None:
         require("aiosqlite", extra="sqlite", feature="SQLiteReadModelRepository")
         super().__init__(model, table=table)
-        synchronous = synchronous_mode(synchronous)
         quoted = [key for key in self._keys.values() if '"' in key]
         if quoted:  # SQLite's JSON paths cannot name such a key
             raise ValueError(f"SQLite read models cannot query JSON keys with '\"': {quoted}")
         self.path = str(path)
-        self._busy_timeout = busy_timeout
-        self._synchronous = synchronous
-        self._connection: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
         t = quote_identifier(self.table)
-        self._ddl = (
-            f"CREATE TABLE IF NOT EXISTS {t} ("
-            " id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        self._db = OwnConnection(
+            self.path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            ddl=(
+                f"CREATE TABLE IF NOT EXISTS {t} ("
+                " id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            ),
+            what=f"SQLite read models {self.table!r}",
+            where=f"SQLite read models {self.table!r} in {self.path!r}",
         )
         self._prepare(t, SQLITE)
 
-    @contextlib.asynccontextmanager
-    async def _connected(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, opened on first use, for one caller at a time; errors mapped."""
-        async with self._lock:
-            try:
-                if self._connection is None:
-                    self._connection = await open_connection(
-                        self.path,
-                        busy_timeout=self._busy_timeout,
-                        synchronous=self._synchronous,
-                        ddl=self._ddl,
-                        what=f"SQLite read models {self.table!r}",
-                    )
-                yield self._connection
-            except sqlite3.Error as exc:
-                where = f"SQLite read models {self.table!r} in {self.path!r}"
-                raise store_error(f"{where}: {what}: {exc}", exc) from exc
-
     async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
-        async with (
-            self._connected(what) as connection,
-            connection.execute(sql, tuple(map(_value, params))) as cursor,
-        ):
-            return list(await cursor.fetchall())
+        return await self._db.run(what, fetch_all, sql, tuple(map(_value, params)))
 
     async def _execute(self, what: str, sql: str, *params: Any) -> int:
-        async with (
-            self._connected(what) as connection,
-            connection.execute(sql, tuple(map(_value, params))) as cursor,
-        ):
-            return int(cursor.rowcount)
+        return await self._db.run(what, changed_rows, sql, tuple(map(_value, params)))
 
     async def _execute_many(self, what: str, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         values = [tuple(map(_value, row)) for row in rows]
-        async with self._connected(what) as connection:
-            await connection.execute("BEGIN IMMEDIATE")
-            try:
-                await connection.executemany(sql, values)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await connection.execute("ROLLBACK")
-                raise
-            await connection.execute("COMMIT")
+        await self._db.run(what, execute_many, sql, values)
 
     async def close(self) -> None:
-        async with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        await self._db.close()

@@ -23,6 +23,7 @@ from eventsource.repositories.interface import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.repositories.nats import NATSCheckpointRepository
     from eventsource.repositories.postgresql import (
         PostgreSQLCheckpointRepository,
         PostgreSQLDLQRepository,
@@ -41,6 +42,7 @@ __all__ = [
     "InMemoryCheckpointRepository",
     "InMemoryDLQRepository",
     "LagMetrics",
+    "NATSCheckpointRepository",
     "PostgreSQLCheckpointRepository",
     "PostgreSQLDLQRepository",
     "ProjectionFailureCount",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "NATSCheckpointRepository": "eventsource.repositories.nats",
     "PostgreSQLCheckpointRepository": "eventsource.repositories.postgresql",
     "PostgreSQLDLQRepository": "eventsource.repositories.postgresql",
     "SQLiteCheckpointRepository": "eventsource.repositories.sqlite",

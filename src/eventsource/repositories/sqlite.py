@@ -3,9 +3,10 @@ SQLite file (usually the events' file)."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import sqlite3
 from abc import abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from uuid import UUID
 
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, store_error, synchronous_mode
+from eventsource._internal.sqlite import OwnConnection, fetch_all
 from eventsource.repositories._sql import (
     SQLCheckpointRepository,
     SQLDLQRepository,
@@ -22,8 +23,6 @@ from eventsource.repositories._sql import (
 )
 
 if TYPE_CHECKING:
-    import aiosqlite
-
     from eventsource.stores.interface import EventStore
 
 __all__ = ["SQLiteCheckpointRepository", "SQLiteDLQRepository"]
@@ -55,55 +54,37 @@ class _SQLiteRepository(SQLRepository):
         event_store: EventStore | None = None,
     ) -> None:
         require("aiosqlite", extra="sqlite", feature=type(self).__name__)
-        synchronous = synchronous_mode(synchronous)
         self.event_store = event_store
         """The store the package guide's event-id methods look events up in."""
         self.path = str(path)
         self.prefix = prefix
-        self._busy_timeout = busy_timeout
-        self._synchronous = synchronous
-        self._connection: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
         self.table = quote_identifier(prefix + self.TABLE)
-        self._ddl = self._schema(prefix)
+        self._db = OwnConnection(
+            self.path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            ddl=self._schema(prefix),
+            what=f"SQLite {self.TABLE} table",
+            where=f"SQLite {self.table} in {self.path!r}",
+            prepare=self._upgrade(),
+        )
         self._prepare(self.table, sqlite_param)
 
     @abstractmethod
     def _schema(self, prefix: str) -> tuple[str, ...]:
         """The statements creating the table, run when the connection opens."""
 
-    async def _upgrade(self, connection: aiosqlite.Connection) -> None:
-        """Bring a table an older version created up to date (after `_schema` ran)."""
+    def _upgrade(self) -> Callable[[sqlite3.Connection], object] | None:
+        """What brings a table an older version created up to date (run on the connection's
+        thread after `_schema`); it must not hold the repository (the thread keeps its last
+        call alive)."""
+        return None
 
     async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
-        values = tuple(_value(value) for value in params)
-        async with self._lock:
-            try:
-                if self._connection is None:
-                    connection = await open_connection(
-                        self.path,
-                        busy_timeout=self._busy_timeout,
-                        synchronous=self._synchronous,
-                        ddl=self._ddl,
-                        what=f"SQLite {self.TABLE} table",
-                    )
-                    try:
-                        await self._upgrade(connection)
-                    except BaseException:
-                        await connection.close()
-                        raise
-                    self._connection = connection
-                async with self._connection.execute(sql, values) as cursor:
-                    return list(await cursor.fetchall())
-            except sqlite3.Error as exc:
-                where = f"SQLite {self.table} in {self.path!r}"
-                raise store_error(f"{where}: {what}: {exc}", exc) from exc
+        return await self._db.run(what, fetch_all, sql, tuple(_value(value) for value in params))
 
     async def close(self) -> None:
-        async with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        await self._db.close()
 
 
 class SQLiteCheckpointRepository(_SQLiteRepository, SQLCheckpointRepository):
@@ -153,28 +134,40 @@ class SQLiteDLQRepository(_SQLiteRepository, SQLDLQRepository):
             f" ON {self.table} (subscription, status, first_failed_at)"
         )
 
-    async def _upgrade(self, connection: aiosqlite.Connection) -> None:
-        """A table of a version without `raw_payload` (where `payload` was NOT NULL) is
-        rebuilt in one transaction: SQLite cannot drop a NOT NULL constraint in place."""
-        if await self._has_raw_payload(connection):
-            return
-        old = quote_identifier(self.prefix + "dead_letters_before_raw_payload")
-        await connection.execute("BEGIN IMMEDIATE")
-        try:
-            if not await self._has_raw_payload(connection):  # another process may have done it
-                await connection.execute(f"ALTER TABLE {self.table} RENAME TO {old}")
-                await connection.execute(self._create_table(self.table))
-                await connection.execute(
-                    f"INSERT INTO {self.table} ({_LETTER_COLUMNS_V1})"
-                    f" SELECT {_LETTER_COLUMNS_V1} FROM {old}"
-                )
-                await connection.execute(f"DROP TABLE {old}")
-                await connection.execute(self._create_index(self.prefix))
-            await connection.execute("COMMIT")
-        except BaseException:
-            await connection.execute("ROLLBACK")
-            raise
+    def _upgrade(self) -> Callable[[sqlite3.Connection], object]:
+        return functools.partial(
+            _add_raw_payload,
+            table=self.table,
+            old=quote_identifier(self.prefix + "dead_letters_before_raw_payload"),
+            create_table=self._create_table(self.table),
+            create_index=self._create_index(self.prefix),
+        )
 
-    async def _has_raw_payload(self, connection: aiosqlite.Connection) -> bool:
-        async with connection.execute(f"PRAGMA table_info({self.table})") as cursor:
-            return any(row[1] == "raw_payload" for row in await cursor.fetchall())
+
+def _has_raw_payload(conn: sqlite3.Connection, table: str) -> bool:
+    return any(row[1] == "raw_payload" for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _add_raw_payload(
+    conn: sqlite3.Connection, table: str, old: str, create_table: str, create_index: str
+) -> None:
+    """A dead-letter table of a version without `raw_payload` (where `payload` was NOT NULL)
+    is rebuilt in one transaction, on the connection's thread: SQLite cannot drop a NOT NULL
+    constraint in place."""
+    if _has_raw_payload(conn, table):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_raw_payload(conn, table):  # another process may have done it
+            conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
+            conn.execute(create_table)
+            conn.execute(
+                f"INSERT INTO {table} ({_LETTER_COLUMNS_V1}) SELECT {_LETTER_COLUMNS_V1} FROM {old}"
+            )
+            conn.execute(f"DROP TABLE {old}")
+            conn.execute(create_index)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -12,11 +12,13 @@ from eventsource.snapshots.in_memory import InMemorySnapshotStore
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
 if TYPE_CHECKING:
+    from eventsource.snapshots.nats import NATSSnapshotStore
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
 
 __all__ = [
     "InMemorySnapshotStore",
+    "NATSSnapshotStore",
     "PostgreSQLSnapshotStore",
     "SQLiteSnapshotStore",
     "Snapshot",
@@ -24,6 +26,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "NATSSnapshotStore": "eventsource.snapshots.nats",
     "PostgreSQLSnapshotStore": "eventsource.snapshots.postgresql",
     "SQLiteSnapshotStore": "eventsource.snapshots.sqlite",
 }

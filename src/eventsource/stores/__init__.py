@@ -23,6 +23,7 @@ from eventsource.stores.interface import (
 
 if TYPE_CHECKING:
     from eventsource.stores.grpc import GrpcEventStore
+    from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
 
@@ -34,6 +35,7 @@ __all__ = [
     "ExpectedVersion",
     "GrpcEventStore",
     "InMemoryEventStore",
+    "NATSEventStore",
     "Position",
     "PostgreSQLEventStore",
     "ReadDirection",
@@ -48,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from eventsource.stores.sqlite import SQLiteEventStore
 
         return SQLiteEventStore
+    if name == "NATSEventStore":
+        from eventsource.stores.nats import NATSEventStore
+
+        return NATSEventStore
     if name == "PostgreSQLEventStore":
         from eventsource.stores.postgresql import PostgreSQLEventStore
 

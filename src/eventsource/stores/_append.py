@@ -76,6 +76,12 @@ def record_event(codec: EventCodec, record: EventRecord) -> StoredEvent:
 
 
 def validate_expected_version(expected_version: int) -> None:
+    if type(expected_version) is not int and not isinstance(expected_version, ExpectedVersion):
+        # A bool is an int to Python and a float compares equal to one: neither is a version.
+        raise InvalidEventError(
+            f"expected_version must be an int or an ExpectedVersion member, not "
+            f"{type(expected_version).__name__} {expected_version!r}"
+        )
     if expected_version < 0 and expected_version not in ExpectedVersion._value2member_map_:
         raise InvalidEventError(
             f"expected_version {expected_version} is neither a version >= 0 nor an "

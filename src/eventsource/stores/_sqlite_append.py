@@ -7,20 +7,26 @@ what a batch append cost. Here the transaction is one function the store runs on
 
 The events are encoded before the transaction (in the lean form their payload does not
 depend on the version they get), so the write lock is held for the statements only. The lock
-is taken by `begin_immediate`, which retries with short pauses of its own rather than SQLite's
+is taken in two steps: writers of this process queue on the file's `FileLock` (a waiter blocks
+without polling and goes the moment the lock is free), and the one at the front takes SQLite's
+lock with `begin_immediate`, which retries with short pauses of its own rather than SQLite's
 busy handler, so that writers in several processes share the file fairly.
+
+The rows' positions come from the INSERT's last rowid: AUTOINCREMENT numbers a multi-row
+INSERT's rows consecutively, so `RETURNING` (which buffers every row) is not needed.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsource._internal.sqlite import begin_immediate
+from eventsource._internal.sqlite import FileLock, begin_immediate
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec, LeanEnvelope
 from eventsource.exceptions import OptimisticLockError
@@ -76,10 +82,10 @@ _INSERTS: dict[int, str] = {}
 
 
 def _values(head: str, rows: int) -> str:
-    """`head` with `rows` value tuples and RETURNING (the tail is cached per row count)."""
+    """`head` with `rows` value tuples (the tail is cached per row count)."""
     tail = _INSERTS.get(rows)
     if tail is None:
-        tail = _INSERTS[rows] = ", ".join([_ROW] * rows) + " RETURNING position"
+        tail = _INSERTS[rows] = ", ".join([_ROW] * rows)
     return head + tail
 
 
@@ -92,45 +98,70 @@ def append_transaction(
     rows: Sequence[list[Any]],
     expected_version: int,
     busy_timeout: float,
+    lock: FileLock | None,
 ) -> Appended | Replay:
     """Append `rows` (INSERT_COLUMNS values, the version slot filled in here) in one write
-    transaction. Raises `OptimisticLockError` when the version check fails and no event of
-    the batch is stored; sqlite3 errors pass through (the store maps them)."""
-    stream = str(aggregate_id)
-    begin_immediate(conn, busy_timeout)
+    transaction, queued behind this process's other writers of the file on `lock`. Raises
+    `OptimisticLockError` when the version check fails and no event of the batch is stored;
+    sqlite3 errors pass through (the store maps them)."""
+    deadline = time.monotonic() + busy_timeout
+    if lock is not None:
+        lock.acquire(busy_timeout)
     try:
-        current = conn.execute(statements.version, (stream,)).fetchone()[0]
+        begin_immediate(conn, deadline - time.monotonic())
         try:
-            check_expected_version(aggregate_id, expected_version, current)
-        except OptimisticLockError:
-            if known := records_by_id(conn, statements.select, codec, events):
+            outcome = _append(conn, statements, codec, aggregate_id, events, rows, expected_version)
+            conn.execute("ROLLBACK" if isinstance(outcome, Replay) else "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
+    return outcome
+
+
+def _append(
+    conn: sqlite3.Connection,
+    statements: AppendStatements,
+    codec: EventCodec,
+    aggregate_id: UUID,
+    events: Sequence[DomainEvent],
+    rows: Sequence[list[Any]],
+    expected_version: int,
+) -> Appended | Replay:
+    """The statements of `append_transaction`, inside its transaction."""
+    current = conn.execute(statements.version, (str(aggregate_id),)).fetchone()[0]
+    try:
+        check_expected_version(aggregate_id, expected_version, current)
+    except OptimisticLockError:
+        if known := records_by_id(conn, statements.select, codec, events):
+            return Replay(known)
+        raise
+    version = current
+    for row in rows:
+        version += 1
+        row[_VERSION_AT] = version
+    positions: list[int] = []
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        params = [value for row in chunk for value in row]
+        try:
+            cursor = conn.execute(_values(statements.insert_head, len(chunk)), params)
+        except sqlite3.IntegrityError:
+            if known := records_by_id(conn, statements.select, codec, events):
                 return Replay(known)
             raise
-        positions: list[int] = []
-        version = current
-        for row in rows:
-            version += 1
-            row[_VERSION_AT] = version
-        for start in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[start : start + ROWS_PER_INSERT]
-            params = [value for row in chunk for value in row]
-            try:
-                returned = conn.execute(_values(statements.insert_head, len(chunk)), params)
-                positions.extend(r[0] for r in returned.fetchall())
-            except sqlite3.IntegrityError:
-                if known := records_by_id(conn, statements.select, codec, events):
-                    conn.execute("ROLLBACK")
-                    return Replay(known)
-                raise
-        if statements.outbox_insert:
-            conn.executemany(statements.outbox_insert, _outbox_rows(rows))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    positions.sort()
+        # AUTOINCREMENT gives each row one more than the largest position ever used, and a
+        # multi-row INSERT adds its rows in order under the write lock: they are consecutive,
+        # ending at the last one inserted (cheaper than RETURNING, which buffers every row).
+        last = cursor.lastrowid
+        if last is None or cursor.rowcount != len(chunk):
+            raise sqlite3.DatabaseError(f"INSERT of {len(chunk)} rows reported {cursor.rowcount}")
+        positions.extend(range(last - len(chunk) + 1, last + 1))
+    if statements.outbox_insert:
+        conn.executemany(statements.outbox_insert, _outbox_rows(rows))
     return Appended(current, positions)
 
 

@@ -11,8 +11,9 @@ transaction there (`_sqlite_append`), a read page runs its query, fetches its ro
 their stored events there (aiosqlite's own methods hop once per statement and per fetch, and
 those hops were half of what a small operation cost). Rows are lean (`_sqlite_rows`): the
 payload holds the event's own fields, the envelope has columns; older rows read as before.
-Writers wait for the file's write lock with short pauses of their own instead of SQLite's
-busy handler (`begin_immediate`), so writers in several processes get their fair share.
+Writers of one file in this process queue on an in-process lock (`FileLock`); the one in front
+waits for the file's write lock with short pauses of its own instead of SQLite's busy handler
+(`begin_immediate`), so writers in several processes get their fair share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -28,7 +30,13 @@ from uuid import UUID
 from eventsource._internal.clock import utc_now
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
-from eventsource._internal.sqlite import open_connection, run_on, store_error, synchronous_mode
+from eventsource._internal.sqlite import (
+    file_lock,
+    open_connection,
+    run_on,
+    store_error,
+    synchronous_mode,
+)
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 from eventsource.events.serialization import EventCodec
@@ -142,7 +150,7 @@ class SQLiteEventStore(EventStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._connect_lock = asyncio.Lock()
-        self._write_lock = asyncio.Lock()
+        self._file_lock = file_lock(self.path)
         self._signals = AppendSignals()
         t = quote_identifier(table)
         self.table = table
@@ -246,23 +254,25 @@ class SQLiteEventStore(EventStore):
         attached = attach_events(events, aggregate_id, aggregate_type, first)
         rows = self._rows(attached, aggregate_id, aggregate_type)
         writer, _ = await self._connections()
-        async with self._write_lock:
-            try:
-                outcome = await run_on(
-                    writer,
-                    append_transaction,
-                    self._statements,
-                    self._codec,
-                    aggregate_id,
-                    attached,
-                    rows,
-                    expected_version,
-                    self._busy_timeout,
-                )
-            except sqlite3.Error as exc:
-                raise store_error(
-                    f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
-                ) from exc
+        # No lock here: the writer's thread runs queued appends one after the other, so a
+        # second task's append is queued at once instead of after the first one's return.
+        try:
+            outcome = await run_on(
+                writer,
+                append_transaction,
+                self._statements,
+                self._codec,
+                aggregate_id,
+                attached,
+                rows,
+                expected_version,
+                self._busy_timeout,
+                self._file_lock,
+            )
+        except sqlite3.Error as exc:
+            raise store_error(
+                f"SQLite store {self.path!r}: append to {aggregate_id} failed: {exc}", exc
+            ) from exc
         if isinstance(outcome, Replay):
             return replayed_result(events, aggregate_id, aggregate_type, outcome.records)
         if outcome.current + 1 != first:
@@ -285,12 +295,14 @@ class SQLiteEventStore(EventStore):
         stream = str(aggregate_id)
         recorded_at = timestamp(utc_now())
         rows: list[list[Any]] = []
+        append = rows.append
         for event in events:
             payload, metadata = encode(event)
-            event_id = str(event.event_id)
+            own_id = event.event_id
+            event_id = str(own_id)
             correlation = event.correlation_id
-            tenant, causation = event.tenant_id, event.causation_id
-            rows.append(
+            tenant, causation, occurred = event.tenant_id, event.causation_id, event.occurred_at
+            append(
                 [
                     event_id,
                     event.event_type,
@@ -299,10 +311,12 @@ class SQLiteEventStore(EventStore):
                     aggregate_type,
                     0,
                     None if tenant is None else str(tenant),
-                    timestamp(event.occurred_at),
+                    occurred.isoformat(timespec="microseconds")
+                    if occurred.tzinfo is UTC
+                    else timestamp(occurred),
                     recorded_at,
                     payload,
-                    event_id if correlation == event.event_id else str(correlation),
+                    event_id if correlation.int == own_id.int else str(correlation),
                     None if causation is None else str(causation),
                     metadata,
                 ]

@@ -237,13 +237,16 @@ class Subscription(PageDelivery, FailurePolicy):
 
     async def wait_for(
         self,
-        position: Position,
+        position: Position | None,
         timeout: float | None = None,  # noqa: ASYNC109 - the documented consistency-token API
     ) -> None:
         """Return once the subscription has processed `position` (read-your-writes: pass
-        `AppendResult.last_position`). Raises `TimeoutError` after `timeout` seconds."""
+        `AppendResult.last_position`; None, what an append of no events returns, has nothing
+        to wait for). Raises `TimeoutError` after `timeout` seconds."""
         if self._progress is None:
             raise RuntimeError(f"subscription {self.name!r} is not started")
+        if position is None:
+            return
         progress = self._progress
         async with asyncio.timeout(timeout), progress:
             await progress.wait_for(lambda: self.position is not None and self.position >= position)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from eventsource.testing.event_store import EventStoreContract
     from eventsource.testing.events import contract_registry
     from eventsource.testing.harness import Harness
+    from eventsource.testing.key_store import KeyStoreContract
     from eventsource.testing.locks import DistributedLockContract
     from eventsource.testing.outbox import InboxRepositoryContract, OutboxRepositoryContract
     from eventsource.testing.read_models import ReadModelRepositoryContract
@@ -76,6 +77,7 @@ _LAZY = {
     "EventBusContract": "bus",
     "EventStoreContract": "event_store",
     "InboxRepositoryContract": "outbox",
+    "KeyStoreContract": "key_store",
     "OutboxRepositoryContract": "outbox",
     "ReadModelRepositoryContract": "read_models",
     "SnapshotStoreContract": "snapshot_store",
@@ -97,6 +99,7 @@ __all__ = [
     "EventStoreContract",
     "Harness",
     "InboxRepositoryContract",
+    "KeyStoreContract",
     "OutboxRepositoryContract",
     "ProjectionScenario",
     "ReadModelRepositoryContract",

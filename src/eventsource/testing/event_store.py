@@ -318,6 +318,16 @@ class EventStoreContract(FeedReadContract, ABC):
         with pytest.raises(InvalidEventError):
             ExpectedVersion.exact(-1)
 
+    @pytest.mark.parametrize("wrong", ["2", 2.0, True, None])
+    async def test_expected_version_of_a_wrong_type_is_refused(
+        self, store: EventStore, wrong: object
+    ) -> None:
+        cart = uuid4()
+        await store.append_events(cart, CART, _items(2), 0)
+        with pytest.raises(InvalidEventError, match="expected_version"):
+            await store.append_events(cart, CART, _items(1), wrong)  # type: ignore[arg-type]
+        assert (await store.get_events(cart)).version == 2
+
     async def test_empty_append_only_checks_the_version(self, store: EventStore) -> None:
         cart = uuid4()
         await store.append_events(cart, CART, _items(2), 0)

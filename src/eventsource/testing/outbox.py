@@ -17,6 +17,7 @@ from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import BusConnectionError, BusPublishError
 from eventsource.outbox.interface import InboxRepository, OutboxEntry, OutboxRepository
 from eventsource.outbox.relay import OutboxRelay
+from eventsource.testing._cancel import PAUSES, cancel_in_flight
 from eventsource.testing.events import ItemAdded, UnregisteredEvent, contract_registry
 
 __all__ = ["InboxRepositoryContract", "OutboxRepositoryContract"]
@@ -186,6 +187,30 @@ class OutboxRepositoryContract(ABC):
         async with outbox.claim(10) as batch:
             assert [e.event_id for e in batch.entries] == [e.event_id for e in cart[2:]]
 
+    async def test_a_cancelled_call_leaves_the_outbox_usable_and_adds_all_or_nothing(
+        self, outbox: OutboxRepository
+    ) -> None:
+        for pauses in PAUSES:
+            events = _stream(3)
+            await cancel_in_flight(outbox.add(events), pauses)
+
+            async def claim_some() -> None:
+                async with outbox.claim(1) as batch:
+                    await batch.published(batch.entries)
+
+            await cancel_in_flight(claim_some(), pauses)
+            later = _stream(1)
+            await outbox.add(later)
+            stats = await outbox.stats()
+            async with outbox.claim(100) as batch:
+                claimed = {entry.event_id for entry in batch.entries}
+                await batch.published(batch.entries)
+            assert later[0].event_id in claimed
+            added = {event.event_id for event in events}
+            # A claimed row whose claim was cancelled stays leased until its lease expires.
+            assert claimed & added in (set(), added - {events[0].event_id}, added)
+            assert stats.pending >= 1
+
     async def test_cleanup_deletes_only_old_published_rows(self, outbox: OutboxRepository) -> None:
         await outbox.add(_stream(3))
         async with outbox.claim(2) as batch:
@@ -346,6 +371,17 @@ class InboxRepositoryContract(ABC):
         event_id = uuid4()
         wins = await asyncio.gather(*(inbox.record("billing", event_id) for _ in range(8)))
         assert sorted(wins) == [False] * 7 + [True]
+
+    async def test_a_cancelled_record_leaves_the_inbox_usable(self, inbox: InboxRepository) -> None:
+        for pauses in PAUSES:
+            first, second = uuid4(), uuid4()
+            await cancel_in_flight(inbox.record("billing", first), pauses)
+            assert await inbox.record("billing", second)
+            # recorded or not, but consistently so
+            assert await inbox.contains("billing", first) is not await inbox.record(
+                "billing", first
+            )
+            assert await inbox.contains("billing", first)
 
     async def test_cleanup_forgets_old_records(self, inbox: InboxRepository) -> None:
         old, new = uuid4(), uuid4()

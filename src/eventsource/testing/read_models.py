@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from eventsource.exceptions import SerializationError
 from eventsource.readmodels.interface import ReadModelRepository, TModel
+from eventsource.testing._cancel import PAUSES, cancel_in_flight
 
 __all__ = ["ContractItem", "ContractLabel", "ReadModelRepositoryContract"]
 
@@ -127,6 +128,21 @@ class ReadModelRepositoryContract(ABC):
         assert await items.get(first.id) == second
         assert await items.get(other.id) == other
         assert await items.count() == 2
+
+    async def test_a_cancelled_call_leaves_the_repository_usable_and_saves_all_or_nothing(
+        self, items: ReadModelRepository[ContractItem]
+    ) -> None:
+        for pauses in PAUSES:
+            batch = [_item(f"batch-{n}") for n in range(5)]
+            await cancel_in_flight(items.save_many(batch), pauses)
+            await cancel_in_flight(items.save(_item("single")), pauses)
+            later = _item("later")
+            await items.save(later)
+            assert await items.get(later.id) == later
+            found = [await items.get(model.id) for model in batch]
+            assert found in ([None] * len(batch), batch)
+        await items.clear()
+        assert await items.count() == 0
 
     async def test_save_many(self, items: ReadModelRepository[ContractItem]) -> None:
         await items.save_many([])

@@ -1,0 +1,1 @@
+"""Example applications built on eventsource (not part of the installed package)."""

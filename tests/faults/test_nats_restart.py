@@ -1,0 +1,105 @@
+"""A throw-away NATS server restarted (SIGTERM, then started again on the same store
+directory) while writers append and a subscription runs on `NATSEventStore`.
+
+A writer counts an append as acknowledged when `append_events` returned. While the server is
+away appends fail with `TransientStoreError`; the writer re-sends the same events with the
+same expected version (appends are idempotent), so a first attempt that was stored before
+the connection broke comes back as `already_stored`. Required: every acknowledged event
+stored exactly once, nothing stored that was never acknowledged, every stream in version
+order, the subscription handled each event exactly once in feed order, and nobody restarted
+the store or the subscription by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from eventsource import DomainEvent, EventRegistry, NATSEventStore
+from eventsource.exceptions import TransientStoreError
+from eventsource.projections import DeclarativeProjection, handles
+from eventsource.repositories import InMemoryCheckpointRepository
+from eventsource.subscriptions import SubscriptionConfig, SubscriptionManager
+from tests import _services
+from tests.faults._nats_server import BINARY, ThrowawayNATS
+
+pytestmark = [pytest.mark.faults, pytest.mark.nats]
+
+registry = EventRegistry()
+FAST = SubscriptionConfig(batch_size=7, poll_interval=0.05, retry_base=0.01, retry_cap=0.2)
+
+
+class Counted(DomainEvent, registry=registry):
+    n: int
+
+
+class Ledger(DeclarativeProjection):
+    def __init__(self) -> None:
+        self.seen: list[tuple[UUID, int, UUID]] = []
+
+    @handles(Counted)
+    async def _counted(self, event: Counted) -> None:
+        self.seen.append((event.aggregate_id, event.aggregate_version, event.event_id))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ThrowawayNATS]:
+    if not BINARY.exists():
+        _services.unavailable(f"no nats-server binary at {BINARY} for a throw-away server")
+    nats = ThrowawayNATS(tmp_path)
+    nats.start()
+    try:
+        yield nats
+    finally:
+        nats.stop()
+
+
+async def _writer(
+    store: NATSEventStore, stream: UUID, appends: int, acked: list[UUID], retries: list[int]
+) -> None:
+    for n in range(appends):
+        batch = [Counted(n=2 * n), Counted(n=2 * n + 1)]
+        while True:
+            try:
+                result = await store.append_events(stream, "Counter", batch, 2 * n)
+            except TransientStoreError:
+                retries[0] += 1
+                await asyncio.sleep(0.1)
+                continue
+            acked.extend(e.event_id for e in result.events)
+            break
+        await asyncio.sleep(0.03)
+
+
+async def test_server_restarts_lose_nothing_duplicate_nothing_keep_order(
+    server: ThrowawayNATS,
+) -> None:
+    store = NATSEventStore(server.url, stream="faults", registry=registry, request_timeout=1.0)
+    ledger = Ledger()
+    streams = [uuid4() for _ in range(4)]
+    acked: list[UUID] = []
+    retries = [0]
+    async with store, SubscriptionManager(store, InMemoryCheckpointRepository(), config=FAST) as m:
+        subscription = m.subscribe(ledger)
+        writers = asyncio.gather(*(_writer(store, s, 25, acked, retries) for s in streams))
+        for _ in range(2):
+            await asyncio.sleep(0.3)
+            assert not writers.done(), "the writers finished before the restart"
+            await asyncio.to_thread(server.restart)
+        await writers
+        end = await store.current_position()
+        await subscription.wait_for(end, timeout=60)
+
+        stored = [s async for s in store.read_all()]
+        assert server.restarts == 2
+        assert retries[0] > 0, "no append met the restart"
+        assert sorted(s.event_id for s in stored) == sorted(acked)  # acked = stored, once
+        assert len(acked) == len(set(acked)) == 4 * 25 * 2
+        for stream in streams:
+            assert [s.version for s in stored if s.aggregate_id == stream] == list(range(1, 51))
+        # The subscription saw the feed exactly once, in feed order.
+        assert [event_id for _, _, event_id in ledger.seen] == [s.event_id for s in stored]
