@@ -16,6 +16,7 @@ STORE_KINDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgresql", marks=pytest.mark.postgresql),
     pytest.param("nats", marks=pytest.mark.nats),
+    pytest.param("grpc", marks=pytest.mark.grpc),
 ]
 """Parameters for a `store` fixture: `@pytest.fixture(params=STORE_KINDS)`."""
 
@@ -28,10 +29,20 @@ async def open_event_store(
     request: pytest.FixtureRequest, registry: EventRegistry, tmp_path: Path
 ) -> AsyncIterator[EventStore]:
     """An empty store of the kind `request.param` names (PostgreSQL: a schema of its own,
-    dropped afterwards; NATS: a stream of its own, deleted afterwards)."""
+    dropped afterwards; NATS: a stream of its own, deleted afterwards; gRPC: a client of a
+    service started for the test)."""
     kind = request.param
     if kind == "memory":
         yield InMemoryEventStore(registry=registry)
+    elif kind == "grpc":
+        # A client of the store service on a loopback port, an in-memory store behind it
+        # that decodes nothing (the service handles events as JSON).
+        from eventsource import GrpcEventStore, GrpcStoreServer
+
+        async with GrpcStoreServer(InMemoryEventStore(registry=EventRegistry())) as server:
+            port = await server.start("127.0.0.1:0")
+            async with GrpcEventStore(f"127.0.0.1:{port}", registry=registry) as client:
+                yield client
     elif kind == "sqlite":
         from eventsource import SQLiteEventStore
 

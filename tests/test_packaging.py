@@ -15,12 +15,13 @@ import pytest
 import eventsource
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVERS = ("asyncpg", "aiosqlite", "redis", "aio_pika", "aiokafka", "opentelemetry", "nats")
+DRIVERS = ("asyncpg", "aiosqlite", "redis", "aio_pika", "aiokafka", "opentelemetry", "nats", "grpc")
 
 PUBLIC_API = {
     "AggregateCache",
     "AggregateId",
     "AggregateNotFoundError",
+    "AuthenticationError",
     "AggregateRepository",
     "CommandResult",
     "AggregateRoot",
@@ -88,6 +89,8 @@ PUBLIC_API = {
     "GDPR_AVAILABLE",
     "GRPC_AVAILABLE",
     "KAFKA_AVAILABLE",
+    "GrpcEventStore",
+    "GrpcStoreServer",
     "KafkaEventBus",
     "KafkaEventBusConfig",
     "LagMetrics",
@@ -96,6 +99,7 @@ PUBLIC_API = {
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "MessageTooLargeError",
     "NATSEventBus",
     "NATSEventBusConfig",
     "NATS_AVAILABLE",
@@ -104,6 +108,7 @@ PUBLIC_API = {
     "NATSEventStore",
     "NATSSnapshotStore",
     "OptimisticLockError",
+    "PermissionDeniedError",
     "OutboxBatch",
     "OutboxEntry",
     "OutboxRelay",
@@ -298,6 +303,8 @@ def test_lazy_backend_imports_its_driver_on_first_use() -> None:
         ("aiokafka", "eventsource.KafkaEventBus(eventsource.KafkaEventBusConfig())", "kafka"),
         ("nats", "eventsource.NATSEventBus(eventsource.NATSEventBusConfig())", "nats"),
         ("aiosqlite", "eventsource.SQLiteOutboxRepository(':memory:')", "sqlite"),
+        ("grpc", "eventsource.GrpcEventStore('127.0.0.1:1')", "grpc"),
+        ("grpc", "eventsource.GrpcStoreServer(eventsource.InMemoryEventStore())", "grpc"),
     ],
 )
 def test_backend_without_its_extra_names_the_extra(driver: str, construct: str, extra: str) -> None:

@@ -50,6 +50,7 @@ from eventsource.events import (
 from eventsource.exceptions import (
     AggregateNotFoundError,
     AppendTooLargeError,
+    AuthenticationError,
     BusConnectionError,
     BusPublishError,
     CheckpointError,
@@ -67,7 +68,9 @@ from eventsource.exceptions import (
     LockError,
     LockLostError,
     LockTimeoutError,
+    MessageTooLargeError,
     OptimisticLockError,
+    PermissionDeniedError,
     ProjectionError,
     RedisNotAvailableError,
     SerializationError,
@@ -187,9 +190,11 @@ if TYPE_CHECKING:
         PostgreSQLDLQRepository,
     )
     from eventsource.repositories.sqlite import SQLiteCheckpointRepository, SQLiteDLQRepository
+    from eventsource.server.grpc import GrpcStoreServer
     from eventsource.snapshots.nats import NATSSnapshotStore
     from eventsource.snapshots.postgresql import PostgreSQLSnapshotStore
     from eventsource.snapshots.sqlite import SQLiteSnapshotStore
+    from eventsource.stores.grpc import GrpcEventStore
     from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
@@ -207,6 +212,8 @@ GRPC_AVAILABLE: bool = is_available("grpc") and is_available("google.protobuf")
 GDPR_AVAILABLE: bool = is_available("cryptography")
 
 _LAZY = {
+    "GrpcEventStore": "eventsource.stores.grpc",
+    "GrpcStoreServer": "eventsource.server.grpc",
     "NATSCheckpointRepository": "eventsource.repositories.nats",
     "NATSEventStore": "eventsource.stores.nats",
     "NATSSnapshotStore": "eventsource.snapshots.nats",
@@ -252,6 +259,7 @@ __all__ = [
     "AggregateId",
     "AggregateNotFoundError",
     "AppendTooLargeError",
+    "AuthenticationError",
     "AggregateRepository",
     "CommandResult",
     "AggregateRoot",
@@ -315,6 +323,8 @@ __all__ = [
     "InboxRepository",
     "InvalidEventError",
     "InvalidPositionError",
+    "GrpcEventStore",
+    "GrpcStoreServer",
     "KafkaEventBus",
     "KafkaEventBusConfig",
     "LagMetrics",
@@ -323,12 +333,14 @@ __all__ = [
     "LockHandle",
     "LockLostError",
     "LockTimeoutError",
+    "MessageTooLargeError",
     "NATSCheckpointRepository",
     "NATSEventBus",
     "NATSEventBusConfig",
     "NATSEventStore",
     "NATSSnapshotStore",
     "OptimisticLockError",
+    "PermissionDeniedError",
     "OutboxBatch",
     "OutboxEntry",
     "OutboxRelay",

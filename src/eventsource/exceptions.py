@@ -8,6 +8,7 @@ from uuid import UUID
 __all__ = [
     "AggregateNotFoundError",
     "AppendTooLargeError",
+    "AuthenticationError",
     "BusConnectionError",
     "BusPublishError",
     "CheckpointError",
@@ -26,9 +27,11 @@ __all__ = [
     "LockError",
     "LockLostError",
     "LockTimeoutError",
+    "MessageTooLargeError",
     "MigrationConflictError",
     "MigrationError",
     "OptimisticLockError",
+    "PermissionDeniedError",
     "PersonalDataError",
     "ProjectionError",
     "RedisNotAvailableError",
@@ -100,6 +103,25 @@ class StoreSchemaError(EventStoreError):
     Run the store's `create_schema()` (or its migrations); a migration file changed after it was
     applied is reported here too (migrations are append-only).
     """
+
+
+class AuthenticationError(EventStoreError):
+    """A store service refused the call's credentials: no bearer token, or one it does not
+    know. Nothing was read or written; give the client a token the server accepts."""
+
+
+class PermissionDeniedError(EventStoreError):
+    """A store service refused the call: the caller's tenant may not read or write that
+    stream (it belongs to another tenant), or may not read another tenant's feed. Nothing
+    was read or written."""
+
+
+class MessageTooLargeError(EventStoreError, ValueError):
+    """A request or reply is larger than a store service's message size limit (an append of
+    too many or too large events, or one stored event above the server's send limit).
+
+    Nothing was written: split the append into smaller ones, or raise the limits of both the
+    server (`max_message_size`) and the client."""
 
 
 class OptimisticLockError(EventStoreError):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from uuid import UUID, SafeUUID
+from uuid import UUID, SafeUUID, uuid5
 
-__all__ = ["uuid7"]
+__all__ = ["TENANT_NAMESPACE", "tenant_uuid", "uuid7"]
 
 _TIMESTAMP_MASK = (1 << 48) - 1
 _VERSION = 0x7 << 76
@@ -69,3 +69,17 @@ def uuid7() -> UUID:
     _set(uuid, "int", value)
     _set(uuid, "is_safe", SafeUUID.unknown)
     return uuid
+
+
+TENANT_NAMESPACE = UUID("6f0c2f1e-5a7b-5d0e-9b8a-2c3e4f5a6b7c")
+"""The namespace of `tenant_uuid`: a tenant named "acme" is `uuid5(TENANT_NAMESPACE, "acme")`."""
+
+
+def tenant_uuid(tenant: str | UUID) -> UUID:
+    """The tenant id of a tenant given by name or id (UUID text is read as that UUID)."""
+    if isinstance(tenant, UUID):
+        return tenant
+    try:
+        return UUID(tenant)
+    except ValueError:
+        return uuid5(TENANT_NAMESPACE, tenant)

@@ -1,5 +1,6 @@
 """The `eventsource` command line: `eventsource demo` runs the bank-account demo,
-`eventsource migrate` moves events from one store to another.
+`eventsource migrate` moves events from one store to another, `eventsource serve` serves a
+store over gRPC.
 
 Each subcommand module supplies `add_parser(commands)`, which registers its parser and sets
 `handler`, a function from the parsed arguments to the exit status.
@@ -12,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import demo, migrate
+from eventsource.cli import demo, migrate, serve
 
 __all__ = ["main"]
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     demo.add_parser(commands)
     migrate.add_parser(commands)
+    serve.add_parser(commands)
     return parser
 
 

@@ -147,7 +147,8 @@ class DomainEvent(BaseModel):
         values["aggregate_version"] = aggregate_version
         _set_dict(copy, values)
         _set_fields_set(copy, self.__pydantic_fields_set__ | _STAMPED)
-        _set_extra(copy, None)
+        extra = self.__pydantic_extra__  # the fields of a model with extra="allow"
+        _set_extra(copy, None if extra is None else dict(extra))
         private = getattr(self, "__pydantic_private__", None)
         _set_private(copy, None if private is None else dict(private))
         return copy

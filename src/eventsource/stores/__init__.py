@@ -22,6 +22,7 @@ from eventsource.stores.interface import (
 )
 
 if TYPE_CHECKING:
+    from eventsource.stores.grpc import GrpcEventStore
     from eventsource.stores.nats import NATSEventStore
     from eventsource.stores.postgresql import PostgreSQLEventStore
     from eventsource.stores.sqlite import SQLiteEventStore
@@ -32,6 +33,7 @@ __all__ = [
     "EventStore",
     "EventStream",
     "ExpectedVersion",
+    "GrpcEventStore",
     "InMemoryEventStore",
     "NATSEventStore",
     "Position",
@@ -56,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from eventsource.stores.postgresql import PostgreSQLEventStore
 
         return PostgreSQLEventStore
+    if name == "GrpcEventStore":
+        from eventsource.stores.grpc import GrpcEventStore
+
+        return GrpcEventStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
