@@ -10,23 +10,30 @@ from typing import Any
 from eventsource import DomainEvent
 from eventsource.sagas import ProcessManager, Saga, SagaStep, StepContext, WorkflowEngine
 
+# Type names of their own: docs examples define events of these names in the default
+# registry, and both cannot be registered at once.
+
 
 class OrderPlaced(DomainEvent):
+    event_type: str = "tests.sagas.OrderPlaced"
     order_id: str
     amount: int
 
 
 class PaymentReceived(DomainEvent):
+    event_type: str = "tests.sagas.PaymentReceived"
     order_id: str
     payment_ref: str
 
 
 class RequestPayment(DomainEvent):
+    event_type: str = "tests.sagas.RequestPayment"
     order_id: str
     amount: int
 
 
 class ShipOrder(DomainEvent):
+    event_type: str = "tests.sagas.ShipOrder"
     order_id: str
 
 
@@ -85,6 +92,7 @@ def order_routes(engine: WorkflowEngine, saga: Saga) -> ProcessManager:
         )
         .signals_on(
             PaymentReceived,
+            signal="PaymentReceived",
             key=lambda e: e.order_id,
             payload=lambda e: {"payment_ref": e.payment_ref},
         )

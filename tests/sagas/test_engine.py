@@ -415,10 +415,11 @@ async def test_commands_reach_the_outbox_once_with_their_step() -> None:
         await engine.run_until_idle()
     async with outbox.claim(1000) as batch:
         entries = list(batch.entries)
-    sent = [e.event_type for e in entries if e.event_type in ("RequestPayment", "ShipOrder")]
-    assert sent == ["RequestPayment", "ShipOrder"]
+    commands = (RequestPayment.type_name(), ShipOrder.type_name())
+    sent = [e.event_type for e in entries if e.event_type in commands]
+    assert sent == list(commands)
     completed = [e for e in entries if e.event_type == "eventsource.saga.StepCompleted"]
-    payment = next(e for e in entries if e.event_type == "RequestPayment")
+    payment = next(e for e in entries if e.event_type == RequestPayment.type_name())
     # The command directly follows its step's completion in the saga's stream.
     assert payment.aggregate_version - 1 in {e.aggregate_version for e in completed}
     await engine.close()
