@@ -10,11 +10,12 @@ position it returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventNotFoundError
 from eventsource.stores._postgresql_feed import (
@@ -28,6 +29,7 @@ from eventsource.stores._postgresql_rows import (
     READ_COLUMNS,
     STREAM_COLUMNS,
     stored_event,
+    stream_events,
 )
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
@@ -99,9 +101,26 @@ class PostgreSQLReads:
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
-        """Pages are version ranges: versions run 1, 2, 3, ... without gaps, so a range needs
-        no sort and no LIMIT, and memory stays bounded by `batch_size`."""
-        options = options or ReadOptions()
+        codec = self._codec
+        async for rows in self._stream_pages(aggregate_id, options or ReadOptions()):
+            for row in rows:
+                yield stored_event(codec, row, aggregate_id)
+
+    async def read_stream_events(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[Iterable[DomainEvent]]:
+        """A load's read: each page's events built straight from its rows as it is
+        iterated."""
+        codec = self._codec
+        async for rows in self._stream_pages(aggregate_id, options or ReadOptions()):
+            yield stream_events(codec, rows, aggregate_id)
+
+    async def _stream_pages(
+        self, aggregate_id: UUID, options: ReadOptions
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """The rows of a stream read, a page at a time (cut to `options.limit`). Pages are
+        version ranges: versions run 1, 2, 3, ... without gaps, so a range needs no sort and
+        no LIMIT, and memory stays bounded by `batch_size`."""
         args: list[Any] = [aggregate_id, 0, 0]
         clauses = self._filters(options, args)
         # Filters that can thin a page out; a stream has one aggregate type, so filtering on
@@ -147,12 +166,13 @@ class PostgreSQLReads:
                 cursor = first - 1
             args[1], args[2] = first, last_in_page
             rows = await self._fetch(what, sql, *args)
-            for stored in self._decode_rows(rows, aggregate_id):
-                if remaining is not None:
-                    if remaining == 0:
-                        return
-                    remaining -= 1
-                yield stored
+            if remaining is not None:
+                if len(rows) >= remaining:
+                    yield rows[:remaining]
+                    return
+                remaining -= len(rows)
+            if rows:
+                yield rows
             if high is None and len(rows) < last_in_page - first + 1:
                 return  # an unfiltered forward page came back short: the stream ends here
 

@@ -16,12 +16,13 @@ comparisons order them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, SafeUUID
 
 from eventsource._internal.sql import quote_identifier
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.stores._append import EventRecord
 from eventsource.stores.interface import Position, StoredEvent
@@ -30,9 +31,11 @@ __all__ = [
     "INSERT_COLUMNS",
     "READ_COLUMNS",
     "event_ddl",
-    "read_page",
+    "fetch_row",
+    "fetch_rows",
     "record_of",
     "stored_event",
+    "stream_events",
     "timestamp",
     "upgrade",
 ]
@@ -181,16 +184,45 @@ def fetch_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
         cursor.close()
 
 
-def read_page(
-    conn: sqlite3.Connection,
-    codec: EventCodec,
-    sql: str,
-    params: Sequence[Any],
-    aggregate_id: UUID | None,
-) -> list[StoredEvent]:
-    """One page of rows and their stored events, run on the connection's thread. (A module
-    function: the worker thread keeps its last call alive, so it must not hold the store.)"""
-    return [stored_event(codec, row, aggregate_id) for row in conn.execute(sql, params)]
+def fetch_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """All rows of `sql`, run on the connection's thread (one hop for a page). The rows
+    become stored events or events on the event loop's thread, where the reader is: user
+    code (validators, upcasters) never runs on the driver's thread."""
+    return conn.execute(sql, params).fetchall()
+
+
+def stream_events(
+    codec: EventCodec, rows: Sequence[Any], aggregate_id: UUID
+) -> Iterator[DomainEvent]:
+    """The decoded events of a page of a stream read, built straight from the rows as the
+    caller consumes them (see `_postgresql_rows.stream_events`)."""
+    decode, decode_lean = codec.decode, codec.decode_lean
+    for row in rows:
+        correlation = row[11]
+        if correlation is None:
+            yield decode(row[1], row[2], row[3], (0, row[0]))
+            continue
+        event_text = row[6]
+        event_id = _uuid(event_text)
+        tenant, causation = row[10], row[12]
+        envelope: Any = (  # a LeanEnvelope, as a plain tuple
+            _fromisoformat(row[9]),
+            None if tenant is None else _uuid(tenant),
+            event_id if correlation == event_text else _uuid(correlation),
+            None if causation is None else _uuid(causation),
+            row[13],
+        )
+        yield decode_lean(
+            row[1],
+            row[2],
+            row[3],
+            event_id,
+            aggregate_id,
+            row[8],
+            row[5],
+            envelope,
+            (0, row[0]),
+        )
 
 
 def record_of(codec: EventCodec, row: Sequence[Any]) -> EventRecord:
