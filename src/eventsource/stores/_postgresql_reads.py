@@ -26,6 +26,7 @@ from eventsource.stores._postgresql_feed import (
 )
 from eventsource.stores._postgresql_rows import (
     FIRST_STREAM_PAGE,
+    LOAD_COLUMNS,
     READ_COLUMNS,
     STREAM_COLUMNS,
     stored_event,
@@ -102,7 +103,8 @@ class PostgreSQLReads:
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
         codec = self._codec
-        async for rows in self._stream_pages(aggregate_id, options or ReadOptions()):
+        pages = self._stream_pages(aggregate_id, options or ReadOptions(), STREAM_COLUMNS)
+        async for rows in pages:
             for row in rows:
                 yield stored_event(codec, row, aggregate_id)
 
@@ -112,11 +114,12 @@ class PostgreSQLReads:
         """A load's read: each page's events built straight from its rows as it is
         iterated."""
         codec = self._codec
-        async for rows in self._stream_pages(aggregate_id, options or ReadOptions()):
+        pages = self._stream_pages(aggregate_id, options or ReadOptions(), LOAD_COLUMNS)
+        async for rows in pages:
             yield stream_events(codec, rows, aggregate_id)
 
     async def _stream_pages(
-        self, aggregate_id: UUID, options: ReadOptions
+        self, aggregate_id: UUID, options: ReadOptions, columns: str
     ) -> AsyncIterator[Sequence[Sequence[Any]]]:
         """The rows of a stream read, a page at a time (cut to `options.limit`). Pages are
         version ranges: versions run 1, 2, 3, ... without gaps, so a range needs no sort and
@@ -128,7 +131,7 @@ class PostgreSQLReads:
         filtered = len(clauses) > (options.aggregate_type is not None)
         order = "ASC" if options.forward else "DESC"
         sql = (
-            f"SELECT {STREAM_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
+            f"SELECT {columns} FROM {self.table} WHERE aggregate_id = $1"
             f" AND aggregate_version BETWEEN $2 AND $3{''.join(' AND ' + c for c in clauses)}"
             f" ORDER BY aggregate_version {order}"
         )

@@ -21,6 +21,7 @@ from eventsource.stores.interface import StoredEvent
 
 __all__ = [
     "FIRST_STREAM_PAGE",
+    "LOAD_COLUMNS",
     "READ_COLUMNS",
     "STREAM_COLUMNS",
     "record_of",
@@ -41,6 +42,10 @@ READ_COLUMNS = (
 STREAM_COLUMNS = READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert STREAM_COLUMNS != READ_COLUMNS
+LOAD_COLUMNS = STREAM_COLUMNS.replace(f" {_EPOCH.format('recorded_at')},", " NULL,")
+"""`STREAM_COLUMNS` for a load (`stream_events`), which never reads when events were
+recorded: the server computes and sends one column less per row."""
+assert LOAD_COLUMNS != STREAM_COLUMNS
 FIRST_STREAM_PAGE = 10_001
 """Versions the first page of a forward stream read covers: a stream of up to 10,000 events
 comes back short of it, so in one round trip."""
@@ -68,7 +73,7 @@ def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) 
 def stream_events(
     codec: EventCodec, rows: Sequence[Any], aggregate_id: UUID
 ) -> Iterator[DomainEvent]:
-    """The decoded events of a page of a stream read, built straight from the rows as the
+    """The decoded events of a page of rows of `LOAD_COLUMNS`, built straight from them as the
     caller consumes them (a load wants the events only: no `StoredEvent`, no position; and
     each event can die once applied, where a list of a whole page of events would make the
     garbage collector scan it over and over). Raises what `StoredEvent.event` raises for a

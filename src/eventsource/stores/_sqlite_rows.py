@@ -16,7 +16,7 @@ comparisons order them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -25,7 +25,7 @@ from eventsource._internal.sql import quote_identifier
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.stores._append import EventRecord
-from eventsource.stores.interface import Position, StoredEvent
+from eventsource.stores.interface import StoredEvent
 
 __all__ = [
     "INSERT_COLUMNS",
@@ -35,6 +35,7 @@ __all__ = [
     "fetch_rows",
     "record_of",
     "stored_event",
+    "stored_events",
     "stream_events",
     "timestamp",
     "upgrade",
@@ -117,17 +118,6 @@ _set_int = UUID.__dict__["int"].__set__
 _set_safe = UUID.__dict__["is_safe"].__set__
 _UNKNOWN = SafeUUID.unknown
 _fromisoformat = datetime.fromisoformat
-_set_commit = Position.__dict__["commit"].__set__
-_set_sequence = Position.__dict__["sequence"].__set__
-
-
-def _position(sequence: int) -> Position:
-    """`Position(0, sequence)` at a third of the cost of its frozen dataclass `__init__` (every
-    decoded event reads its position: it names the row in decoding errors)."""
-    position = _new(Position)
-    _set_commit(position, 0)
-    _set_sequence(position, sequence)
-    return position
 
 
 def _uuid(text: str) -> UUID:
@@ -142,33 +132,50 @@ def _uuid(text: str) -> UUID:
 def stored_event(codec: EventCodec, row: Sequence[Any], aggregate_id: UUID | None) -> StoredEvent:
     """The stored event of a row of `READ_COLUMNS` (decoded when its `event` is read);
     `aggregate_id` is the stream's when the caller knows it (a stream read)."""
-    event_id = _uuid(row[6])
-    if aggregate_id is None:
-        aggregate_id = _uuid(row[7])
-    correlation = row[11]
-    envelope: Any = None
-    if correlation is not None:
-        tenant, causation = row[10], row[12]
-        envelope = (
-            _fromisoformat(row[9]),
-            None if tenant is None else _uuid(tenant),
-            event_id if correlation == row[6] else _uuid(correlation),
-            None if causation is None else _uuid(causation),
-            row[13],
+    return next(stored_events(codec, (row,), aggregate_id))
+
+
+def stored_events(
+    codec: EventCodec, rows: Iterable[Sequence[Any]], aggregate_id: UUID | None
+) -> Iterator[StoredEvent]:
+    """The stored events of a page of rows, built as the caller consumes them (so each dies
+    with its decoded event once the caller moves on); `aggregate_id` is the stream's when
+    the caller knows it. The page's aggregate ids are parsed once each (events of one
+    aggregate come in runs), positions and recorded_at are built when first read."""
+    ids: dict[str, UUID] = {}
+    from_row = StoredEvent.from_row
+    for row in rows:
+        event_text = row[6]
+        event_id = _uuid(event_text)
+        stream = aggregate_id
+        if stream is None:
+            stream = ids.get(row[7])
+            if stream is None:
+                stream = ids[row[7]] = _uuid(row[7])
+        correlation = row[11]
+        envelope: Any = None
+        if correlation is not None:
+            tenant, causation = row[10], row[12]
+            envelope = (
+                _fromisoformat(row[9]),
+                None if tenant is None else _uuid(tenant),
+                event_id if correlation == event_text else _uuid(correlation),
+                None if causation is None else _uuid(causation),
+                row[13],
+            )
+        yield from_row(
+            codec,
+            (0, row[0]),
+            row[4],
+            event_id,
+            row[1],
+            row[2],
+            stream,
+            row[8],
+            row[5],
+            row[3],
+            envelope,
         )
-    return StoredEvent.from_row(
-        codec,
-        _position(row[0]),
-        _fromisoformat(row[4]),
-        event_id,
-        row[1],
-        row[2],
-        aggregate_id,
-        row[8],
-        row[5],
-        row[3],
-        envelope,
-    )
 
 
 def fetch_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:

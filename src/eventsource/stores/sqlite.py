@@ -42,6 +42,7 @@ from eventsource.stores._sqlite_rows import (
     fetch_row,
     fetch_rows,
     stored_event,
+    stored_events,
     stream_events,
     timestamp,
     upgrade,
@@ -406,8 +407,8 @@ class SQLiteEventStore(EventStore):
     ) -> AsyncIterator[StoredEvent]:
         codec = self._codec
         async for rows in self._pages(key, start, stop, aggregate_id, options):
-            for row in rows:
-                yield stored_event(codec, row, aggregate_id)
+            for stored in stored_events(codec, rows, aggregate_id):
+                yield stored
 
     @staticmethod
     def _stream_range(options: ReadOptions) -> tuple[int, int | None]:
