@@ -10,7 +10,7 @@ position it returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -86,18 +86,6 @@ class PostgreSQLReads:
         if options.to_timestamp is not None:
             clauses.append(f"occurred_at <= {param(options.to_timestamp, 'timestamptz')}")
         return clauses
-
-    def _decode_rows(
-        self, rows: Sequence[Sequence[Any]], aggregate_id: UUID | None = None
-    ) -> Iterator[StoredEvent]:
-        """Stored events of a page, built as the caller consumes them (so each dies with its
-        decoded event once the caller moves on: a page alive at once would make the garbage
-        collector scan it over and over); each decodes its payload when its `event` is first
-        read (a reader that skips it by type never decodes it, and an event that cannot be
-        decoded fails where it is used, not in the middle of a page)."""
-        codec = self._codec
-        for row in rows:
-            yield stored_event(codec, row, aggregate_id)
 
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
@@ -198,6 +186,7 @@ class PostgreSQLReads:
         )
         after = options.after
         remaining = options.limit
+        codec = self._codec
         while remaining is None or remaining > 0:
             page = options.batch_size if remaining is None else min(remaining, options.batch_size)
             if after is None:
@@ -206,8 +195,12 @@ class PostgreSQLReads:
                 rows = await self._fetch(
                     "read the global feed", next_sql, *args, after.commit, after.sequence, page
                 )
-            for stored in self._decode_rows(rows):
-                yield stored
+            # Each stored event is built as the reader consumes it (so it dies with its
+            # decoded event once the reader moves on: a page of them alive at once would make
+            # the garbage collector scan it over and over), and decodes its payload when its
+            # `event` is first read (a reader that skips it by type never decodes it).
+            for row in rows:
+                yield stored_event(codec, row)
             if len(rows) < page:
                 return
             after = Position(rows[-1][0], rows[-1][1])
