@@ -69,6 +69,9 @@ FIRST_STREAM_PAGE = 10_001
 _STREAM_COLUMNS = READ_COLUMNS.replace(" aggregate_id,", " NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert _STREAM_COLUMNS != READ_COLUMNS
+_LOAD_COLUMNS = _STREAM_COLUMNS.replace(" recorded_at,", " NULL,")
+"""`_STREAM_COLUMNS` for a load (`read_stream_events`), which never reads recorded_at."""
+assert _LOAD_COLUMNS != _STREAM_COLUMNS
 
 
 def outbox_ddl(table: str) -> list[str]:
@@ -163,6 +166,7 @@ class SQLiteEventStore(EventStore):
         self._statements = AppendStatements.of(t, self._outbox_insert)
         self._select = f"SELECT {READ_COLUMNS} FROM {t}"
         self._stream_select = f"SELECT {_STREAM_COLUMNS} FROM {t}"
+        self._load_select = f"SELECT {_LOAD_COLUMNS} FROM {t}"
         self._count_from = f"SELECT 1 FROM {t}"
         self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
@@ -347,12 +351,13 @@ class SQLiteEventStore(EventStore):
         stop: int | None,
         aggregate_id: UUID | None,
         options: ReadOptions,
+        load: bool = False,
     ) -> AsyncIterator[list[Any]]:
         """Pages of rows (cut to `options.limit`) by keyset pagination over `key` (position
         or version), exclusive of `start`: one thread hop per page. A forward stream read's
         first page holds a typical stream whole (`FIRST_STREAM_PAGE`), so a load is one hop.
         The rows are turned into stored events or events on the event loop's thread, by
-        the reader that wants them."""
+        the reader that wants them; `load`: rows for `stream_events` (no recorded_at)."""
         _, reader = await self._connections()
         filters, filter_params = self._filters(options)
         forward = options.forward
@@ -363,7 +368,7 @@ class SQLiteEventStore(EventStore):
         if aggregate_id is not None:
             clauses.insert(0, "aggregate_id = ?")
             base.append(str(aggregate_id))
-            select = self._stream_select
+            select = self._load_select if load else self._stream_select
         if stop is not None:
             clauses.append(f"{key} {'<=' if forward else '>='} ?")
         sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY {key} {order} LIMIT ?"
@@ -434,7 +439,7 @@ class SQLiteEventStore(EventStore):
         options = options or ReadOptions()
         start, stop = self._stream_range(options)
         codec = self._codec
-        pages = self._pages("aggregate_version", start, stop, aggregate_id, options)
+        pages = self._pages("aggregate_version", start, stop, aggregate_id, options, load=True)
         async with closing_iterator(pages) as rows_pages:
             async for rows in rows_pages:
                 yield stream_events(codec, rows, aggregate_id)
