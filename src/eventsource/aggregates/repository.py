@@ -314,9 +314,15 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         """Apply the events after version `base`; how many."""
         options = ReadOptions(from_version=base + 1, aggregate_type=self.aggregate_type)
         replayed = 0
-        async for stored in self.event_store.read_stream(aggregate.aggregate_id, options):
-            aggregate.apply_event(stored.event, is_new=False)
-            replayed += 1
+        apply = aggregate.apply_event
+        # Pages of decoded events: no StoredEvent and no generator hand-off per event.
+        async with closing_iterator(
+            self.event_store.read_stream_events(aggregate.aggregate_id, options)
+        ) as pages:
+            async for events in pages:
+                for event in events:
+                    apply(event, is_new=False)
+                    replayed += 1
         return replayed
 
     async def _replay_checked(

@@ -10,11 +10,12 @@ position it returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventNotFoundError
 from eventsource.stores._postgresql_feed import (
@@ -25,9 +26,11 @@ from eventsource.stores._postgresql_feed import (
 )
 from eventsource.stores._postgresql_rows import (
     FIRST_STREAM_PAGE,
+    LOAD_COLUMNS,
     READ_COLUMNS,
     STREAM_COLUMNS,
     stored_event,
+    stream_events,
 )
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
@@ -84,24 +87,31 @@ class PostgreSQLReads:
             clauses.append(f"occurred_at <= {param(options.to_timestamp, 'timestamptz')}")
         return clauses
 
-    def _decode_rows(
-        self, rows: Sequence[Sequence[Any]], aggregate_id: UUID | None = None
-    ) -> Iterator[StoredEvent]:
-        """Stored events of a page, built as the caller consumes them (so each dies with its
-        decoded event once the caller moves on: a page alive at once would make the garbage
-        collector scan it over and over); each decodes its payload when its `event` is first
-        read (a reader that skips it by type never decodes it, and an event that cannot be
-        decoded fails where it is used, not in the middle of a page)."""
-        codec = self._codec
-        for row in rows:
-            yield stored_event(codec, row, aggregate_id)
-
     async def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
-        """Pages are version ranges: versions run 1, 2, 3, ... without gaps, so a range needs
-        no sort and no LIMIT, and memory stays bounded by `batch_size`."""
-        options = options or ReadOptions()
+        codec = self._codec
+        pages = self._stream_pages(aggregate_id, options or ReadOptions(), STREAM_COLUMNS)
+        async for rows in pages:
+            for row in rows:
+                yield stored_event(codec, row, aggregate_id)
+
+    async def read_stream_events(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[Iterable[DomainEvent]]:
+        """A load's read: each page's events built straight from its rows as it is
+        iterated."""
+        codec = self._codec
+        pages = self._stream_pages(aggregate_id, options or ReadOptions(), LOAD_COLUMNS)
+        async for rows in pages:
+            yield stream_events(codec, rows, aggregate_id)
+
+    async def _stream_pages(
+        self, aggregate_id: UUID, options: ReadOptions, columns: str
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """The rows of a stream read, a page at a time (cut to `options.limit`). Pages are
+        version ranges: versions run 1, 2, 3, ... without gaps, so a range needs no sort and
+        no LIMIT, and memory stays bounded by `batch_size`."""
         args: list[Any] = [aggregate_id, 0, 0]
         clauses = self._filters(options, args)
         # Filters that can thin a page out; a stream has one aggregate type, so filtering on
@@ -109,7 +119,7 @@ class PostgreSQLReads:
         filtered = len(clauses) > (options.aggregate_type is not None)
         order = "ASC" if options.forward else "DESC"
         sql = (
-            f"SELECT {STREAM_COLUMNS} FROM {self.table} WHERE aggregate_id = $1"
+            f"SELECT {columns} FROM {self.table} WHERE aggregate_id = $1"
             f" AND aggregate_version BETWEEN $2 AND $3{''.join(' AND ' + c for c in clauses)}"
             f" ORDER BY aggregate_version {order}"
         )
@@ -147,12 +157,13 @@ class PostgreSQLReads:
                 cursor = first - 1
             args[1], args[2] = first, last_in_page
             rows = await self._fetch(what, sql, *args)
-            for stored in self._decode_rows(rows, aggregate_id):
-                if remaining is not None:
-                    if remaining == 0:
-                        return
-                    remaining -= 1
-                yield stored
+            if remaining is not None:
+                if len(rows) >= remaining:
+                    yield rows[:remaining]
+                    return
+                remaining -= len(rows)
+            if rows:
+                yield rows
             if high is None and len(rows) < last_in_page - first + 1:
                 return  # an unfiltered forward page came back short: the stream ends here
 
@@ -175,6 +186,7 @@ class PostgreSQLReads:
         )
         after = options.after
         remaining = options.limit
+        codec = self._codec
         while remaining is None or remaining > 0:
             page = options.batch_size if remaining is None else min(remaining, options.batch_size)
             if after is None:
@@ -183,8 +195,12 @@ class PostgreSQLReads:
                 rows = await self._fetch(
                     "read the global feed", next_sql, *args, after.commit, after.sequence, page
                 )
-            for stored in self._decode_rows(rows):
-                yield stored
+            # Each stored event is built as the reader consumes it (so it dies with its
+            # decoded event once the reader moves on: a page of them alive at once would make
+            # the garbage collector scan it over and over), and decodes its payload when its
+            # `event` is first read (a reader that skips it by type never decodes it).
+            for row in rows:
+                yield stored_event(codec, row)
             if len(rows) < page:
                 return
             after = Position(rows[-1][0], rows[-1][1])

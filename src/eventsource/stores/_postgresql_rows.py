@@ -10,14 +10,24 @@ binary timestamptz at 1 to 2 us, so timestamps travel as epoch seconds instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec, utc_from_epoch
 from eventsource.stores._append import EventRecord
 from eventsource.stores.interface import StoredEvent
 
-__all__ = ["FIRST_STREAM_PAGE", "READ_COLUMNS", "STREAM_COLUMNS", "record_of", "stored_event"]
+__all__ = [
+    "FIRST_STREAM_PAGE",
+    "LOAD_COLUMNS",
+    "READ_COLUMNS",
+    "STREAM_COLUMNS",
+    "record_of",
+    "stored_event",
+    "stream_events",
+]
 
 _EPOCH = "date_part('epoch', {})"
 """A timestamptz as float8 Unix epoch seconds, read back with `utc_from_epoch` (exact to the
@@ -32,6 +42,10 @@ READ_COLUMNS = (
 STREAM_COLUMNS = READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert STREAM_COLUMNS != READ_COLUMNS
+LOAD_COLUMNS = STREAM_COLUMNS.replace(f" {_EPOCH.format('recorded_at')},", " NULL,")
+"""`STREAM_COLUMNS` for a load (`stream_events`), which never reads when events were
+recorded: the server computes and sends one column less per row."""
+assert LOAD_COLUMNS != STREAM_COLUMNS
 FIRST_STREAM_PAGE = 10_001
 """Versions the first page of a forward stream read covers: a stream of up to 10,000 events
 comes back short of it, so in one round trip."""
@@ -54,6 +68,32 @@ def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) 
         row[4],
         None if correlation_id is None else row[10:15],
     )
+
+
+def stream_events(
+    codec: EventCodec, rows: Sequence[Any], aggregate_id: UUID
+) -> Iterator[DomainEvent]:
+    """The decoded events of a page of rows of `LOAD_COLUMNS`, built straight from them as the
+    caller consumes them (a load wants the events only: no `StoredEvent`, no position; and
+    each event can die once applied, where a list of a whole page of events would make the
+    garbage collector scan it over and over). Raises what `StoredEvent.event` raises for a
+    row that cannot be decoded."""
+    decode, decode_lean = codec.decode, codec.decode_lean
+    for row in rows:
+        if row[12] is None:
+            yield decode(row[2], row[3], row[4], (row[0], row[1]))
+        else:
+            yield decode_lean(
+                row[2],
+                row[3],
+                row[4],
+                row[7],
+                aggregate_id,
+                row[9],
+                row[6],
+                row[10:15],
+                (row[0], row[1]),
+            )
 
 
 def record_of(codec: EventCodec, row: Any) -> EventRecord:

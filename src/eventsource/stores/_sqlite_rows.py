@@ -16,23 +16,27 @@ comparisons order them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, SafeUUID
 
 from eventsource._internal.sql import quote_identifier
+from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.stores._append import EventRecord
-from eventsource.stores.interface import Position, StoredEvent
+from eventsource.stores.interface import StoredEvent
 
 __all__ = [
     "INSERT_COLUMNS",
     "READ_COLUMNS",
     "event_ddl",
-    "read_page",
+    "fetch_row",
+    "fetch_rows",
     "record_of",
     "stored_event",
+    "stored_events",
+    "stream_events",
     "timestamp",
     "upgrade",
 ]
@@ -114,17 +118,6 @@ _set_int = UUID.__dict__["int"].__set__
 _set_safe = UUID.__dict__["is_safe"].__set__
 _UNKNOWN = SafeUUID.unknown
 _fromisoformat = datetime.fromisoformat
-_set_commit = Position.__dict__["commit"].__set__
-_set_sequence = Position.__dict__["sequence"].__set__
-
-
-def _position(sequence: int) -> Position:
-    """`Position(0, sequence)` at a third of the cost of its frozen dataclass `__init__` (every
-    decoded event reads its position: it names the row in decoding errors)."""
-    position = _new(Position)
-    _set_commit(position, 0)
-    _set_sequence(position, sequence)
-    return position
 
 
 def _uuid(text: str) -> UUID:
@@ -139,33 +132,50 @@ def _uuid(text: str) -> UUID:
 def stored_event(codec: EventCodec, row: Sequence[Any], aggregate_id: UUID | None) -> StoredEvent:
     """The stored event of a row of `READ_COLUMNS` (decoded when its `event` is read);
     `aggregate_id` is the stream's when the caller knows it (a stream read)."""
-    event_id = _uuid(row[6])
-    if aggregate_id is None:
-        aggregate_id = _uuid(row[7])
-    correlation = row[11]
-    envelope: Any = None
-    if correlation is not None:
-        tenant, causation = row[10], row[12]
-        envelope = (
-            _fromisoformat(row[9]),
-            None if tenant is None else _uuid(tenant),
-            event_id if correlation == row[6] else _uuid(correlation),
-            None if causation is None else _uuid(causation),
-            row[13],
+    return next(stored_events(codec, (row,), aggregate_id))
+
+
+def stored_events(
+    codec: EventCodec, rows: Iterable[Sequence[Any]], aggregate_id: UUID | None
+) -> Iterator[StoredEvent]:
+    """The stored events of a page of rows, built as the caller consumes them (so each dies
+    with its decoded event once the caller moves on); `aggregate_id` is the stream's when
+    the caller knows it. The page's aggregate ids are parsed once each (events of one
+    aggregate come in runs), positions and recorded_at are built when first read."""
+    ids: dict[str, UUID] = {}
+    from_row = StoredEvent.from_row
+    for row in rows:
+        event_text = row[6]
+        event_id = _uuid(event_text)
+        stream = aggregate_id
+        if stream is None:
+            stream = ids.get(row[7])
+            if stream is None:
+                stream = ids[row[7]] = _uuid(row[7])
+        correlation = row[11]
+        envelope: Any = None
+        if correlation is not None:
+            tenant, causation = row[10], row[12]
+            envelope = (
+                _fromisoformat(row[9]),
+                None if tenant is None else _uuid(tenant),
+                event_id if correlation == event_text else _uuid(correlation),
+                None if causation is None else _uuid(causation),
+                row[13],
+            )
+        yield from_row(
+            codec,
+            (0, row[0]),
+            row[4],
+            event_id,
+            row[1],
+            row[2],
+            stream,
+            row[8],
+            row[5],
+            row[3],
+            envelope,
         )
-    return StoredEvent.from_row(
-        codec,
-        _position(row[0]),
-        _fromisoformat(row[4]),
-        event_id,
-        row[1],
-        row[2],
-        aggregate_id,
-        row[8],
-        row[5],
-        row[3],
-        envelope,
-    )
 
 
 def fetch_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
@@ -181,16 +191,45 @@ def fetch_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
         cursor.close()
 
 
-def read_page(
-    conn: sqlite3.Connection,
-    codec: EventCodec,
-    sql: str,
-    params: Sequence[Any],
-    aggregate_id: UUID | None,
-) -> list[StoredEvent]:
-    """One page of rows and their stored events, run on the connection's thread. (A module
-    function: the worker thread keeps its last call alive, so it must not hold the store.)"""
-    return [stored_event(codec, row, aggregate_id) for row in conn.execute(sql, params)]
+def fetch_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """All rows of `sql`, run on the connection's thread (one hop for a page). The rows
+    become stored events or events on the event loop's thread, where the reader is: user
+    code (validators, upcasters) never runs on the driver's thread."""
+    return conn.execute(sql, params).fetchall()
+
+
+def stream_events(
+    codec: EventCodec, rows: Sequence[Any], aggregate_id: UUID
+) -> Iterator[DomainEvent]:
+    """The decoded events of a page of a stream read, built straight from the rows as the
+    caller consumes them (see `_postgresql_rows.stream_events`)."""
+    decode, decode_lean = codec.decode, codec.decode_lean
+    for row in rows:
+        correlation = row[11]
+        if correlation is None:
+            yield decode(row[1], row[2], row[3], (0, row[0]))
+            continue
+        event_text = row[6]
+        event_id = _uuid(event_text)
+        tenant, causation = row[10], row[12]
+        envelope: Any = (  # a LeanEnvelope, as a plain tuple
+            _fromisoformat(row[9]),
+            None if tenant is None else _uuid(tenant),
+            event_id if correlation == event_text else _uuid(correlation),
+            None if causation is None else _uuid(causation),
+            row[13],
+        )
+        yield decode_lean(
+            row[1],
+            row[2],
+            row[3],
+            event_id,
+            aggregate_id,
+            row[8],
+            row[5],
+            envelope,
+            (0, row[0]),
+        )
 
 
 def record_of(codec: EventCodec, row: Sequence[Any]) -> EventRecord:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 from eventsource._internal import telemetry
-from eventsource._internal.closing import AsyncClosing
+from eventsource._internal.closing import AsyncClosing, closing_iterator
 from eventsource.events.base import DomainEvent
 from eventsource.exceptions import (
     InvalidEventError,
@@ -290,6 +290,27 @@ class EventStore(AsyncClosing, ABC):
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
         """Iterate one stream's events in version order (or reverse with BACKWARD)."""
+
+    async def read_stream_events(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[Iterable[DomainEvent]]:
+        """The decoded events of `read_stream(aggregate_id, options)`, a page at a time: what
+        rebuilding an aggregate needs, without a `StoredEvent` per event or an async hand-off
+        per event. Consume each page before asking for the next: the bundled SQL stores
+        decode its events from their rows as the page is iterated (so each can die once
+        applied). A row that cannot be decoded raises its typed error
+        (`EventTypeNotFoundError`, `SerializationError`, `UpcastingError`) where it is
+        reached. This default pages `read_stream`."""
+        page: list[DomainEvent] = []
+        size = (options or ReadOptions()).batch_size
+        async with closing_iterator(self.read_stream(aggregate_id, options)) as stream:
+            async for stored in stream:
+                page.append(stored.event)
+                if len(page) >= size:
+                    yield page
+                    page = []
+        if page:
+            yield page
 
     @abstractmethod
     def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsource._internal.clock import utc_now
+from eventsource._internal.closing import closing_iterator
 from eventsource._internal.optional import require
 from eventsource._internal.sql import quote_identifier
 from eventsource._internal.sqlite import (
@@ -47,7 +48,10 @@ from eventsource.stores._sqlite_rows import (
     READ_COLUMNS,
     event_ddl,
     fetch_row,
-    read_page,
+    fetch_rows,
+    stored_event,
+    stored_events,
+    stream_events,
     timestamp,
     upgrade,
 )
@@ -73,6 +77,9 @@ FIRST_STREAM_PAGE = 10_001
 _STREAM_COLUMNS = READ_COLUMNS.replace(" aggregate_id,", " NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert _STREAM_COLUMNS != READ_COLUMNS
+_LOAD_COLUMNS = _STREAM_COLUMNS.replace(" recorded_at,", " NULL,")
+"""`_STREAM_COLUMNS` for a load (`read_stream_events`), which never reads recorded_at."""
+assert _LOAD_COLUMNS != _STREAM_COLUMNS
 
 
 def outbox_ddl(table: str) -> list[str]:
@@ -167,6 +174,7 @@ class SQLiteEventStore(EventStore):
         self._statements = AppendStatements.of(t, self._outbox_insert)
         self._select = f"SELECT {READ_COLUMNS} FROM {t}"
         self._stream_select = f"SELECT {_STREAM_COLUMNS} FROM {t}"
+        self._load_select = f"SELECT {_LOAD_COLUMNS} FROM {t}"
         self._count_from = f"SELECT 1 FROM {t}"
         self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
@@ -357,10 +365,13 @@ class SQLiteEventStore(EventStore):
         stop: int | None,
         aggregate_id: UUID | None,
         options: ReadOptions,
-    ) -> AsyncIterator[StoredEvent]:
-        """Keyset pagination over `key` (position or version), exclusive of `start`: one
-        thread hop per page. A forward stream read's first page holds a typical stream whole
-        (`FIRST_STREAM_PAGE`), so a load is one hop."""
+        load: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        """Pages of rows (cut to `options.limit`) by keyset pagination over `key` (position
+        or version), exclusive of `start`: one thread hop per page. A forward stream read's
+        first page holds a typical stream whole (`FIRST_STREAM_PAGE`), so a load is one hop.
+        The rows are turned into stored events or events on the event loop's thread, by
+        the reader that wants them; `load`: rows for `stream_events` (no recorded_at)."""
         _, reader = await self._connections()
         filters, filter_params = self._filters(options)
         forward = options.forward
@@ -371,10 +382,12 @@ class SQLiteEventStore(EventStore):
         if aggregate_id is not None:
             clauses.insert(0, "aggregate_id = ?")
             base.append(str(aggregate_id))
-            select = self._stream_select
+            select = self._load_select if load else self._stream_select
         if stop is not None:
             clauses.append(f"{key} {'<=' if forward else '>='} ?")
         sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY {key} {order} LIMIT ?"
+        # the column `key` names in READ_COLUMNS: where the next page starts
+        key_column = 0 if key == "position" else 5
         remaining = options.limit
         cursor_value = start
         step = options.batch_size
@@ -392,30 +405,58 @@ class SQLiteEventStore(EventStore):
                 params.append(stop)
             params.append(page)
             try:
-                events = await run_on(reader, read_page, self._codec, sql, params, aggregate_id)
+                rows = await run_on(reader, fetch_rows, sql, params)
             except sqlite3.Error as exc:
                 raise store_error(f"SQLite store {self.path!r}: read failed: {exc}", exc) from exc
-            for stored in events:
-                yield stored
-            if len(events) < page:
+            if rows:
+                yield rows
+            if len(rows) < page:
                 return
-            last = events[-1]
-            cursor_value = last.position.sequence if key == "position" else last.version
+            cursor_value = rows[-1][key_column]
             if remaining is not None:
-                remaining -= len(events)
+                remaining -= len(rows)
+
+    async def _stored_pages(
+        self,
+        key: str,
+        start: int,
+        stop: int | None,
+        aggregate_id: UUID | None,
+        options: ReadOptions,
+    ) -> AsyncIterator[StoredEvent]:
+        codec = self._codec
+        async for rows in self._pages(key, start, stop, aggregate_id, options):
+            for stored in stored_events(codec, rows, aggregate_id):
+                yield stored
+
+    @staticmethod
+    def _stream_range(options: ReadOptions) -> tuple[int, int | None]:
+        """The exclusive start and inclusive stop of a stream read, in versions."""
+        low = max(options.from_version, 1) - 1
+        high = options.to_version
+        if options.forward:
+            return low, high
+        return (high + 1 if high is not None else 2**62), low + 1
 
     def read_stream(
         self, aggregate_id: UUID, options: ReadOptions | None = None
     ) -> AsyncIterator[StoredEvent]:
-        # The pages' generator itself, not one wrapping it: each row crosses one generator.
         options = options or ReadOptions()
-        low = max(options.from_version, 1) - 1
-        high = options.to_version
-        if options.forward:
-            start, stop = low, high
-        else:
-            start, stop = (high + 1 if high is not None else 2**62), low + 1
-        return self._pages("aggregate_version", start, stop, aggregate_id, options)
+        start, stop = self._stream_range(options)
+        return self._stored_pages("aggregate_version", start, stop, aggregate_id, options)
+
+    async def read_stream_events(
+        self, aggregate_id: UUID, options: ReadOptions | None = None
+    ) -> AsyncIterator[Iterable[DomainEvent]]:
+        """A load's read: each page's events built straight from its rows as it is
+        iterated."""
+        options = options or ReadOptions()
+        start, stop = self._stream_range(options)
+        codec = self._codec
+        pages = self._pages("aggregate_version", start, stop, aggregate_id, options, load=True)
+        async with closing_iterator(pages) as rows_pages:
+            async for rows in rows_pages:
+                yield stream_events(codec, rows, aggregate_id)
 
     @staticmethod
     def _feed_start(options: ReadOptions) -> int:
@@ -426,7 +467,7 @@ class SQLiteEventStore(EventStore):
 
     def read_all(self, options: ReadOptions | None = None) -> AsyncIterator[StoredEvent]:
         options = options or ReadOptions()
-        return self._pages("position", self._feed_start(options), None, None, options)
+        return self._stored_pages("position", self._feed_start(options), None, None, options)
 
     async def count_events(self, options: ReadOptions | None = None) -> int:
         """One `count(*)` over the rows `read_all` would page through (an index range)."""
@@ -463,9 +504,9 @@ class SQLiteEventStore(EventStore):
         _, reader = await self._connections()
         sql = f"{self._select} WHERE event_id = ?"
         try:
-            found = await run_on(reader, read_page, self._codec, sql, [str(event_id)], None)
+            rows = await run_on(reader, fetch_rows, sql, [str(event_id)])
         except sqlite3.Error as exc:
             raise store_error(f"SQLite store {self.path!r}: read failed: {exc}", exc) from exc
-        if not found:
+        if not rows:
             raise EventNotFoundError(event_id)
-        return found[0]
+        return stored_event(self._codec, rows[0], None)

@@ -565,7 +565,12 @@ class EventStoreContract(FeedReadContract, ABC):
             batch_size=batch,
             event_types={"ItemRemoved"} if removed_only else None,
         )
-        assert [s.version for s in await _collect(store.read_stream(cart, options))] == expected
+        read = await _collect(store.read_stream(cart, options))
+        assert [s.version for s in read] == expected
+        # A load's read: the same events, decoded, in pages (none of them empty).
+        pages = [list(page) async for page in store.read_stream_events(cart, options)]
+        assert all(pages)
+        assert [event for page in pages for event in page] == [s.event for s in read]
 
     async def test_read_stream_filters(self, store: EventStore) -> None:
         cart = uuid4()

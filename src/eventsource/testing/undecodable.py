@@ -205,6 +205,8 @@ class UndecodableEventContract(ABC):
             await store.get_events(stream)
         with pytest.raises(EventTypeNotFoundError):
             await AggregateRepository(store, _Cart).load(stream)
+        with pytest.raises(EventTypeNotFoundError):
+            [list(page) async for page in store.read_stream_events(stream)]
         found = await store.get_event(events[1].event_id)
         with pytest.raises(EventTypeNotFoundError):
             found.event  # noqa: B018
@@ -213,6 +215,18 @@ class UndecodableEventContract(ABC):
         # Readers that skip the type by a filter never meet it.
         kept = ReadOptions(event_types={"ItemAdded"})
         assert [s.event async for s in store.read_all(kept)] == [events[0], events[2]]
+        # A corrupt row fails the load with the typed error too, not a pydantic one.
+        await self.corrupt_event(store, events[2].event_id)
+        first_only = ReadOptions(to_version=1)
+        [first] = [
+            event async for page in store.read_stream_events(stream, first_only) for event in page
+        ]
+        assert first == events[0]
+        with pytest.raises(SerializationError, match="ItemAdded"):
+            [
+                list(page)
+                async for page in store.read_stream_events(stream, ReadOptions(from_version=3))
+            ]
 
     async def test_a_corrupt_payload_fails_only_where_it_is_decoded(
         self, store: EventStore
