@@ -121,8 +121,11 @@ async def test_outbox_reaches_the_bus_health_and_metrics_and_a_clean_shutdown(
     account, _ = await _open(client, "cy")
     for _ in range(4):
         await client.post(f"/accounts/{account}/deposits", json={"amount": "2.50"})
-    health = await client.get("/health")
-    assert health.status_code == 200
+    # Ready once the subscription is live and caught up (503 while it catches up).
+    async with asyncio.timeout(20):
+        while (health := await client.get("/health")).status_code != 200:
+            assert health.json() == {"ready": False}
+            await asyncio.sleep(0.1)
     assert health.json() == {"ready": True}
     async with asyncio.timeout(20):
         while (metrics := (await client.get("/metrics")).json())["outbox"]["pending"]:  # noqa: ASYNC110 - polling a service over HTTP
