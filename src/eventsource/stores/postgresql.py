@@ -257,11 +257,12 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
         # encodes a datetime at ~1.3 us, ten times a float. Columns whose value is the same
         # for the whole batch travel as a scalar or an empty array (`_postgresql_columns`);
         # $19 says whether the rows are lean (else correlation_id stays NULL).
-        self._append_sql = (
-            f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
-            f" $13::int) IS NULL AS locked),"
-            f" appended AS ("
-            f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
+        # Without the outbox the INSERT is the statement itself and RETURNING gives the rows
+        # in insertion order (`ORDER BY e.ord`, positions drawn in that order): no CTE to
+        # materialise and sort again, about a sixth of the server's CPU per append (measured
+        # on appends of 1 and of 100 events).
+        insert = (
+            f"INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
             f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
             f" correlation_id, causation_id, metadata)"
             f" SELECT e.event_id, COALESCE(e.event_type, $17::text),"
@@ -277,10 +278,19 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint"
             f" AND (transaction_id <= pg_current_xact_id_if_assigned()) IS NOT FALSE)"
             f" ORDER BY e.ord"
-            f" RETURNING transaction_id, position{outboxed})"
-            f"{self._outbox_cte()}"
-            f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
         )
+        writer = (
+            "WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
+            " $13::int) IS NULL AS locked)"
+        )
+        if self.outbox:  # the outbox CTE reads the inserted rows
+            self._append_sql = (
+                f"{writer}, appended AS ({insert} RETURNING transaction_id, position{outboxed})"
+                f"{self._outbox_cte()}"
+                f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
+            )
+        else:
+            self._append_sql = f"{writer} {insert} RETURNING transaction_id, position{notify}"
         self._version_sql = (
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
         )
