@@ -295,12 +295,8 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
 
     async def _own_fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one read-only statement on a connection of the store's own (retried)."""
-
-        async def once() -> list[Sequence[Any]]:
-            async with self._driver(what) as conn:
-                return list(await conn.fetch(sql, *args))
-
-        return await self._retrying(once)
+        where = f"PostgreSQL store {self.table}: {what}"
+        return await self._retrying(lambda: self._connections.fetch(where, sql, *args))
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one read-only statement (own connection, retried, or the bound transaction)
@@ -468,8 +464,9 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
     async def _insert(self, what: str, sql: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
         if self._bound is None:
             try:
-                async with self._driver(what) as conn:
-                    return list(await conn.fetch(sql, *args))
+                return await self._connections.fetch(
+                    f"PostgreSQL store {self.table}: {what}", sql, *args
+                )
             except EventStoreError as exc:
                 constraint = pg.unique_violation(exc.__cause__ or exc)
                 if constraint is not None:
