@@ -22,7 +22,9 @@ library also runs with `notify=False`, and a live reader in another process (`_w
 LISTEN + read_all, polling every 200 ms as a fallback) gives the wake-up latency: from the
 return of a command to the moment that reader has the event.
 
-Every side's asyncpg pool skips the reset query on release (no extra round trip per checkout).
+Every side's asyncpg pool skips the reset query on release (no extra round trip per checkout),
+and the library keeps 16 connections for its statements (`max_connections=16`), as many as
+the raw sides' pool has commands in flight at concurrency 16 (its default is 10).
 Throughput ratios are library / baseline; for the load, library time / baseline time. The load
 average at start and end is printed: the machine is shared, so compare ratios from one run.
 Environment: EVENTSOURCE_BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -193,11 +195,13 @@ async def run(
     repeats = repeats or (3 if quick else 5)
     schema = f"eventsource_bench_{os.getpid()}"
     started = load_average()
+    # 16 connections for the store's statements, like the raw sides' pool (whose 16 commands
+    # at concurrency 16 each have one); the pool's overflow holds the notifier's two.
     store = PostgreSQLEventStore.from_url(
-        URL, schema=schema, registry=registry, pool_size=16, max_overflow=4
+        URL, schema=schema, registry=registry, max_connections=16, max_overflow=4
     )
     quiet_store = PostgreSQLEventStore.from_url(
-        URL, schema=schema, registry=registry, notify=False, pool_size=16, max_overflow=4
+        URL, schema=schema, registry=registry, notify=False, max_connections=16, max_overflow=4
     )
     await store.create_schema()
     pool = await asyncpg.create_pool(URL, min_size=16, max_size=24, reset=keep_session)

@@ -18,8 +18,9 @@ import pytest
 
 from eventsource import EventCodec, EventRegistry, ReadOptions
 from eventsource.exceptions import EventTypeNotFoundError
+from eventsource.stores._postgresql_columns import append_arrays
 from eventsource.stores.postgresql import PostgreSQLEventStore
-from eventsource.testing.events import ItemAdded, UnregisteredEvent, contract_registry
+from eventsource.testing.events import ItemAdded, ItemRemoved, UnregisteredEvent, contract_registry
 
 pytestmark = pytest.mark.postgresql
 
@@ -218,3 +219,59 @@ async def test_times_travel_as_epoch_seconds_exact_to_the_microsecond(
     assert [s.event.occurred_at for s in read] == times
     assert all(s.recorded_at.tzinfo is UTC for s in read)
     assert before - timedelta(seconds=5) <= read[0].recorded_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+async def test_uniform_and_mixed_batches_write_the_same_rows(
+    store: PostgreSQLEventStore, postgres_url: str, lean: bool
+) -> None:
+    """A batch of one type with nothing but its own ids (the usual command) goes through the
+    shorter statement, any other batch through the general one: the rows must not differ."""
+    async with PostgreSQLEventStore.from_url(
+        postgres_url, schema=store.schema, registry=contract_registry, lean_payloads=lean
+    ) as writer:
+        uniform, mixed = uuid4(), uuid4()
+        plain = [ItemAdded(name="a", quantity=2), ItemAdded(name="b")]
+        same = [ItemAdded(name="a", quantity=2), ItemAdded(name="b")]
+        sql, _ = writer._appends.call(
+            uniform, "Cart", 0, append_arrays(plain, lean=lean), "c", (1, 2)
+        )
+        assert sql is writer._appends.uniform
+        batch = [*same, ItemRemoved(name="a")]
+        sql, _ = writer._appends.call(
+            mixed, "Cart", 0, append_arrays(batch, lean=lean), "c", (1, 2)
+        )
+        assert sql is writer._appends.general
+        first = await writer.append_events(uniform, "Cart", plain, 0)
+        second = await writer.append_events(mixed, "Cart", batch, 0)
+        assert [p.sequence for p in first.positions] == sorted(p.sequence for p in first.positions)
+        columns = (
+            "event_type, event_version, aggregate_type, aggregate_version, tenant_id,"
+            " occurred_at, payload::text, correlation_id, causation_id, metadata,"
+            " correlation_id = event_id AS own_correlation"
+        )
+        rows = {
+            stream: [
+                dict(r)
+                for r in await _rows(
+                    postgres_url,
+                    f"SELECT {columns} FROM {store.table} WHERE aggregate_id = $1"
+                    " ORDER BY aggregate_version",
+                    stream,
+                )
+            ]
+            for stream in (uniform, mixed)
+        }
+        for row in [*rows[uniform], *rows[mixed]]:
+            row.pop("occurred_at")
+            if lean:
+                assert row.pop("own_correlation") is True
+                row.pop("correlation_id")
+            else:  # correlation_id NULL, the complete event (its ids too) in the payload
+                assert row.pop("own_correlation") is None
+                row.pop("payload")
+        assert rows[uniform] == rows[mixed][:2]
+        assert rows[uniform][0]["event_type"] == "ItemAdded"
+        assert rows[mixed][2]["event_type"] == "ItemRemoved"
+        assert [s.event async for s in store.read_stream(uniform)] == list(first.events)
+        assert [s.event async for s in store.read_stream(mixed)] == list(second.events)

@@ -278,23 +278,55 @@ class ConnectionCache:
             try:
                 yield held[1]
             except BaseException as exc:
-                # A server error (a constraint, a missing table) leaves the connection usable;
-                # a lost connection, a cancellation mid-statement or an open transaction does
-                # not, and that connection is thrown away.
-                if (
-                    not isinstance(exc, Exception)
-                    or is_connection_error(exc)
-                    or held[1].is_closed()
-                    or held[1].is_in_transaction()
-                ):
-                    await self._discard(held)
-                else:
-                    self._idle.append(held)
+                await self._settle(held, exc)
                 raise
-            if held[1].is_in_transaction():
-                await self._discard(held)
-            else:
-                self._idle.append(held)
+            await self._settle(held, None)
+
+    async def fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
+        """The rows of `sql` run on one of the connections, errors typed as by `checkout`.
+
+        What ``async with checkout(what) as conn: await conn.fetch(sql, *args)`` does,
+        without its two generator-based context managers: they cost about 7% of the client's
+        CPU time of a whole command (a stream read and an append) in a py-spy profile."""
+        try:
+            if self._closed:
+                raise RuntimeError("the store was closed")
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.size)
+            async with self._slots:
+                held = self._idle.pop() if self._idle else await self._open()
+                try:
+                    rows: list[Any] = await held[1].fetch(sql, *args)
+                except BaseException as exc:
+                    await self._settle(held, exc)
+                    raise
+                await self._settle(held, None)
+                return rows
+        except EventSourceError:
+            raise
+        except Exception as exc:
+            if is_database_error(exc):
+                raise map_error(exc, what) from exc
+            raise
+
+    async def _settle(self, held: tuple[Any, Any], exc: BaseException | None) -> None:
+        """Back to the idle connections, or thrown away. A server error (a constraint, a
+        missing table) leaves the connection usable; a lost connection, a cancellation
+        mid-statement or an open transaction does not."""
+        raw = held[1]
+        if exc is None:
+            broken = raw.is_in_transaction()
+        else:
+            broken = (
+                not isinstance(exc, Exception)
+                or is_connection_error(exc)
+                or raw.is_closed()
+                or raw.is_in_transaction()
+            )
+        if broken:
+            await self._discard(held)
+        else:
+            self._idle.append(held)
 
     @contextlib.asynccontextmanager
     async def checkout(self, what: str) -> AsyncIterator[Any]:

@@ -16,6 +16,13 @@ each such column travels as the shortest thing that states it:
 Event ids, timestamps and payloads differ per event and are always sent in full. Measured on
 appends of 100 events, the client's CPU time in the driver call fell from 0.6 ms to 0.33 ms
 (see docs/postgresql.md); the statement costs the server the same.
+
+`AppendSql` holds the statements built from these (once per store). A *uniform* batch (one
+event type and schema version, and no tenant, causation id, metadata or correlation id other
+than the event's own: what an aggregate's command usually appends) goes through a statement
+that unnests only the three arrays it has and takes 11 parameters instead of 19, which saves
+the driver about 25 us a call; any other batch takes the general statement. Both write the
+same rows.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from uuid import UUID
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 
-__all__ = ["AppendArrays", "append_arrays"]
+__all__ = ["AppendArrays", "AppendSql", "append_arrays"]
 
 AppendArrays = tuple[
     list[UUID],  # event ids
@@ -110,4 +117,180 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
         correlations if any_correlation else [],
         causations if any_causation else [],
         metadata if any_metadata else [],
+    )
+
+
+class AppendSql:
+    """The append statements of one store (built once) and the arguments of one append.
+
+    `table` is the quoted events table, `lean` whether rows are lean (else correlation_id
+    stays NULL), `notify_in_statement` whether the statement NOTIFYs the channel itself (only
+    in a caller's transaction), and `outbox_cte` the outbox CTE (empty without the outbox),
+    which reads the inserted rows from the CTE `appended`, aggregate id and type being $1
+    and $2.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        lean: bool,
+        notify_in_statement: bool,
+        outbox_cte: str,
+    ) -> None:
+        correlation = "COALESCE(e.correlation_id, e.event_id)" if lean else "NULL::uuid"
+        # $1 aggregate id, $2 aggregate type, base at $9 / $10, channel $11, lock $12 $13.
+        self.general = _statement(
+            table,
+            row=(
+                "e.event_id, COALESCE(e.event_type, $17::text),"
+                " COALESCE(e.event_version, $18::int), $1, $2, $10 + e.ord, e.tenant_id,"
+                f" to_timestamp(e.occurred_at), e.payload::jsonb, {correlation},"
+                " e.causation_id, e.metadata::jsonb"
+            ),
+            source=(
+                "unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::float8[],"
+                " $8::text[], $14::uuid[], $15::uuid[], $16::text[]) WITH ORDINALITY"
+                " AS e(event_id, event_type, event_version, tenant_id, occurred_at, payload,"
+                " correlation_id, causation_id, metadata, ord)"
+            ),
+            base="$9::bigint",
+            channel="$11",
+            lock="$12::int, $13::int",
+            notify_in_statement=notify_in_statement,
+            outbox_cte=outbox_cte,
+        )
+        # The uniform batch: $3 ids, $4 stamps, $5 payloads, base $6, channel $7, lock $8 $9,
+        # the batch's event type $10 and schema version $11.
+        self.uniform = _statement(
+            table,
+            row=(
+                "e.event_id, $10::text, $11::int, $1, $2, $6 + e.ord, NULL::uuid,"
+                " to_timestamp(e.occurred_at), e.payload::jsonb,"
+                f" {'e.event_id' if lean else 'NULL::uuid'}, NULL::uuid, NULL::jsonb"
+            ),
+            source=(
+                "unnest($3::uuid[], $4::float8[], $5::text[]) WITH ORDINALITY"
+                " AS e(event_id, occurred_at, payload, ord)"
+            ),
+            base="$6::bigint",
+            channel="$7",
+            lock="$8::int, $9::int",
+            notify_in_statement=notify_in_statement,
+            outbox_cte=outbox_cte,
+        )
+
+    def call(
+        self,
+        aggregate_id: UUID,
+        aggregate_type: str,
+        base: int,
+        arrays: AppendArrays,
+        channel: str,
+        writer: tuple[int, int],
+    ) -> tuple[str, tuple[object, ...]]:
+        """The statement and arguments that append `arrays` to the stream after `base`."""
+        (
+            event_ids,
+            event_types,
+            event_type,
+            event_versions,
+            event_version,
+            tenants,
+            stamps,
+            payloads,
+            correlation_ids,
+            causation_ids,
+            metadata,
+        ) = arrays
+        if (
+            event_type is not None
+            and event_version is not None
+            and not (tenants or correlation_ids or causation_ids or metadata)
+        ):
+            return self.uniform, (
+                aggregate_id,
+                aggregate_type,
+                event_ids,
+                stamps,
+                payloads,
+                base,
+                channel,
+                *writer,
+                event_type,
+                event_version,
+            )
+        return self.general, (
+            aggregate_id,
+            aggregate_type,
+            event_ids,
+            event_types,
+            event_versions,
+            tenants,
+            stamps,
+            payloads,
+            base,
+            base,
+            channel,
+            *writer,
+            correlation_ids,
+            causation_ids,
+            metadata,
+            event_type,
+            event_version,
+        )
+
+
+def _statement(
+    table: str,
+    *,
+    row: str,
+    source: str,
+    base: str,
+    channel: str,
+    lock: str,
+    notify_in_statement: bool,
+    outbox_cte: str,
+) -> str:
+    """One append statement: `row` (the inserted columns' values) for each row of `source`.
+
+    The writer lock (a CTE the row source is joined with) is taken before the first row,
+    hence before the transaction gets its id. The version guard also refuses to append after
+    a version written by a younger transaction (only possible in a caller's transaction that
+    already has an id: then the store raises FeedOrderConflictError). occurred_at travels as
+    epoch seconds (exact to the microsecond both ways): asyncpg encodes a datetime at ~1.3 us,
+    ten times a float.
+
+    Without the outbox the INSERT is the statement itself and RETURNING gives the rows in
+    insertion order (`ORDER BY e.ord`, positions drawn in that order): no CTE to materialise
+    and sort again, about a sixth of the server's CPU per append (measured with the backend's
+    CPU time on appends of 1 and of 100 events). The outbox CTE reads the inserted rows from
+    a CTE. In a caller's transaction the statement NOTIFYs (once: an InitPlan) when it
+    inserted rows.
+    """
+    notify = (  # the channel parameter needs a type also when it is not used
+        f", (SELECT pg_notify({channel}, $2)) IS NULL"
+        if notify_in_statement
+        else f", {channel}::text IS NULL"
+    )
+    writer = f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({lock}) IS NULL)"
+    insert = (
+        f"INSERT INTO {table} (event_id, event_type, event_version, aggregate_id,"
+        " aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
+        " correlation_id, causation_id, metadata)"
+        f" SELECT {row} FROM writer, {source}"
+        f" WHERE {base} = 0 OR EXISTS (SELECT 1 FROM {table}"
+        f" WHERE aggregate_id = $1 AND aggregate_version = {base}"
+        " AND (transaction_id <= pg_current_xact_id_if_assigned()) IS NOT FALSE)"
+        " ORDER BY e.ord"
+    )
+    if not outbox_cte:
+        return f"{writer} {insert} RETURNING transaction_id, position{notify}"
+    outboxed = (
+        "event_id, event_type, event_version, aggregate_version, tenant_id, occurred_at,"
+        " correlation_id, causation_id, metadata, payload"
+    )
+    return (
+        f"{writer}, appended AS ({insert} RETURNING transaction_id, position, {outboxed})"
+        f"{outbox_cte} SELECT transaction_id, position{notify} FROM appended ORDER BY position"
     )

@@ -16,9 +16,15 @@ the store asks the `Notifier` for a wake-up and returns at once:
   covers several appends (0.3-0.4 NOTIFYs per append at 16 concurrent commands), and a
   request waits for the sooner of two round trips, not for one that began just before it
   (a busy event loop stretches round trips; one connection gave a p99 wake-up latency of
-  13 ms where two gave 11 ms, in the same run). None is sent while idle. No pause between
-  NOTIFYs: at least 5 ms between them halved their number and gained about 8% throughput
-  (fewer wake-ups for readers to act on), but added 2 ms to the p50 and p99 wake-up latency.
+  13 ms where two gave 11 ms, in the same run). None is sent while idle.
+* NOTIFYs start at least `MIN_INTERVAL` (5 ms) apart: the first after a quiet spell goes at
+  once, requests made within 5 ms of the previous NOTIFY wait for the rest of that interval
+  and share one. Measured as CPU time per append (benchmarks/postgresql_cpu.py), a NOTIFY
+  per append cost about as much as a fifth of the append itself (client and server: a
+  round trip, a transaction, the signals to listening backends) when appends come one at a
+  time, a few milliseconds apart, where nothing coalesced them before; this halves their
+  number there. It adds at most 5 ms to a wake-up in a burst (an earlier measurement at 16
+  concurrent commands: about 2 ms to the p50 and p99, and 8% more throughput).
   A transaction that only NOTIFYs writes no WAL before its commit record, so PostgreSQL does
   not wait for a flush to commit it: it holds the queue lock only briefly, and no append
   waits for it.
@@ -59,6 +65,8 @@ SENDERS = 2
 """Connections a notifier NOTIFYs on, each with at most one NOTIFY in flight. A request made
 while every one is in flight waits for the first to finish (and rides along with the others
 made meanwhile)."""
+MIN_INTERVAL = 0.005
+"""Seconds between the starts of two NOTIFYs of a notifier (requests meanwhile share one)."""
 SEND_TIMEOUT = 5.0
 """Seconds a NOTIFY may take before its connection counts as dead (half-open)."""
 CLOSE_TIMEOUT = 5.0
@@ -108,6 +116,7 @@ class Notifier:
         self._overflow = False
         self._failing = False
         self._closed = False
+        self._next_at = 0.0  # loop time before which no NOTIFY starts (`MIN_INTERVAL`)
 
     @property
     def pids(self) -> frozenset[int]:
@@ -209,6 +218,9 @@ class Notifier:
         """One NOTIFY of everything requested so far (taken once the connection is there,
         so requests made while connecting ride along; put back when the NOTIFY fails)."""
         self._armed = True  # this sender takes what comes until then
+        pause = self._next_at - self.loop.time()
+        if pause > 0:  # requests made meanwhile ride along
+            await asyncio.sleep(pause)
         async with asyncio.timeout(SEND_TIMEOUT):
             if sender.raw is not None and sender.raw.is_closed():  # died while idle
                 await self._disconnect(sender, graceful=False)
@@ -218,6 +230,7 @@ class Notifier:
                 return
             types, overflow = self._types, self._overflow
             self._types, self._wanted, self._overflow, self._armed = set(), False, False, False
+            self._next_at = self.loop.time() + MIN_INTERVAL
             try:
                 await sender.raw.execute(_NOTIFY_SQL, self._channel, _payload(types, overflow))
             except BaseException:

@@ -50,7 +50,7 @@ from eventsource.stores._append import (
     replayed_result,
     validate_expected_version,
 )
-from eventsource.stores._postgresql_columns import append_arrays
+from eventsource.stores._postgresql_columns import AppendSql, append_arrays
 from eventsource.stores._postgresql_feed import (
     LATE_CLASS,
     WRITER_CLASS,
@@ -233,53 +233,15 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
 
     def _build_sql(self) -> None:
         t = self.table
-        # Only in the caller's transaction, whose commit we do not see; the store's own appends
-        # are announced after commit (`_postgresql_notify`): a NOTIFY in the statement would
-        # serialise the commits of every appending transaction.
-        notify = (
-            ", (SELECT pg_notify($11, $2)) IS NULL"
-            if self.notify and self._bound is not None
-            else ", $11::text IS NULL"
-        )
-        # what the outbox CTE needs to rebuild the complete event; else positions only
-        outboxed = (
-            ", event_id, event_type, event_version, aggregate_version, tenant_id, occurred_at,"
-            " correlation_id, causation_id, metadata, payload"
-            if self.outbox
-            else ""
-        )
-        # The writer lock (a CTE the row source is joined with) is taken before the first row,
-        # hence before the transaction gets its id. The version guard also refuses to append
-        # after a version written by a younger transaction (only possible in a caller's
-        # transaction that already has an id: then `_conflict` raises FeedOrderConflictError).
+        # NOTIFY in the statement only in the caller's transaction, whose commit we do not
+        # see; the store's own appends are announced after commit (`_postgresql_notify`): a
+        # NOTIFY in the statement would serialise the commits of every appending transaction.
         # Rows are lean: the payload holds the event's own fields, the envelope has columns.
-        # occurred_at travels as epoch seconds (exact to the microsecond both ways): asyncpg
-        # encodes a datetime at ~1.3 us, ten times a float. Columns whose value is the same
-        # for the whole batch travel as a scalar or an empty array (`_postgresql_columns`);
-        # $19 says whether the rows are lean (else correlation_id stays NULL).
-        self._append_sql = (
-            f"WITH writer AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($12::int,"
-            f" $13::int) IS NULL AS locked),"
-            f" appended AS ("
-            f" INSERT INTO {t} (event_id, event_type, event_version, aggregate_id,"
-            f" aggregate_type, aggregate_version, tenant_id, occurred_at, payload,"
-            f" correlation_id, causation_id, metadata)"
-            f" SELECT e.event_id, COALESCE(e.event_type, $17::text),"
-            f" COALESCE(e.event_version, $18::int), $1, $2, $10 + e.ord,"
-            f" e.tenant_id, to_timestamp(e.occurred_at), e.payload::jsonb,"
-            f" CASE WHEN $19::boolean THEN COALESCE(e.correlation_id, e.event_id) END,"
-            f" e.causation_id, e.metadata::jsonb"
-            f" FROM writer, unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[],"
-            f" $7::float8[], $8::text[], $14::uuid[], $15::uuid[], $16::text[])"
-            f" WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
-            f" occurred_at, payload, correlation_id, causation_id, metadata, ord)"
-            f" WHERE $9::bigint = 0 OR EXISTS (SELECT 1 FROM {t}"
-            f" WHERE aggregate_id = $1 AND aggregate_version = $9::bigint"
-            f" AND (transaction_id <= pg_current_xact_id_if_assigned()) IS NOT FALSE)"
-            f" ORDER BY e.ord"
-            f" RETURNING transaction_id, position{outboxed})"
-            f"{self._outbox_cte()}"
-            f" SELECT transaction_id, position{notify} FROM appended ORDER BY position"
+        self._appends = AppendSql(
+            t,
+            lean=self.lean_payloads,
+            notify_in_statement=self.notify and self._bound is not None,
+            outbox_cte=self._outbox_cte(),
         )
         self._version_sql = (
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
@@ -333,12 +295,8 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
 
     async def _own_fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one read-only statement on a connection of the store's own (retried)."""
-
-        async def once() -> list[Sequence[Any]]:
-            async with self._driver(what) as conn:
-                return list(await conn.fetch(sql, *args))
-
-        return await self._retrying(once)
+        where = f"PostgreSQL store {self.table}: {what}"
+        return await self._retrying(lambda: self._connections.fetch(where, sql, *args))
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]:
         """Run one read-only statement (own connection, retried, or the bound transaction)
@@ -420,42 +378,16 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
                     continue
                 return result
             attached = attach_events(events, aggregate_id, aggregate_type, base + 1)
-            (
-                event_ids,
-                event_types,
-                event_type,
-                event_versions,
-                event_version,
-                tenants,
-                stamps,
-                payloads,
-                correlation_ids,
-                causation_ids,
-                metadata,
-            ) = append_arrays(attached, lean=self.lean_payloads)
-            args = (
+            sql, args = self._appends.call(
                 aggregate_id,
                 aggregate_type,
-                event_ids,
-                event_types,
-                event_versions,
-                tenants,
-                stamps,
-                payloads,
                 base,
-                base,
+                append_arrays(attached, lean=self.lean_payloads),
                 self.channel,
-                WRITER_CLASS,
-                self._feed_key,
-                correlation_ids,
-                causation_ids,
-                metadata,
-                event_type,
-                event_version,
-                self.lean_payloads,
+                (WRITER_CLASS, self._feed_key),
             )
             try:
-                rows = await self._insert(what, args)
+                rows = await self._insert(what, sql, args)
             except _UniqueViolation:
                 rows = []
             if rows:
@@ -529,11 +461,12 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
                 "such transaction is appending",
             )
 
-    async def _insert(self, what: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
+    async def _insert(self, what: str, sql: str, args: tuple[Any, ...]) -> list[Sequence[Any]]:
         if self._bound is None:
             try:
-                async with self._driver(what) as conn:
-                    return list(await conn.fetch(self._append_sql, *args))
+                return await self._connections.fetch(
+                    f"PostgreSQL store {self.table}: {what}", sql, *args
+                )
             except EventStoreError as exc:
                 constraint = pg.unique_violation(exc.__cause__ or exc)
                 if constraint is not None:
@@ -542,7 +475,7 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
         savepoint = self._bound.begin_nested()
         try:
             async with savepoint:
-                return await self._fetch(what, self._append_sql, *args)
+                return await self._fetch(what, sql, *args)
         except EventStoreError as exc:
             constraint = pg.unique_violation(exc.__cause__ or exc)
             if constraint is not None:
