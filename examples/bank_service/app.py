@@ -147,6 +147,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await parts.create_schema()
         schema = getattr(parts.event_store, "schema", "public")
         views = PostgreSQLReadModelRepository(AccountView, parts.engine, schema=schema)
+        stack.push_async_callback(views.close)  # returns its connections before the engine goes
         await views.create_table()
         config = SubscriptionConfig(poll_interval=0.5)
         manager = SubscriptionManager(
