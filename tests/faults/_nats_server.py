@@ -65,7 +65,9 @@ class ThrowawayNATS:
             process.kill()
             process.wait()
 
-    def restart(self) -> None:
+    def restart(self, down: float = 0.0) -> None:
+        """Stop the server, leave it down `down` seconds, start it again on the same store."""
         self.stop()
+        time.sleep(down)
         self.start()
         self.restarts += 1

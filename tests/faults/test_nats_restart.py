@@ -58,6 +58,10 @@ def server(tmp_path: Path) -> Iterator[ThrowawayNATS]:
         nats.stop()
 
 
+APPENDS = 60
+"""Appends per writer: at 30 ms apart, enough to still be writing after two restarts."""
+
+
 async def _writer(
     store: NATSEventStore, stream: UUID, appends: int, acked: list[UUID], retries: list[int]
 ) -> None:
@@ -85,11 +89,13 @@ async def test_server_restarts_lose_nothing_duplicate_nothing_keep_order(
     retries = [0]
     async with store, SubscriptionManager(store, InMemoryCheckpointRepository(), config=FAST) as m:
         subscription = m.subscribe(ledger)
-        writers = asyncio.gather(*(_writer(store, s, 25, acked, retries) for s in streams))
+        writers = asyncio.gather(*(_writer(store, s, APPENDS, acked, retries) for s in streams))
         for _ in range(2):
             await asyncio.sleep(0.3)
             assert not writers.done(), "the writers finished before the restart"
-            await asyncio.to_thread(server.restart)
+            # Down longer than the store's request timeout (1 s): appends in flight must fail
+            # and be retried, not wait in the client's reconnect buffer and pass unnoticed.
+            await asyncio.to_thread(server.restart, 1.5)
         await writers
         end = await store.current_position()
         await subscription.wait_for(end, timeout=60)
@@ -98,8 +104,9 @@ async def test_server_restarts_lose_nothing_duplicate_nothing_keep_order(
         assert server.restarts == 2
         assert retries[0] > 0, "no append met the restart"
         assert sorted(s.event_id for s in stored) == sorted(acked)  # acked = stored, once
-        assert len(acked) == len(set(acked)) == 4 * 25 * 2
+        assert len(acked) == len(set(acked)) == 4 * APPENDS * 2
+        versions = list(range(1, 2 * APPENDS + 1))
         for stream in streams:
-            assert [s.version for s in stored if s.aggregate_id == stream] == list(range(1, 51))
+            assert [s.version for s in stored if s.aggregate_id == stream] == versions
         # The subscription saw the feed exactly once, in feed order.
         assert [event_id for _, _, event_id in ledger.seen] == [s.event_id for s in stored]
