@@ -144,6 +144,10 @@ def test_every_store_method_blocks_and_returns_the_store_answer(
     assert [s.event for s in adapter.read_stream(stream)] == list(result.events)
     assert [s.event_id for s in adapter.read_all()] == [e.event_id for e in result.events]
     assert adapter.current_position() == result.last_position
+    assert adapter.count_events() == 3
+    assert adapter.count_events(ReadOptions(after=result.positions[0])) == 2
+    assert adapter.get_events_by_type("Account") == list(result.events)
+    assert adapter.get_events_by_type("Nothing") == []
     assert adapter.get_events(stream, "Account", from_version=2).version == 3
     assert [e.aggregate_version for e in adapter.get_events(stream).events] == [1, 2, 3]
     second = result.events[1]

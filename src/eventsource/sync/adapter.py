@@ -20,6 +20,7 @@ import concurrent.futures
 import contextvars
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 from uuid import UUID
@@ -246,6 +247,23 @@ class SyncEventStoreAdapter(Generic[S]):
             from_version=from_version,
             to_version=to_version,
         )
+
+    def get_events_by_type(
+        self,
+        aggregate_type: str,
+        tenant_id: UUID | None = None,
+        from_timestamp: datetime | None = None,
+        to_timestamp: datetime | None = None,
+    ) -> list[DomainEvent]:
+        """`EventStore.get_events_by_type`: every event of the aggregates of one type, in
+        global order (`read_all` with `ReadOptions(aggregate_type=...)` is the lazy form)."""
+        return self._loop.call(
+            self.store.get_events_by_type, aggregate_type, tenant_id, from_timestamp, to_timestamp
+        )
+
+    def count_events(self, options: ReadOptions | None = None) -> int:
+        """`EventStore.count_events`: how many events `read_all(options)` would yield now."""
+        return self._loop.call(self.store.count_events, options)
 
     def current_position(self) -> Position:
         return self._loop.call(self.store.current_position)
