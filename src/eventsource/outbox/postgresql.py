@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid4
 
 from eventsource._internal import postgresql as pg
-from eventsource._internal.optional import require
-from eventsource._internal.sql import quote_identifier
+from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 from eventsource.exceptions import EventSourceError
-from eventsource.migrations import apply_postgresql_migrations, check_names
 from eventsource.outbox.interface import (
     InboxRepository,
     OutboxBatch,
@@ -68,68 +66,13 @@ def _entry(row: Sequence[Any]) -> OutboxEntry:
     )
 
 
-class _PostgreSQLTable:
-    """Engine, schema, connections and migrations shared by the outbox and the inbox."""
-
-    TABLE = ""
-
-    def __init__(
-        self,
-        engine: AsyncEngine | Any,
-        *,
-        schema: str = "public",
-        prefix: str = "",
-        max_connections: int = 4,
-        _owns_engine: bool = False,
-    ) -> None:
-        require("asyncpg", extra="postgresql", feature=type(self).__name__)
-        check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
-        self.schema = schema
-        self.prefix = prefix
-        self._owns_engine = _owns_engine
-        self._connections = pg.ConnectionCache(self.engine, max_connections)
-        self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
-
-    @classmethod
-    def from_url(
-        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
-    ) -> Self:
-        """A repository with its own engine, disposed of by `close()`."""
-        require("asyncpg", extra="postgresql", feature=cls.__name__)
-        engine_kwargs.setdefault("pool_size", 4)
-        return cls(
-            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
-        )
-
-    @classmethod
-    def for_store(cls, store: Any) -> Self:
-        """The table beside a `PostgreSQLEventStore`'s events (same engine, schema, prefix)."""
-        return cls(store.engine, schema=store.schema, prefix=store.prefix)
-
-    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._connections.checkout(f"PostgreSQL {self.table}: {what}")
-
-    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
-        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
-        async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(
-                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
-            )
-
-    async def close(self) -> None:
-        await self._connections.close()
-        if self._owns_engine:
-            await self.engine.dispose()
-
-
 def _lease(seconds: float) -> timedelta:
     if seconds <= 0:
         raise ValueError(f"lease_seconds must be positive, not {seconds}")
     return timedelta(seconds=seconds)
 
 
-class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
+class PostgreSQLOutboxRepository(PostgreSQLTable, OutboxRepository):
     """The outbox in `{schema}.{prefix}outbox`; a `PostgreSQLEventStore(outbox=True)` with the
     same schema and prefix fills it (`PostgreSQLOutboxRepository.for_store(store)`).
 
@@ -337,7 +280,7 @@ class PostgreSQLOutboxRepository(_PostgreSQLTable, OutboxRepository):
             return await conn.fetchval(self._discard_parked_sql, entry_id) is not None
 
 
-class PostgreSQLInboxRepository(_PostgreSQLTable, InboxRepository):
+class PostgreSQLInboxRepository(PostgreSQLTable, InboxRepository):
     """The inbox in `{schema}.{prefix}inbox`.
 
     `inbox.using(connection)` records inside the caller's transaction: ``if await

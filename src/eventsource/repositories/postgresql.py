@@ -3,15 +3,12 @@ same database (and schema) as the events."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsource._internal import postgresql as pg
 from eventsource._internal.clock import utc_now
-from eventsource._internal.optional import require
-from eventsource._internal.sql import quote_identifier
-from eventsource.migrations import apply_postgresql_migrations, check_names
+from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.repositories._sql import (
     Param,
     SQLCheckpointRepository,
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgreSQLCheckpointRepository", "PostgreSQLDLQRepository"]
 
 
-class _PostgreSQLRepository(SQLRepository):
+class _PostgreSQLRepository(PostgreSQLTable, SQLRepository):
     """Engine, connections, migrations and error mapping, shared by both repositories."""
 
     event_store: EventStore | None = None
@@ -43,15 +40,14 @@ class _PostgreSQLRepository(SQLRepository):
         event_store: EventStore | None = None,
         _owns_engine: bool = False,
     ) -> None:
-        require("asyncpg", extra="postgresql", feature=type(self).__name__)
-        check_names(schema, prefix)
+        super().__init__(
+            engine,
+            schema=schema,
+            prefix=prefix,
+            max_connections=max_connections,
+            _owns_engine=_owns_engine,
+        )
         self.event_store = event_store
-        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
-        self.schema = schema
-        self.prefix = prefix
-        self._owns_engine = _owns_engine
-        self._connections = pg.ConnectionCache(self.engine, max_connections)
-        self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
         self._prepare(self.table, postgresql_param)
         self._events: PostgreSQLEventStore | None = None
 
@@ -66,37 +62,14 @@ class _PostgreSQLRepository(SQLRepository):
             )
         return self._events
 
-    @classmethod
-    def from_url(
-        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
-    ) -> Self:
-        """A repository with its own engine, disposed of by `close()`."""
-        require("asyncpg", extra="postgresql", feature=cls.__name__)
-        engine_kwargs.setdefault("pool_size", 4)
-        return cls(
-            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
-        )
-
-    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._connections.checkout(f"PostgreSQL {self.table}: {what}")
-
     async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
         async with self._driver(what) as conn:
             return list(await conn.fetch(sql, *params))
 
-    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
-        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
-        async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(
-                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
-            )
-
     async def close(self) -> None:
         if self._events is not None:
             await self._events.close()
-        await self._connections.close()
-        if self._owns_engine:
-            await self.engine.dispose()
+        await super().close()
 
 
 class PostgreSQLCheckpointRepository(_PostgreSQLRepository, SQLCheckpointRepository):

@@ -9,16 +9,12 @@ engine's clock, not `now()`, so every process and a test clock agree on what is 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from eventsource._internal import postgresql as pg
-from eventsource._internal.optional import require
-from eventsource._internal.sql import quote_identifier
-from eventsource.migrations import apply_postgresql_migrations, check_names
+from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.sagas.timers import ClaimedTimer, Timer, TimerStore
 
 if TYPE_CHECKING:
@@ -31,8 +27,10 @@ def _timer(row: Sequence[Any]) -> Timer:
     return Timer(UUID(str(row[0])), row[1], row[2], row[3])
 
 
-class PostgreSQLTimerStore(TimerStore):
+class PostgreSQLTimerStore(PostgreSQLTable, TimerStore):
     """Saga timers beside a `PostgreSQLEventStore` (`for_store`) or on any engine."""
+
+    TABLE = "saga_timers"
 
     def __init__(
         self,
@@ -43,14 +41,14 @@ class PostgreSQLTimerStore(TimerStore):
         max_connections: int = 4,
         _owns_engine: bool = False,
     ) -> None:
-        require("asyncpg", extra="postgresql", feature="PostgreSQLTimerStore")
-        check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(pg.engine_behind(engine))
-        self.schema = schema
-        self.prefix = prefix
-        self._owns_engine = _owns_engine
-        self._connections = pg.ConnectionCache(self.engine, max_connections)
-        t = self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'saga_timers')}"
+        super().__init__(
+            engine,
+            schema=schema,
+            prefix=prefix,
+            max_connections=max_connections,
+            _owns_engine=_owns_engine,
+        )
+        t = self.table
         self._schedule_sql = (
             f"INSERT INTO {t} (saga_id, name, due_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (saga_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,"
@@ -81,32 +79,6 @@ class PostgreSQLTimerStore(TimerStore):
         self._pending_sql = f"SELECT {columns} FROM {t} ORDER BY due_at, name"
         self._pending_of_sql = f"SELECT {columns} FROM {t} WHERE saga_id = $1 ORDER BY due_at, name"
         self._next_due_sql = f"SELECT min(greatest(due_at, claimed_until)) FROM {t}"
-
-    @classmethod
-    def from_url(
-        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
-    ) -> Self:
-        """Timers with an engine of their own, disposed of by `close()`."""
-        require("asyncpg", extra="postgresql", feature="PostgreSQLTimerStore")
-        engine_kwargs.setdefault("pool_size", 4)
-        return cls(
-            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
-        )
-
-    @classmethod
-    def for_store(cls, store: Any) -> Self:
-        """The timers beside a `PostgreSQLEventStore`'s events (same engine, schema, prefix)."""
-        return cls(store.engine, schema=store.schema, prefix=store.prefix)
-
-    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._connections.checkout(f"PostgreSQL {self.table}: {what}")
-
-    async def create_schema(self, *, allow_newer: bool = False) -> None:
-        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
-        async with self._driver("create_schema") as conn:
-            await apply_postgresql_migrations(
-                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
-            )
 
     async def schedule(self, saga_id: UUID, name: str, due_at: datetime) -> None:
         async with self._driver("schedule a timer") as conn:
@@ -149,8 +121,3 @@ class PostgreSQLTimerStore(TimerStore):
         async with self._driver("next due timer") as conn:
             value: datetime | None = await conn.fetchval(self._next_due_sql)
         return value
-
-    async def close(self) -> None:
-        await self._connections.close()
-        if self._owns_engine:
-            await self.engine.dispose()

@@ -79,8 +79,10 @@ class TimerStore(AsyncClosing, ABC):
         """The earliest time at which a timer can be claimed: its due time, or the end of its
         claim while claimed (None: no timers)."""
 
-    async def create_schema(self) -> None:
-        """Create the table if the backend has one (SQLite and memory need nothing)."""
+    async def create_schema(self) -> list[int] | None:
+        """Create the table if the backend has one (SQLite and memory need nothing); the
+        numbers of the migrations applied where the backend has numbered migrations."""
+        return None
 
 
 @dataclass(slots=True)

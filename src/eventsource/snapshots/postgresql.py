@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from eventsource._internal import postgresql as pg
-from eventsource._internal.optional import require
-from eventsource._internal.sql import quote_identifier
-from eventsource.migrations import apply_postgresql_migrations, check_names
+from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
 if TYPE_CHECKING:
@@ -18,13 +14,15 @@ if TYPE_CHECKING:
 __all__ = ["PostgreSQLSnapshotStore"]
 
 
-class PostgreSQLSnapshotStore(SnapshotStore):
+class PostgreSQLSnapshotStore(PostgreSQLTable, SnapshotStore):
     """Snapshots in `{schema}.{prefix}snapshots`, created by the same migrations as the event
     table (`create_schema()` on either store creates both).
 
     Build it from the `AsyncEngine` the event store uses (or `from_url`). It keeps up to
     `max_connections` pooled connections checked out for its statements.
     """
+
+    TABLE = "snapshots"
 
     def __init__(
         self,
@@ -35,14 +33,14 @@ class PostgreSQLSnapshotStore(SnapshotStore):
         max_connections: int = 4,
         _owns_engine: bool = False,
     ) -> None:
-        require("asyncpg", extra="postgresql", feature="PostgreSQLSnapshotStore")
-        check_names(schema, prefix)
-        self.engine: AsyncEngine = pg.engine_of(engine)
-        self.schema = schema
-        self.prefix = prefix
-        self._owns_engine = _owns_engine
-        self._connections = pg.ConnectionCache(self.engine, max_connections)
-        t = self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + 'snapshots')}"
+        super().__init__(
+            engine,
+            schema=schema,
+            prefix=prefix,
+            max_connections=max_connections,
+            _owns_engine=_owns_engine,
+        )
+        t = self.table
         self._save_sql = (
             f"INSERT INTO {t} AS kept (aggregate_id, aggregate_type, version, schema_version,"
             " state, created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
@@ -61,27 +59,6 @@ class PostgreSQLSnapshotStore(SnapshotStore):
             f"DELETE FROM {t} WHERE aggregate_type = $1"
             " AND ($2::integer IS NULL OR schema_version < $2::integer)"
         )
-
-    @classmethod
-    def from_url(
-        cls, url: str, *, schema: str = "public", prefix: str = "", **engine_kwargs: Any
-    ) -> Self:
-        """A store with its own engine, disposed of by `close()`."""
-        require("asyncpg", extra="postgresql", feature="PostgreSQLSnapshotStore")
-        engine_kwargs.setdefault("pool_size", 4)
-        return cls(
-            pg.create_engine(url, **engine_kwargs), schema=schema, prefix=prefix, _owns_engine=True
-        )
-
-    def _driver(self, what: str) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._connections.checkout(f"PostgreSQL snapshots {self.table}: {what}")
-
-    async def create_schema(self, *, allow_newer: bool = False) -> list[int]:
-        """Apply the PostgreSQL migrations not applied yet (see `PostgreSQLEventStore`)."""
-        async with self._driver("create_schema") as conn:
-            return await apply_postgresql_migrations(
-                conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
-            )
 
     async def save(self, snapshot: Snapshot) -> None:
         async with self._driver(f"save the snapshot of {snapshot.aggregate_id}") as conn:
@@ -113,8 +90,3 @@ class PostgreSQLSnapshotStore(SnapshotStore):
         async with self._driver(f"invalidate {aggregate_type} snapshots") as conn:
             status = await conn.execute(self._invalidate_sql, aggregate_type, schema_version_below)
         return int(str(status).rsplit(" ", 1)[-1])
-
-    async def close(self) -> None:
-        await self._connections.close()
-        if self._owns_engine:
-            await self.engine.dispose()
