@@ -59,17 +59,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 @contextlib.asynccontextmanager
-async def _scratch_store(url: str, registry: EventRegistry) -> AsyncIterator[EventStore]:
-    """A store on the URL's server or disk, in data of its own, removed afterwards."""
+async def _scratch_store(
+    url: str, registry: EventRegistry
+) -> AsyncIterator[tuple[EventStore, str]]:
+    """A store on the URL's server or disk, in data of its own, removed afterwards; and
+    where it is, for people."""
     database = parse_database_url(url)
     if database.backend == "memory":
         async with create_event_store(url, registry=registry) as store:
-            yield store
+            yield store, database.description
     elif database.backend == "sqlite":
         name = _scratch_file(database.path)
         try:
             async with create_event_store(f"sqlite:///{name}", registry=registry) as store:
-                yield store
+                yield store, parse_database_url(f"sqlite:///{name}").description
         finally:
             for leftover in (name, f"{name}-wal", f"{name}-shm", f"{name}-journal"):
                 with contextlib.suppress(FileNotFoundError):
@@ -79,7 +82,7 @@ async def _scratch_store(url: str, registry: EventRegistry) -> AsyncIterator[Eve
         store = create_event_store(url, registry=registry, schema=schema)
         try:
             await store.create_schema()  # type: ignore[attr-defined]
-            yield store
+            yield store, parse_database_url(url, schema=schema).description
         finally:
             await _drop_schema(store, schema)
             await store.close()
@@ -164,26 +167,21 @@ async def _bench(args: argparse.Namespace, out: Output) -> int:
     registry.register(BenchTicked)
     singles, batches, commands = (200, 20, 200) if args.quick else (2000, 200, 2000)
     results: list[_Timings] = []
-    async with _scratch_store(url, registry) as store:
+    async with _scratch_store(url, registry) as (store, where):
         results.append(await _appends(store, singles))
         results.append(await _batch_appends(store, batches))
         long_stream = await _long_stream(store, 1000 if args.quick else 10_000)
         results.append(await _reads(store, long_stream, 20 if args.quick else 50))
         results.append(await _feed(store, 3 if args.quick else 5))
         results.append(await _commands(store, commands))
-    out.table(_COLUMNS, [timings.row() for timings in results], title=f"{_PROG} ({_where(url)})")
+    out.table(_COLUMNS, [timings.row() for timings in results], title=f"{_PROG}: {where}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     if load is not None:
         out.message(
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; the bench's own "
-            "data was deleted"
+            f"data ({where}) was deleted"
         )
     return 0
-
-
-def _where(url: str) -> str:
-    database = parse_database_url(url)
-    return database.description
 
 
 def _tick(count: int) -> BenchTicked:
