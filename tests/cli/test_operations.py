@@ -418,3 +418,51 @@ async def test_bench_measures_and_leaves_nothing_behind(
     else:
         assert await _bench_schemas(address) == before
     assert parse_database_url(address).backend == kind
+
+
+@pytest.mark.sqlite
+def test_rebuild_draws_a_progress_bar_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    address = f"sqlite:///{tmp_path / 'tty.db'}"
+    monkeypatch.setenv("EVENTSOURCE_URL", address)
+    app.FAILING.clear()
+    asyncio.run(seed(poison=False))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from eventsource.cli import main; sys.exit(main())",
+            *("projections", "rebuild", "tick-counts", "--app", f"{APP}:projection"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "150"},
+    )
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's last writer exited
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, drawn.decode(errors="replace")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode())
+    assert "rebuilding tick-counts ━" in screen  # rich's bar, not the plain line
+    assert "tick-counts:" not in screen
+    assert "5/5" in screen
+    assert "100.0%" in screen
+    assert "events/s" in screen
+    assert "ETA 00:00:00" in screen
+    assert "rebuilt tick-counts" in stdout.decode()
