@@ -1,6 +1,7 @@
 """The `eventsource` command line: `eventsource demo` runs the bank-account demo,
 `eventsource migrate` moves events from one store to another, `eventsource serve` serves a
-store over gRPC.
+store over gRPC; `subscriptions`, `projections`, `dlq`, `outbox` and `bench` operate a
+deployment (docs/operations.md).
 
 Each subcommand module supplies `add_parser(commands)`, which registers its parser and sets
 `handler`, a function from the parsed arguments to the exit status.
@@ -13,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import demo, migrate, serve
+from eventsource.cli import bench, demo, dlq, migrate, outbox, projections, serve, subscriptions
 
 __all__ = ["main"]
 
@@ -30,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     migrate.add_parser(commands)
     serve.add_parser(commands)
+    subscriptions.add_parser(commands)
+    projections.add_parser(commands)
+    dlq.add_parser(commands)
+    outbox.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 

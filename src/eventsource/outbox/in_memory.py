@@ -76,6 +76,8 @@ class InMemoryOutboxRepository(OutboxRepository):
     def __init__(self) -> None:
         self._rows: list[_Row] = []
         self._next_id = 1
+        self._batches = 0
+        """Claimed batches not ended yet (the live leases)."""
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
         self.add_now(events)
@@ -130,10 +132,12 @@ class InMemoryOutboxRepository(OutboxRepository):
                 row.claimed = True
                 taken.append(row)
         batch = _Batch(taken)
+        self._batches += bool(taken)
         try:
             yield batch
             batch.commit()
         finally:
+            self._batches -= bool(taken)
             batch.release()
 
     async def cleanup(self, older_than: timedelta) -> int:
@@ -152,6 +156,8 @@ class InMemoryOutboxRepository(OutboxRepository):
             published=len(self._rows) - len(unpublished),
             oldest_pending=min((r.entry.created_at for r in pending), default=None),
             parked=len(unpublished) - len(pending),
+            leased=sum(1 for r in unpublished if r.claimed),
+            relays=self._batches,
         )
 
     def _parked_row(self, entry_id: int) -> _Row | None:

@@ -62,6 +62,10 @@ class OutboxStats:
     parked: int = 0
     """Rows the relay gave up on; each holds back the later rows of its aggregate until an
     operator retries or discards it."""
+    leased: int = 0
+    """Unpublished rows a relay holds under a lease that has not expired (being published)."""
+    relays: int = 0
+    """Live leases: the batches relays are publishing now (one per relay at a time)."""
 
 
 def storable_error(error: str, limit: int = 2000) -> str:

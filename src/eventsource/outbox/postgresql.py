@@ -138,12 +138,15 @@ class PostgreSQLOutboxRepository(PostgreSQLTable, OutboxRepository):
         )
         self._cleanup_sql = f"DELETE FROM {t} WHERE published_at < now() - $1::interval"
         unparked = "published_at IS NULL AND parked_at IS NULL"
+        leased = "published_at IS NULL AND claimed_until > now()"
         self._stats_sql = (
             f"SELECT count(*) FILTER (WHERE {unparked}),"
             f" count(*) FILTER (WHERE {unparked} AND attempts > 0),"
             " count(*) FILTER (WHERE published_at IS NOT NULL),"
             f" min(created_at) FILTER (WHERE {unparked}),"
-            f" count(*) FILTER (WHERE parked_at IS NOT NULL AND published_at IS NULL) FROM {t}"
+            f" count(*) FILTER (WHERE parked_at IS NOT NULL AND published_at IS NULL),"
+            f" count(*) FILTER (WHERE {leased}),"
+            f" count(DISTINCT claimed_by) FILTER (WHERE {leased}) FROM {t}"
         )
         parked = "parked_at IS NOT NULL AND published_at IS NULL"
         self._list_parked_sql = (
@@ -265,6 +268,8 @@ class PostgreSQLOutboxRepository(PostgreSQLTable, OutboxRepository):
             published=row[2],
             oldest_pending=row[3],
             parked=row[4],
+            leased=row[5],
+            relays=row[6],
         )
 
     async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:

@@ -189,12 +189,15 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
         )
         self._discard_parked_sql = f"DELETE FROM {t} WHERE id = ? AND {parked} RETURNING 1"
         unparked = "published_at IS NULL AND parked_at IS NULL"
+        leased = "published_at IS NULL AND claimed_until >= ?1"
         self._stats_sql = (
             f"SELECT count(*) FILTER (WHERE {unparked}),"
             f" count(*) FILTER (WHERE {unparked} AND attempts > 0),"
             " count(*) FILTER (WHERE published_at IS NOT NULL),"
             f" min(created_at) FILTER (WHERE {unparked}),"
-            f" count(*) FILTER (WHERE {parked}) FROM {t}"
+            f" count(*) FILTER (WHERE {parked}),"
+            f" count(*) FILTER (WHERE {leased}),"
+            f" count(DISTINCT claim_token) FILTER (WHERE {leased}) FROM {t}"
         )
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
@@ -283,10 +286,17 @@ class SQLiteOutboxRepository(_SQLiteTable, OutboxRepository):
         return len(rows)
 
     async def stats(self) -> OutboxStats:
-        ((row,),) = await self._transaction("stats", [(self._stats_sql, ())])
+        now = _text(utc_now())
+        ((row,),) = await self._transaction("stats", [(self._stats_sql, (now,))])
         oldest = _time(row[3]) if row[3] is not None else None
         return OutboxStats(
-            pending=row[0], failing=row[1], published=row[2], oldest_pending=oldest, parked=row[4]
+            pending=row[0],
+            failing=row[1],
+            published=row[2],
+            oldest_pending=oldest,
+            parked=row[4],
+            leased=row[5],
+            relays=row[6],
         )
 
     async def list_parked(self, limit: int = 100) -> list[OutboxEntry]:

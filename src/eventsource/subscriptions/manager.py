@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,13 +54,42 @@ def tenant_key(name: str, tenant_id: UUID | None) -> str:
 @dataclass(frozen=True, slots=True)
 class RebuildProgress:
     """Reported while a rebuild replays the feed: how far it is, against the feed's end at
-    the moment the rebuild started."""
+    the moment the rebuild started. `total`, `percent`, `rate` and `eta` are what a progress
+    bar shows; `position` and `target` are the raw feed positions."""
 
     name: str
     processed: int
+    """Events replayed so far (handled, passed over or dead-lettered)."""
     position: Position | None
     target: Position
     done: bool
+    total: int = 0
+    """Events the replay reads up to `target`, counted by the store when it started (its
+    filters applied; events appended meanwhile are not in it)."""
+    elapsed: float = 0.0
+    """Seconds since the replay started."""
+
+    @property
+    def percent(self) -> float:
+        """`processed` as a share of `total`, 0 to 100 (100 once done)."""
+        if self.done or self.total <= 0:
+            return 100.0 if self.done else 0.0
+        return min(100.0, 100.0 * self.processed / self.total)
+
+    @property
+    def rate(self) -> float:
+        """Events replayed per second since the start (0 before the first)."""
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate: 0 once done, None before a rate is known."""
+        if self.done:
+            return 0.0
+        rate = self.rate
+        if rate <= 0:
+            return None
+        return max(0, self.total - self.processed) / rate
 
 
 class _HorizonLag(Protocol):
@@ -292,6 +322,8 @@ class SubscriptionManager:
         del self._subscriptions[name]
         target = await self.event_store.current_position()
         subscription = self._subscriptions[name] = old.renewed()
+        total = await subscription.count_to_read() if progress is not None else 0
+        started = time.monotonic()
         subscription.start()
         async with asyncio.timeout(timeout):
             while True:
@@ -299,7 +331,13 @@ class SubscriptionManager:
                 if progress is not None:
                     progress(
                         RebuildProgress(
-                            name, subscription.processed, subscription.position, target, done
+                            name,
+                            subscription.processed,
+                            subscription.position,
+                            target,
+                            done,
+                            total,
+                            time.monotonic() - started,
                         )
                     )
                 if done or target == Position.START:

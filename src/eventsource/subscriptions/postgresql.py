@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from eventsource._internal import postgresql as pg
@@ -18,9 +21,32 @@ from eventsource._internal.optional import require
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["PostgreSQLLease", "PostgreSQLLeases", "lease_key"]
+__all__ = ["LeaseHolder", "PostgreSQLLease", "PostgreSQLLeases", "lease_key"]
 
 _ALIVE_TIMEOUT = 5.0
+
+_HOLDERS_SQL = (
+    "SELECT l.classid::text::bigint, l.objid::text::bigint, a.pid, a.application_name,"
+    " a.client_addr::text, a.backend_start"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+"""Session advisory locks on a bigint key appear in `pg_locks` as its high and low 32 bits
+(`classid`, `objid`) with `objsubid` 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """The session holding a subscription's lease, as PostgreSQL reports it."""
+
+    pid: int
+    """The backend's process id (`pg_stat_activity.pid`)."""
+    application_name: str
+    client_addr: str | None
+    """The client's address; None over a Unix socket."""
+    since: datetime
+    """When that session connected."""
 
 
 def lease_key(name: str, namespace: str = "") -> int:
@@ -98,3 +124,24 @@ class PostgreSQLLeases:
             await connection.close()
             return None
         return PostgreSQLLease(connection, raw, key)
+
+    async def holders(self, names: Iterable[str]) -> dict[str, LeaseHolder]:
+        """Who holds the leases of `names` now (names nobody holds are left out): read from
+        `pg_locks`, so it sees every process's leases, takes none, and waits for nothing."""
+        wanted: dict[tuple[int, int], str] = {}
+        for name in names:
+            unsigned = lease_key(name, self.namespace) & 0xFFFF_FFFF_FFFF_FFFF
+            wanted[(unsigned >> 32, unsigned & 0xFFFF_FFFF)] = name
+        try:
+            async with self.engine.connect() as connection:
+                raw = (await connection.get_raw_connection()).driver_connection
+                assert raw is not None
+                rows = await raw.fetch(_HOLDERS_SQL)
+        except Exception as exc:
+            raise pg.map_error(exc, "lease holders") from exc
+        found: dict[str, LeaseHolder] = {}
+        for high, low, pid, application, address, since in rows:
+            held = wanted.get((high, low))
+            if held is not None:
+                found[held] = LeaseHolder(pid, application or "", address, since)
+        return found

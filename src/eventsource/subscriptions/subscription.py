@@ -194,6 +194,13 @@ class Subscription(PageDelivery, FailurePolicy):
             batch=self._batch,
         )
 
+    async def count_to_read(self, after: Position | None = None) -> int:
+        """How many events this subscription would read after `after` now (its filters
+        applied as the store applies them), counted by the store without reading them: the
+        total a rebuild's progress is measured against."""
+        options = replace(self._options, after=after, limit=None)
+        return await self._store.count_events(options)
+
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -134,6 +134,18 @@ class OutboxRepositoryContract(ABC):
         assert (stats.pending, stats.failing, stats.published) == (2, 0, 2)
         assert stats.oldest_pending is not None
 
+    async def test_stats_count_the_rows_and_batches_under_live_leases(
+        self, outbox: OutboxRepository
+    ) -> None:
+        await outbox.add(_stream(3) + _stream(2))
+        async with outbox.claim(2) as first, outbox.claim(10) as second:
+            assert (len(first.entries), len(second.entries)) == (2, 2)  # the 3rd row waits
+            stats = await outbox.stats()
+            assert (stats.leased, stats.relays) == (4, 2)
+            await first.published(first.entries)
+        stats = await outbox.stats()
+        assert (stats.leased, stats.relays) == (0, 0)
+
     async def test_a_batch_left_by_an_exception_marks_nothing(
         self, outbox: OutboxRepository
     ) -> None:
