@@ -64,6 +64,7 @@ from eventsource.stores._postgresql_rows import (
     READ_COLUMNS,
     record_of,
 )
+from eventsource.stores._stream_list import StreamListSql
 from eventsource.stores.interface import (
     AppendResult,
     AppendSignal,
@@ -243,6 +244,7 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             notify_in_statement=self.notify and self._bound is not None,
             outbox_cte=self._outbox_cte(),
         )
+        self._streams_sql = StreamListSql(t, lambda n, kind: f"${n}::{kind}")
         self._version_sql = (
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
         )
