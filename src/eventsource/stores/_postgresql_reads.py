@@ -217,9 +217,7 @@ class PostgreSQLReads:
         (`_stream_list`), about 2 x `limit` index probes whatever the table's size."""
         sql, args = self._streams_sql.statement(aggregate_type, after, limit)
         rows = await self._fetch("list streams", sql, *args)
-        streams = [StreamInfo(UUID(int=row[0].int), row[1], int(row[2]), row[3]) for row in rows]
-        streams.sort(key=lambda stream: stream.aggregate_id)
-        return streams
+        return [StreamInfo(UUID(int=row[0].int), row[1], int(row[2]), row[3]) for row in rows]
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         rows = await self._fetch(

@@ -4,10 +4,11 @@ Neither backend keeps a table of streams (an append would pay for maintaining it
 `SELECT DISTINCT aggregate_id` reads every row. The statement instead skips from one stream
 to the next through the unique `(aggregate_id, aggregate_version)` index (a "loose index
 scan": a recursive query whose each step is one index probe for the next greater id), then
-reads each stream's last row by that same index. A page of `limit` streams costs about
+reads each stream's last row by that same index. The recursion counts the streams it found
+and stops at `limit`, so whatever plan the engine picks for the rest (a hash join on a small
+table), it sorts and joins at most that many ids. A page of `limit` streams costs about
 2 x `limit` index probes and `limit` row fetches, whatever the number of events; a type
-filter skips the streams of other types, one probe each. Both engines evaluate a recursive
-query only as far as the outer `LIMIT` needs.
+filter adds a probe per stream, and skips the streams of other types at that cost each.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def stream_list_sql(
 ) -> str:
     """The statement for `table` (quoted). Its parameters, in order: the id to start after
     (when `after`), the aggregate type (when `typed`), the limit. `param(n, kind)` is the
-    dialect's placeholder for the n-th parameter of kind `uuid`, `text` or `bigint`."""
+    dialect's placeholder for the n-th parameter (of kind `uuid`, `text` or `bigint`); the
+    statement uses some twice, so placeholders are numbered."""
     n = 0
 
     def next_param(kind: str) -> str:
@@ -63,18 +65,27 @@ def stream_list_sql(
         return param(n, kind)
 
     first = f" WHERE aggregate_id > {next_param('uuid')}" if after else ""
-    type_filter = f" WHERE e.aggregate_type = {next_param('text')}" if typed else ""
+    kind = next_param("text") if typed else ""
     limit = next_param("bigint")
+    # `found`: the matching streams before this one. The recursion stops at the limit-th
+    # match, so the outer ORDER BY sorts at most that many rows (plus skipped ones).
+    hit = (
+        f"CASE WHEN (SELECT aggregate_type FROM {table} WHERE aggregate_id = streams.id"
+        f" LIMIT 1) = {kind} THEN 1 ELSE 0 END"
+        if typed
+        else "1"
+    )
     return (
-        "WITH RECURSIVE streams(id) AS ("
-        f" SELECT (SELECT aggregate_id FROM {table}{first} ORDER BY aggregate_id LIMIT 1)"
+        "WITH RECURSIVE streams(id, found) AS ("
+        f" SELECT (SELECT aggregate_id FROM {table}{first} ORDER BY aggregate_id LIMIT 1), 0"
         " UNION ALL"
         f" SELECT (SELECT aggregate_id FROM {table} WHERE aggregate_id > streams.id"
-        " ORDER BY aggregate_id LIMIT 1)"
-        " FROM streams WHERE streams.id IS NOT NULL)"
+        f" ORDER BY aggregate_id LIMIT 1), streams.found + {hit}"
+        f" FROM streams WHERE streams.id IS NOT NULL AND streams.found + {hit} < {limit})"
         " SELECT e.aggregate_id, e.aggregate_type, e.aggregate_version, e.recorded_at"
         f" FROM streams JOIN {table} e ON e.aggregate_id = streams.id"
         " AND e.aggregate_version ="
         f" (SELECT max(m.aggregate_version) FROM {table} m WHERE m.aggregate_id = streams.id)"
-        f"{type_filter} LIMIT {limit}"
+        f"{' AND e.aggregate_type = ' + kind if typed else ''}"
+        f" ORDER BY streams.id LIMIT {limit}"
     )

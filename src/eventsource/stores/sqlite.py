@@ -180,7 +180,7 @@ class SQLiteEventStore(EventStore):
         self._count_from = f"SELECT 1 FROM {t}"
         self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
-        self._streams_sql = StreamListSql(t, lambda n, kind: "?")
+        self._streams_sql = StreamListSql(t, lambda n, kind: f"?{n}")
         self._current_sql = f"SELECT MAX(position) FROM {t}"
 
     def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
@@ -509,12 +509,10 @@ class SQLiteEventStore(EventStore):
             raise store_error(
                 f"SQLite store {self.path!r}: list streams failed: {exc}", exc
             ) from exc
-        streams = [
+        return [
             StreamInfo(UUID(row[0]), row[1], int(row[2]), datetime.fromisoformat(row[3]))
             for row in rows
         ]
-        streams.sort(key=lambda stream: stream.aggregate_id)
-        return streams
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         _, reader = await self._connections()
