@@ -44,6 +44,7 @@ from eventsource.exceptions import (
     OptimisticLockError,
 )
 from eventsource.migrations import apply_postgresql_migrations, check_names
+from eventsource.migrations.status import MigrationState, read_postgresql_status
 from eventsource.stores._append import (
     attach_events,
     check_expected_version,
@@ -320,6 +321,12 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             return await apply_postgresql_migrations(
                 conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
             )
+
+    async def migration_status(self) -> list[MigrationState]:
+        """Which migrations the store's schema has applied, which are pending, and any
+        changed since or recorded by a newer release (read only: nothing is created)."""
+        async with self._driver("read the migration status") as conn:
+            return await read_postgresql_status(conn, schema=self.schema, prefix=self.prefix)
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, send a pending wake-up, and
