@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import demo, migrate, serve
+from eventsource.cli import db, demo, events, migrate, serve, streams
+from eventsource.cli._ops import CommandParser
 
 __all__ = ["main"]
 
@@ -21,7 +22,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from eventsource import __version__
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = CommandParser(
         prog="eventsource",
         description="Async-first event sourcing for Python. Start with: eventsource demo",
     )
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     migrate.add_parser(commands)
     serve.add_parser(commands)
+    db.add_parser(commands)
+    streams.add_parser(commands)
+    events.add_parser(commands)
     return parser
 
 
