@@ -109,5 +109,6 @@ async def _show(args: argparse.Namespace, out: Output) -> int:
         [e["version"], e["position"], e["type"], e["schema"], e["occurred_at"], e["payload"]]
         for e in events
     ]
-    out.table(COLUMNS, rows, title=f"stream {args.stream}")
+    out.message(f"stream {args.stream}")
+    out.table(COLUMNS, rows)
     return 0
