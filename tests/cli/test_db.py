@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 from uuid import uuid4
 
@@ -84,16 +86,37 @@ def test_upgrade_applies_what_an_older_release_lacked(
     assert "up to date" in out
 
 
+def _apply_by_hand(postgres_url: str, script: str, tmp_path: Path) -> None:
+    """As docs/cli.md shows: `psql -v ON_ERROR_STOP=1 -f upgrade.sql` (asyncpg without psql)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        asyncio.run(_execute(postgres_url, script))
+        return
+    (tmp_path / "upgrade.sql").write_text(script)
+    result = subprocess.run(
+        [psql, postgres_url, "-q", "-v", "ON_ERROR_STOP=1", "-f", str(tmp_path / "upgrade.sql")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.postgresql
 def test_sql_applied_by_hand_makes_a_working_store(
-    capsys: pytest.CaptureFixture[str], pg_url: str, postgres_url: str, schema: str
+    capsys: pytest.CaptureFixture[str],
+    pg_url: str,
+    postgres_url: str,
+    schema: str,
+    tmp_path: Path,
 ) -> None:
     status, script, err = run(capsys, "db", "sql", "--url", pg_url)
     assert (status, err) == (0, "")
     assert script.startswith("-- eventsource migrations")
     assert script.rstrip().endswith("COMMIT;")
     assert run(capsys, "db", "sql", "--url", pg_url, "--all")[1] == script
-    asyncio.run(_execute(postgres_url, script))
+    _apply_by_hand(postgres_url, script, tmp_path)
 
     assert _statuses(capsys, pg_url) == dict.fromkeys(SHIPPED, "applied")
     assert "nothing to apply" in run(capsys, "db", "sql", "--url", pg_url)[1]
