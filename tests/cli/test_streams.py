@@ -97,7 +97,8 @@ def test_a_stream_without_events_is_status_1(
     [
         (["streams", "show", "not-a-uuid", "--url", "sqlite:///x.db"], "is not a stream id"),
         (["streams", "list", "--url", "sqlite:///x.db", "--limit", "0"], "at least 1"),
-        (["streams", "list", "--url", "memory://"], "memory:// keeps events inside one process"),
+        (["streams", "list", "--url", "memory://"], "memory://: process memory (nothing is kept"),
+        (["streams", "list", "--url", "sqlite:///:memory:"], "this command has nothing to read"),
         (["streams", "list", "--url", "nats://127.0.0.1:4222"], "cannot list its streams"),
         (["streams", "list", "--url", "ftp://x"], "unsupported scheme 'ftp'"),
         (["streams", "list"], "no store given"),

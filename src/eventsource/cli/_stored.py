@@ -56,13 +56,14 @@ def stream_id(text: str) -> UUID:
 @asynccontextmanager
 async def opened_store(url: str) -> AsyncIterator[EventStore]:
     """The event store `url` names, closed on exit. It decodes nothing (an empty registry):
-    the commands read rows. A `memory://` store would start empty in this process, so it is
-    refused (status 2); a SQLite file that does not exist is not created (status 1)."""
+    the commands read rows. A `memory://` store or an in-memory SQLite database would start
+    empty in this process, so they are refused (status 2); a SQLite file that does not
+    exist is not created (status 1)."""
     database = parse_database_url(url)
-    if database.backend == "memory":
+    if database.backend == "memory" or database.path == ":memory:":
         raise CommandError(
-            "memory:// keeps events inside one process: a command cannot read them; "
-            "give a sqlite:// or postgresql:// URL"
+            f"{database.url}: {database.description}, so this command has nothing to read; "
+            "give a sqlite:///FILE or postgresql:// URL"
         )
     if database.backend == "sqlite":
         _existing_file(database.path)
@@ -76,7 +77,7 @@ async def opened_store(url: str) -> AsyncIterator[EventStore]:
 def _existing_file(path: str) -> None:
     """`StoreSchemaError` unless the SQLite file exists: a reader never creates one (a
     misspelt path would get an empty file)."""
-    if path != ":memory:" and not Path(path).exists():
+    if not Path(path).exists():
         raise StoreSchemaError(
             f"no SQLite file at {Path(path).resolve()}: check the URL, or create it with "
             "`eventsource db init`"
