@@ -22,7 +22,15 @@ from eventsource.events import DomainEvent, EventRegistry
 from eventsource.exceptions import EventTypeNotFoundError, SerializationError, StoreSchemaError
 from eventsource.stores import EventStore, StoredEvent
 
-__all__ = ["COLUMNS", "EVENT_KEYS", "event_fields", "event_line", "opened_store", "stream_id"]
+__all__ = [
+    "COLUMNS",
+    "EVENT_KEYS",
+    "event_fields",
+    "event_line",
+    "existing_sqlite_file",
+    "opened_store",
+    "stream_id",
+]
 
 COLUMNS = ("Version", "Position", "Type", "Schema", "Occurred at", "Payload")
 """The table columns of an event (`streams show`)."""
@@ -66,7 +74,7 @@ async def opened_store(url: str) -> AsyncIterator[EventStore]:
             "give a sqlite:///FILE or postgresql:// URL"
         )
     if database.backend == "sqlite":
-        _existing_file(database.path)
+        existing_sqlite_file(database.path)
     store = create_event_store(url, registry=EventRegistry())
     try:
         yield store
@@ -74,7 +82,7 @@ async def opened_store(url: str) -> AsyncIterator[EventStore]:
         await store.close()
 
 
-def _existing_file(path: str) -> None:
+def existing_sqlite_file(path: str) -> None:
     """`StoreSchemaError` unless the SQLite file exists: a reader never creates one (a
     misspelt path would get an empty file)."""
     if not Path(path).exists():

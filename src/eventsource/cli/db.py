@@ -37,11 +37,13 @@ from eventsource.cli._ops import (
     store_url,
     usage,
 )
+from eventsource.cli._stored import existing_sqlite_file
 from eventsource.config import DatabaseURL, create_event_store, parse_database_url
 from eventsource.exceptions import EventStoreError, StoreSchemaError
+from eventsource.migrations import load_migrations
+from eventsource.migrations.status import MigrationState, components, postgresql_script
 
 if TYPE_CHECKING:
-    from eventsource.migrations.status import MigrationState
     from eventsource.stores.postgresql import PostgreSQLEventStore
 
 __all__ = ["add_parser"]
@@ -142,7 +144,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
 async def _upgrade(args: argparse.Namespace, out: Output) -> int:
     database = _database(args)
     if database.backend == "sqlite":
-        _existing_file(database)
+        existing_sqlite_file(database.path)
         await _open_sqlite(store_url(args))
         return _sqlite_report(database, out, check=False)
     async with _postgresql(store_url(args)) as store:
@@ -159,9 +161,6 @@ async def _upgrade(args: argparse.Namespace, out: Output) -> int:
 
 
 def _applied_report(database: DatabaseURL, applied: list[int], out: Output) -> None:
-    from eventsource.migrations import load_migrations
-    from eventsource.migrations.status import components
-
     shipped = {migration.version: migration for migration in load_migrations("postgresql")}
     rows = [
         [version, shipped[version].name, ", ".join(components(shipped[version]))]
@@ -210,8 +209,6 @@ def _summary(states: list[MigrationState]) -> str:
 
 
 async def _sql(args: argparse.Namespace, out: Output) -> int:
-    from eventsource.migrations.status import postgresql_script
-
     database = _database(args)
     if database.backend == "sqlite":
         raise CommandError(
@@ -246,13 +243,6 @@ _REFUSED = ("changed", "newer")
 
 
 # -- SQLite ------------------------------------------------------------------------------------
-
-
-def _existing_file(database: DatabaseURL) -> None:
-    """`StoreSchemaError` unless the SQLite file exists (`upgrade` never creates one)."""
-    path = Path(database.path).resolve()
-    if not path.exists():
-        raise StoreSchemaError(f"no SQLite file at {path}: run `eventsource db init` to create one")
 
 
 def _sqlite_report(database: DatabaseURL, out: Output, *, check: bool) -> int:
