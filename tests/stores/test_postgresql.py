@@ -30,7 +30,7 @@ from eventsource.exceptions import (
 )
 from eventsource.migrations import load_migrations
 from eventsource.stores.postgresql import PostgreSQLEventStore
-from eventsource.testing import EventStoreContract
+from eventsource.testing import EventStoreContract, StreamListingContract
 from eventsource.testing.events import CartCheckedOut, ItemAdded, contract_registry
 
 pytestmark = pytest.mark.postgresql
@@ -57,6 +57,21 @@ class TestQuotedNames(EventStoreContract):
     async def create_store(self, registry: EventRegistry) -> EventStore:
         store = PostgreSQLEventStore.from_url(
             self.url, schema=self.schema, prefix='Odd "name"; -- ', registry=registry
+        )
+        await store.create_schema()
+        return store
+
+
+class TestPostgreSQLStreamListing(StreamListingContract):
+    """With a prefix that needs quoting: the listing's statement quotes the table too."""
+
+    @pytest.fixture(autouse=True)
+    def _where(self, postgres_url: str, schema: str) -> None:
+        self.url, self.schema = postgres_url, schema
+
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        store = PostgreSQLEventStore.from_url(
+            self.url, schema=self.schema, prefix='Odd "name" ', registry=registry
         )
         await store.create_schema()
         return store

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from eventsource import EventRegistry, EventStore, SQLiteEventStore
-from eventsource.testing import EventStoreContract
+from eventsource.testing import EventStoreContract, StreamListingContract
 
 pytestmark = pytest.mark.sqlite
 
@@ -20,6 +20,15 @@ class TestSQLiteEventStore(EventStoreContract):
 class TestSQLiteInMemoryDatabase(EventStoreContract):
     async def create_store(self, registry: EventRegistry) -> EventStore:
         return SQLiteEventStore(":memory:", registry=registry)
+
+
+class TestSQLiteStreamListing(StreamListingContract):
+    @pytest.fixture(autouse=True)
+    def _database_file(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "events.db"
+
+    async def create_store(self, registry: EventRegistry) -> EventStore:
+        return SQLiteEventStore(self.path, table="cli_events", registry=registry)
 
 
 async def test_separate_connections_on_one_file_exactly_one_wins(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ TESTING_API = {
     "SnapshotStoreContract",
     "TelemetryCapture",
     "TenancyContract",
+    "StreamListingContract",
     "TimerStoreContract",
     "UndecodableEventContract",
     "capture_telemetry",

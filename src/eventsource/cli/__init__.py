@@ -1,7 +1,8 @@
 """The `eventsource` command line: `eventsource demo` runs the bank-account demo,
 `eventsource migrate` moves events from one store to another, `eventsource serve` serves a
-store over gRPC; `subscriptions`, `projections`, `dlq`, `outbox` and `bench` operate a
-deployment (docs/operations.md).
+store over gRPC; `db`, `streams` and `events` set up and read a store (docs/cli.md);
+`subscriptions`, `projections`, `dlq`, `outbox` and `bench` operate a deployment
+(docs/operations.md).
 
 Each subcommand module supplies `add_parser(commands)`, which registers its parser and sets
 `handler`, a function from the parsed arguments to the exit status.
@@ -14,7 +15,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from eventsource.cli import bench, demo, dlq, migrate, outbox, projections, serve, subscriptions
+from eventsource.cli import (
+    bench,
+    db,
+    demo,
+    dlq,
+    events,
+    migrate,
+    outbox,
+    projections,
+    serve,
+    streams,
+    subscriptions,
+)
+from eventsource.cli._ops import CommandParser
 
 __all__ = ["main"]
 
@@ -22,7 +36,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from eventsource import __version__
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = CommandParser(
         prog="eventsource",
         description="Async-first event sourcing for Python. Start with: eventsource demo",
     )
@@ -31,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     migrate.add_parser(commands)
     serve.add_parser(commands)
+    db.add_parser(commands)
+    streams.add_parser(commands)
+    events.add_parser(commands)
     subscriptions.add_parser(commands)
     projections.add_parser(commands)
     dlq.add_parser(commands)

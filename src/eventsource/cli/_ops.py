@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from uuid import UUID
 
 from eventsource.exceptions import ConfigurationError, EventSourceError
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "URL_VARIABLE",
     "CommandError",
+    "CommandParser",
     "Output",
     "add_common_options",
     "runner",
@@ -43,6 +44,15 @@ URL_VARIABLE = "EVENTSOURCE_URL"
 
 class CommandError(Exception):
     """Bad input to a command: printed as one line, exit status 2."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The command line's parser: a usage error (unknown subcommand or option, bad value) is
+    one line on stderr, `prog: message (see prog --help)`, exit status 2, instead of the
+    usage text and the message. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -159,11 +169,17 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.stream, soft_wrap=False)
+            # Piped or captured output keeps one line per row: no terminal width to fit.
+            width = None if self.stream.isatty() else _PIPE_WIDTH
+            self._console = Console(file=self.stream, soft_wrap=False, width=width)
         return self._console
 
     def _json(self, document: object) -> None:
         self.stream.write(json.dumps(document, indent=2) + "\n")
+
+
+_PIPE_WIDTH = 1000
+"""Columns a table may use when stdout is not a terminal."""
 
 
 def _key(name: str) -> str:

@@ -25,6 +25,8 @@ __all__ = [
     "apply_postgresql_migrations",
     "check_names",
     "derived_names",
+    "history_ddl",
+    "history_table",
     "load_migrations",
     "lock_key",
     "render",
@@ -98,6 +100,22 @@ def render(template: str, *, schema: str, prefix: str) -> str:
     return _TOKEN.sub(replace, template)
 
 
+def history_table(schema: str, prefix: str) -> str:
+    """The quoted, schema-qualified name of the table recording the applied migrations."""
+    return f"{quote_identifier(schema)}.{quote_identifier(prefix + _HISTORY)}"
+
+
+def history_ddl(schema: str, prefix: str) -> list[str]:
+    """The schema and the history table, if missing: what the runner (and a hand-applied
+    script, `eventsource.migrations.status.postgresql_script`) creates first."""
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",
+        f"CREATE TABLE IF NOT EXISTS {history_table(schema, prefix)} (version integer PRIMARY"
+        " KEY, name text NOT NULL, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())",
+    ]
+
+
 def lock_key(schema: str, prefix: str) -> int:
     """A signed 64-bit advisory-lock key for migrating one schema + prefix."""
     digest = hashlib.sha256(f"eventsource-migrations\x00{schema}\x00{prefix}".encode()).digest()
@@ -119,16 +137,12 @@ async def apply_postgresql_migrations(
     deploy) turns it into a logged `RuntimeWarning`.
     """
     check_names(schema, prefix)
-    history = f"{quote_identifier(schema)}.{quote_identifier(prefix + _HISTORY)}"
+    history = history_table(schema, prefix)
     applied: list[int] = []
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, prefix))
-        await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
-        await connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {history} (version integer PRIMARY KEY,"
-            " name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        for statement in history_ddl(schema, prefix):
+            await connection.execute(statement)
         rows = await connection.fetch(f"SELECT version, name, checksum FROM {history}")
         done = {row[0]: row[2] for row in rows}
         shipped = load_migrations("postgresql")

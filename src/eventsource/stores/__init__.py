@@ -19,6 +19,8 @@ from eventsource.stores.interface import (
     ReadDirection,
     ReadOptions,
     StoredEvent,
+    StreamInfo,
+    StreamListing,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ __all__ = [
     "ReadOptions",
     "SQLiteEventStore",
     "StoredEvent",
+    "StreamInfo",
+    "StreamListing",
 ]
 
 

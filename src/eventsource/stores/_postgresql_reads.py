@@ -32,11 +32,13 @@ from eventsource.stores._postgresql_rows import (
     stored_event,
     stream_events,
 )
+from eventsource.stores._stream_list import StreamListSql
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
     Position,
     ReadOptions,
     StoredEvent,
+    StreamInfo,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class PostgreSQLReads:
         _records_sql: str
         _current_sql: str
         _pending_sql: str
+        _streams_sql: StreamListSql
 
         async def _fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]: ...
         async def _own_fetch(self, what: str, sql: str, *args: Any) -> list[Sequence[Any]]: ...
@@ -206,6 +209,15 @@ class PostgreSQLReads:
             after = Position(rows[-1][0], rows[-1][1])
             if remaining is not None:
                 remaining -= len(rows)
+
+    async def list_streams(
+        self, *, aggregate_type: str | None = None, after: UUID | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """`StreamListing.list_streams`: a loose index scan over the stream/version index
+        (`_stream_list`), about 2 x `limit` index probes whatever the table's size."""
+        sql, args = self._streams_sql.statement(aggregate_type, after, limit)
+        rows = await self._fetch("list streams", sql, *args)
+        return [StreamInfo(UUID(int=row[0].int), row[1], int(row[2]), row[3]) for row in rows]
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         rows = await self._fetch(

@@ -26,6 +26,7 @@ from eventsource.stores._append import (
     replayed_result,
     validate_expected_version,
 )
+from eventsource.stores._stream_list import check_limit
 from eventsource.stores.interface import (
     AppendResult,
     AppendSignal,
@@ -34,6 +35,7 @@ from eventsource.stores.interface import (
     Position,
     ReadOptions,
     StoredEvent,
+    StreamInfo,
 )
 
 __all__ = ["InMemoryEventStore"]
@@ -184,6 +186,24 @@ class InMemoryEventStore(EventStore):
     async def current_position(self) -> Position:
         with self._lock:
             return self._records[-1].position if self._records else Position.START
+
+    async def list_streams(
+        self, *, aggregate_type: str | None = None, after: UUID | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """`StreamListing.list_streams` (sorts the stream ids on each call: memory is small)."""
+        check_limit(limit)
+        with self._lock:
+            streams = [
+                (aggregate_id, records[-1])
+                for aggregate_id, records in self._streams.items()
+                if (after is None or aggregate_id > after)
+                and (aggregate_type is None or records[-1].aggregate_type == aggregate_type)
+            ]
+        streams.sort(key=lambda item: item[0])
+        return [
+            StreamInfo(aggregate_id, last.aggregate_type, last.aggregate_version, last.recorded_at)
+            for aggregate_id, last in streams[:limit]
+        ]
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         stream = self._streams.get(aggregate_id)

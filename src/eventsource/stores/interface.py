@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsource._internal import telemetry
@@ -32,6 +32,8 @@ __all__ = [
     "ReadDirection",
     "ReadOptions",
     "StoredEvent",
+    "StreamInfo",
+    "StreamListing",
 ]
 
 
@@ -221,6 +223,34 @@ class EventPublisher(Protocol):
     """Anything that can hand saved events on (an event bus, an outbox writer)."""
 
     async def publish(self, events: Sequence[DomainEvent]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One stream as `StreamListing.list_streams` reports it."""
+
+    aggregate_id: UUID
+    aggregate_type: str
+    version: int
+    """The stream's current version: its number of events (versions run 1, 2, 3, ...)."""
+    last_recorded_at: datetime
+    """When the store recorded the stream's last event."""
+
+
+@runtime_checkable
+class StreamListing(Protocol):
+    """An optional capability of a store: listing its streams (operators' tools, the
+    `eventsource streams list` command). The in-memory, SQLite and PostgreSQL stores have it
+    and pass `eventsource.testing.StreamListingContract`; a store without it (NATS, the gRPC
+    client) is simply not an instance of this Protocol."""
+
+    async def list_streams(
+        self, *, aggregate_type: str | None = None, after: UUID | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Up to `limit` streams (of `aggregate_type` when given) in ascending aggregate id
+        order, starting after the id `after` (exclusive): pass the last id of a page to get
+        the next one. `InvalidEventError` when `limit` is below 1."""
+        ...
 
 
 class EventStore(AsyncClosing, ABC):

@@ -44,6 +44,7 @@ from eventsource.exceptions import (
     OptimisticLockError,
 )
 from eventsource.migrations import apply_postgresql_migrations, check_names
+from eventsource.migrations.status import MigrationState, read_postgresql_status
 from eventsource.stores._append import (
     attach_events,
     check_expected_version,
@@ -64,6 +65,7 @@ from eventsource.stores._postgresql_rows import (
     READ_COLUMNS,
     record_of,
 )
+from eventsource.stores._stream_list import StreamListSql
 from eventsource.stores.interface import (
     AppendResult,
     AppendSignal,
@@ -243,6 +245,7 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             notify_in_statement=self.notify and self._bound is not None,
             outbox_cte=self._outbox_cte(),
         )
+        self._streams_sql = StreamListSql(t, lambda n, kind: f"${n}::{kind}")
         self._version_sql = (
             f"SELECT COALESCE(MAX(aggregate_version), 0) FROM {t} WHERE aggregate_id = $1"
         )
@@ -318,6 +321,12 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             return await apply_postgresql_migrations(
                 conn, schema=self.schema, prefix=self.prefix, allow_newer=allow_newer
             )
+
+    async def migration_status(self) -> list[MigrationState]:
+        """Which migrations the store's schema has applied, which are pending, and any
+        changed since or recorded by a newer release (read only: nothing is created)."""
+        async with self._driver("read the migration status") as conn:
+            return await read_postgresql_status(conn, schema=self.schema, prefix=self.prefix)
 
     async def close(self) -> None:
         """Return the store's connections to the engine's pool, send a pending wake-up, and

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -55,6 +55,7 @@ from eventsource.stores._sqlite_rows import (
     timestamp,
     upgrade,
 )
+from eventsource.stores._stream_list import StreamListSql
 from eventsource.stores.interface import (
     DEFAULT_BATCH_SIZE,
     AppendResult,
@@ -64,6 +65,7 @@ from eventsource.stores.interface import (
     Position,
     ReadOptions,
     StoredEvent,
+    StreamInfo,
 )
 
 if TYPE_CHECKING:
@@ -178,6 +180,7 @@ class SQLiteEventStore(EventStore):
         self._count_from = f"SELECT 1 FROM {t}"
         self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
+        self._streams_sql = StreamListSql(t, lambda n, kind: f"?{n}")
         self._current_sql = f"SELECT MAX(position) FROM {t}"
 
     def listen(self) -> contextlib.AbstractAsyncContextManager[AppendSignal]:
@@ -490,6 +493,26 @@ class SQLiteEventStore(EventStore):
         _, reader = await self._connections()
         row = await run_on(reader, fetch_row, self._current_sql, ())
         return Position(0, int(row[0])) if row and row[0] is not None else Position.START
+
+    async def list_streams(
+        self, *, aggregate_type: str | None = None, after: UUID | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """`StreamListing.list_streams`: a loose index scan over the stream/version index
+        (`_stream_list`); ids are canonical text, which sorts as the UUIDs do."""
+        sql, args = self._streams_sql.statement(
+            aggregate_type, None if after is None else str(after), limit
+        )
+        _, reader = await self._connections()
+        try:
+            rows = await run_on(reader, fetch_rows, sql, args)
+        except sqlite3.Error as exc:
+            raise store_error(
+                f"SQLite store {self.path!r}: list streams failed: {exc}", exc
+            ) from exc
+        return [
+            StreamInfo(UUID(row[0]), row[1], int(row[2]), datetime.fromisoformat(row[3]))
+            for row in rows
+        ]
 
     async def get_stream_version(self, aggregate_id: UUID) -> int:
         _, reader = await self._connections()

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         given,
     )
     from eventsource.testing.snapshot_store import SnapshotStoreContract
+    from eventsource.testing.stream_listing import StreamListingContract
     from eventsource.testing.telemetry import TelemetryCapture, capture_telemetry
     from eventsource.testing.tenancy import TenancyContract
     from eventsource.testing.timers import TimerStoreContract
@@ -85,6 +86,7 @@ _LAZY = {
     "OutboxRepositoryContract": "outbox",
     "ReadModelRepositoryContract": "read_models",
     "SnapshotStoreContract": "snapshot_store",
+    "StreamListingContract": "stream_listing",
     "TelemetryCapture": "telemetry",
     "TenancyContract": "tenancy",
     "TimerStoreContract": "timers",
@@ -113,6 +115,7 @@ __all__ = [
     "RecordingPublisher",
     "SagaScenario",
     "SnapshotStoreContract",
+    "StreamListingContract",
     "TelemetryCapture",
     "TenancyContract",
     "TimerStoreContract",
