@@ -365,7 +365,9 @@ def test_bad_input_is_one_line_and_status_2(
 )
 def test_usage_errors_are_status_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"eventsource dlq {argv[1]}: ") and "--help" in err
 
 
 _OURS = re.compile(r"^eventsource_bench_[0-9a-f]{12}$")
