@@ -1,8 +1,10 @@
-"""The demo's business rules, as given (past events) / when (a command) / then (new events)."""
+"""The demo's business rules, as given (past events) / when (a command) / then (new events),
+and its read model fed events as a subscription would deliver them."""
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -10,6 +12,7 @@ from eventsource import DomainEvent, default_registry
 from eventsource.cli.bank import (
     DEMO_REGISTRY,
     Account,
+    AccountBalances,
     AccountClosed,
     AccountClosedError,
     AccountError,
@@ -167,3 +170,45 @@ def test_an_application_may_define_its_own_account_opened() -> None:
         assert default_registry.get("AccountOpened") is AccountOpened
     finally:
         default_registry.unregister("AccountOpened")
+
+
+def stream(account_id: UUID, *events: DomainEvent) -> list[DomainEvent]:
+    """`events` as stored in one stream: the account's id and versions from 1."""
+    return [
+        event.model_copy(update={"aggregate_id": account_id, "aggregate_version": n})
+        for n, event in enumerate(events, start=1)
+    ]
+
+
+def feed(balances: AccountBalances, events: list[DomainEvent]) -> None:
+    async def deliver() -> None:
+        for event in events:
+            await balances.handle(event)
+
+    asyncio.run(deliver())
+
+
+def test_read_model_follows_the_events() -> None:
+    ann, bob = uuid4(), uuid4()
+    balances = AccountBalances()
+    feed(balances, stream(ann, opened(), deposited("100"), MoneyWithdrawn(amount=Decimal("30"))))
+    feed(balances, stream(bob, opened(), AccountClosed()))
+
+    assert (balances.accounts[ann].balance, balances.accounts[ann].closed) == (Decimal(70), False)
+    assert (balances.accounts[bob].balance, balances.accounts[bob].closed) == (Decimal(0), True)
+    assert balances.applied == 5
+
+
+def test_read_model_ignores_a_redelivered_event() -> None:
+    # Subscriptions deliver at least once: after a crash the events since the last saved
+    # checkpoint come again, and must not be counted twice.
+    account_id = uuid4()
+    events = stream(account_id, opened(), deposited("100"), deposited("5"))
+    balances = AccountBalances()
+    feed(balances, events)
+    feed(balances, events[1:])
+    feed(balances, events)
+
+    row = balances.accounts[account_id]
+    assert (row.owner, row.balance, row.version) == ("Ann", Decimal(105), 3)
+    assert balances.applied == 3

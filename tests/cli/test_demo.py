@@ -48,6 +48,14 @@ def load_account(path: Path, account_id: UUID) -> Account:
     return asyncio.run(load())
 
 
+def read_model_lines(out: str) -> list[tuple[str, str]]:
+    """(position, accounts) of each "read model at ..." line, without the burst's counts."""
+    return [
+        (position, re.sub(r" \(\d+ applied .*\)$", "", shown))
+        for position, shown in re.findall(r"^    read model at (\S+): (.*)$", out, re.M)
+    ]
+
+
 def bob_id(out: str) -> UUID:
     match = re.search(r"Bob's history \(stream ([0-9a-f-]{36})\)", out)
     assert match, out
@@ -79,7 +87,23 @@ def test_demo_on_a_sqlite_file(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert f"this run appended {EVENTS_PER_RUN} events, positions 0-1 to 0-28" in out
     assert "AccountOpened 2, MoneyDeposited 23, MoneyWithdrawn 2, AccountClosed 1" in out
     assert f"the store now holds {EVENTS_PER_RUN} demo events" in out
-    assert len(out.splitlines()) <= 35
+    assert len(out.splitlines()) <= 40
+
+    # The read model fed by the subscription, shown at each step's last position; positions
+    # are explained before the first one is printed.
+    assert "subscription started on an empty feed, now live" in out
+    assert out.index("a position like 0-7 is") < out.index("0-2")
+    assert read_model_lines(out) == [
+        ("0-2", "Alice 100.00"),
+        ("0-4", "Alice 100.00, Bob 20.00"),
+        ("0-6", "Alice 70.00, Bob 50.00"),
+        ("0-26", "Alice 170.00, Bob 50.00"),
+        ("0-28", "Alice 170.00, Bob 0.00 closed"),
+    ]
+    during = re.search(r"\((\d+) applied while the deposits ran, (\d+) after\)", out)
+    assert during, out
+    assert int(during[1]) + int(during[2]) == BURST
+    assert "the read model, fed by the subscription, shows the same" in out
 
     # What it printed is what it stored.
     assert stored_demo_events(tmp_path / "d.db") == EVENTS_PER_RUN
@@ -95,6 +119,16 @@ def test_running_twice_on_one_file_adds_a_second_set_of_accounts(
     second = run_demo(capsys, url)
 
     assert f"({EVENTS_PER_RUN} demo events from earlier runs)" in second
+    # The read model lives in memory: the second run's subscription catches up from the start.
+    assert f"subscription caught up on the {EVENTS_PER_RUN} earlier events (to 0-28)" in second
+    assert [position for position, _ in read_model_lines(second)] == [
+        "0-30",
+        "0-32",
+        "0-34",
+        "0-54",
+        "0-56",
+    ]
+    assert "the read model, fed by the subscription, shows the same" in second
     assert "read_all after position 0-28" in second
     assert f"this run appended {EVENTS_PER_RUN} events, positions 0-29 to 0-56" in second
     assert f"the store now holds {2 * EVENTS_PER_RUN} demo events" in second
@@ -119,6 +153,7 @@ def test_stores_that_keep_nothing(
     out = run_demo(capsys, url)
     assert "nothing is kept after exit" in out
     assert re.search(r"Alice  [0-9a-f]{8}   170\.00", out)
+    assert "the read model, fed by the subscription, shows the same" in out
     assert "Run the demo again" not in out
     assert list(tmp_path.iterdir()) == []
 
@@ -239,6 +274,8 @@ def test_demo_on_postgresql_in_its_own_schema(
         assert f"or drop the schema '{schema}' to start over" in first
         second = run_demo(capsys, url)
         assert f"({EVENTS_PER_RUN} demo events from earlier runs)" in second
+        assert f"subscription caught up on the {EVENTS_PER_RUN} earlier events" in second
+        assert "the read model, fed by the subscription, shows the same" in second
     finally:
 
         async def drop() -> None:

@@ -4,28 +4,36 @@ Commands (`open`, `deposit`, `withdraw`, `close`) check the business rules again
 current state and either raise an `AccountError` (nothing is recorded) or record one event.
 Handlers only apply events: they never validate, because a stored event already happened.
 
+`AccountBalances` is the read side: a projection that a subscription feeds from the global
+feed, so it learns of an event only once the event is stored and delivered.
+
 The events live in their own `DEMO_REGISTRY`, so their type names cannot collide with an
 application's events in the default registry.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
 from pydantic import BaseModel
 
-from eventsource.aggregates import DeclarativeAggregate, handles
+from eventsource.aggregates import DeclarativeAggregate
 from eventsource.events import DomainEvent, EventRegistry
+from eventsource.events.handlers import handles
+from eventsource.projections import DeclarativeProjection
 
 __all__ = [
     "DEMO_REGISTRY",
     "Account",
+    "AccountBalances",
     "AccountClosed",
     "AccountClosedError",
     "AccountError",
     "AccountOpened",
     "AccountState",
+    "BalanceRow",
     "InsufficientFunds",
     "InvalidCommand",
     "MoneyDeposited",
@@ -170,3 +178,62 @@ class Account(DeclarativeAggregate[AccountState]):
     @handles(AccountClosed)
     def _closed(self, event: AccountClosed) -> None:
         self.state.closed = True
+
+
+@dataclass
+class BalanceRow:
+    """One account in the read model; `version` is the last event applied to it."""
+
+    owner: str
+    balance: Decimal = ZERO
+    closed: bool = False
+    version: int = 0
+
+
+class AccountBalances(DeclarativeProjection):
+    """The demo's read model: every account's owner, balance and whether it is closed.
+
+    It is not written by the commands: a subscription delivers the stored events to it in
+    feed order, so it trails the commands until it catches up, and a reader that needs a
+    command's effect waits for that command's position first (`Subscription.wait_for`).
+    Delivery is at least once, so each handler applies an event only when its version is
+    past the last one the row applied: a redelivered event changes nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accounts: dict[UUID, BalanceRow] = {}
+        self.applied = 0
+        """How many events changed the model (redeliveries not counted)."""
+
+    def _fresh(self, event: DomainEvent) -> BalanceRow | None:
+        """The event's row, or None when that row has applied this event already."""
+        row = self.accounts.get(event.aggregate_id)
+        if row is None or event.aggregate_version <= row.version:
+            return None
+        row.version = event.aggregate_version
+        self.applied += 1
+        return row
+
+    @handles(AccountOpened)
+    def _opened(self, event: AccountOpened) -> None:
+        if event.aggregate_id not in self.accounts:
+            self.accounts[event.aggregate_id] = BalanceRow(
+                event.owner, version=event.aggregate_version
+            )
+            self.applied += 1
+
+    @handles(MoneyDeposited)
+    def _deposited(self, event: MoneyDeposited) -> None:
+        if row := self._fresh(event):
+            row.balance += event.amount
+
+    @handles(MoneyWithdrawn)
+    def _withdrawn(self, event: MoneyWithdrawn) -> None:
+        if row := self._fresh(event):
+            row.balance -= event.amount
+
+    @handles(AccountClosed)
+    def _closed(self, event: AccountClosed) -> None:
+        if row := self._fresh(event):
+            row.closed = True
