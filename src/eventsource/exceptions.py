@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from uuid import UUID
 
 __all__ = [
@@ -131,12 +132,15 @@ class OptimisticLockError(EventStoreError):
     (`AggregateRepository.execute` does this for you).
     """
 
-    def __init__(self, aggregate_id: UUID, expected_version: object, actual_version: int) -> None:
+    def __init__(self, aggregate_id: UUID, expected_version: int, actual_version: int) -> None:
         self.aggregate_id = aggregate_id
         self.expected_version = expected_version
+        """What the append expected, as given: a version, or an `ExpectedVersion` member
+        (an int too: `NO_STREAM`, `STREAM_EXISTS`, `ANY`)."""
         self.actual_version = actual_version
+        shown = expected_version.name if isinstance(expected_version, Enum) else expected_version
         super().__init__(
-            f"stream {aggregate_id}: expected version {expected_version}, "
+            f"stream {aggregate_id}: expected version {shown}, "
             f"but the stream is at version {actual_version}; reload and retry"
         )
 

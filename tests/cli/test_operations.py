@@ -367,7 +367,8 @@ def test_usage_errors_are_status_2(argv: list[str], capsys: pytest.CaptureFixtur
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"eventsource dlq {argv[1]}: ") and "--help" in err
+    assert err.startswith(f"eventsource dlq {argv[1]}: ")
+    assert "--help" in err
 
 
 _OURS = re.compile(r"^eventsource_bench_[0-9a-f]{12}$")

@@ -206,14 +206,14 @@ class _Service(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                     aggregate_id, aggregate_type, events, expected
                 )
             if expected == ExpectedVersion.STREAM_EXISTS and version == 0:
-                raise OptimisticLockError(aggregate_id, ExpectedVersion.STREAM_EXISTS.name, 0)
+                raise OptimisticLockError(aggregate_id, ExpectedVersion.STREAM_EXISTS, 0)
             try:
                 return await self._store.append_events(
                     aggregate_id, aggregate_type, events, version
                 )
             except OptimisticLockError:
                 continue
-        raise OptimisticLockError(aggregate_id, ExpectedVersion(expected).name, version)
+        raise OptimisticLockError(aggregate_id, ExpectedVersion(expected), version)
 
     async def _check_stream(self, aggregate_id: UUID, tenant: UUID | None) -> None:
         if tenant is not None:

@@ -100,12 +100,13 @@ def check_expected_version(aggregate_id: UUID, expected_version: int, current: i
     else:
         ok = current == expected_version
     if not ok:
-        shown = (
-            ExpectedVersion(expected_version).name
-            if expected_version < 0
-            else str(expected_version)
-        )
-        raise OptimisticLockError(aggregate_id, shown, current)
+        raise OptimisticLockError(aggregate_id, expectation(expected_version), current)
+
+
+def expectation(expected_version: int) -> int:
+    """`expected_version` as `OptimisticLockError` keeps it: the `ExpectedVersion` member for
+    the special values (so its message names it), the version itself otherwise."""
+    return ExpectedVersion(expected_version) if expected_version < 0 else expected_version
 
 
 def attach_events(

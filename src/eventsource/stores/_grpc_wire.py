@@ -41,7 +41,7 @@ from eventsource.exceptions import (
     TenantError,
     TransientStoreError,
 )
-from eventsource.stores.interface import Position, ReadOptions
+from eventsource.stores.interface import ExpectedVersion, Position, ReadOptions
 
 require("grpc", extra="grpc", feature="the gRPC event store")
 require("google.protobuf", extra="grpc", feature="the gRPC event store")
@@ -238,5 +238,8 @@ def _described(value: Any) -> EventSourceError | None:
             if name in _UUID_ATTRIBUTES and isinstance(attribute, str):
                 with contextlib.suppress(ValueError):
                     attribute = UUID(attribute)
+            if name == "expected_version" and isinstance(attribute, int) and attribute < 0:
+                with contextlib.suppress(ValueError):
+                    attribute = ExpectedVersion(attribute)
             setattr(error, name, attribute)
     return error

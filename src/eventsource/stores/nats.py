@@ -46,6 +46,7 @@ from eventsource.exceptions import (
 from eventsource.stores._append import (
     attach_events,
     check_expected_version,
+    expectation,
     replayed_result,
     validate_expected_version,
 )
@@ -64,7 +65,6 @@ from eventsource.stores.interface import (
     AppendSignal,
     AppendSignals,
     EventStore,
-    ExpectedVersion,
 )
 
 if TYPE_CHECKING:
@@ -255,12 +255,8 @@ class NATSEventStore(NATSReads, EventStore):
                 positions=tuple(position(seq, index) for index in range(len(attached))),
             )
         # Other writers won every round (only `ANY` and `STREAM_EXISTS` get here).
-        shown = (
-            ExpectedVersion(expected_version).name
-            if expected_version < 0
-            else str(expected_version)
-        )
-        raise OptimisticLockError(aggregate_id, shown, await self.get_stream_version(aggregate_id))
+        current = await self.get_stream_version(aggregate_id)
+        raise OptimisticLockError(aggregate_id, expectation(expected_version), current)
 
     async def _find_retry(
         self, events: list[DomainEvent], aggregate_id: UUID, aggregate_type: str, subject: str

@@ -48,6 +48,7 @@ from eventsource.migrations.status import MigrationState, read_postgresql_status
 from eventsource.stores._append import (
     attach_events,
     check_expected_version,
+    expectation,
     replayed_result,
     validate_expected_version,
 )
@@ -412,8 +413,7 @@ class PostgreSQLEventStore(PostgreSQLReads, EventStore):
             if result is not None:
                 return result
         current = await self.get_stream_version(aggregate_id)
-        shown = ExpectedVersion(expected_version).name if expected_version < 0 else expected_version
-        raise OptimisticLockError(aggregate_id, shown, current)
+        raise OptimisticLockError(aggregate_id, expectation(expected_version), current)
 
     async def take_writer_lock(self) -> None:
         """Enter the feed as a writer now, in your transaction (a store from `using`).

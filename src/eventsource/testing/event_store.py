@@ -284,6 +284,8 @@ class EventStoreContract(FeedReadContract, ABC):
         with pytest.raises(OptimisticLockError) as caught:
             await store.append_events(cart, CART, [ItemRemoved(name="late")], 2)
         assert caught.value.aggregate_id == cart
+        assert caught.value.expected_version == 2
+        assert type(caught.value.expected_version) is int
         assert caught.value.actual_version == 3
         assert str(cart) in str(caught.value)
         assert await store.get_stream_version(cart) == 3
@@ -291,14 +293,19 @@ class EventStoreContract(FeedReadContract, ABC):
     async def test_no_stream(self, store: EventStore) -> None:
         cart = uuid4()
         await store.append_events(cart, CART, _items(1), ExpectedVersion.NO_STREAM)
-        with pytest.raises(OptimisticLockError):
+        with pytest.raises(OptimisticLockError) as caught:
             await store.append_events(cart, CART, _items(1, "again"), ExpectedVersion.NO_STREAM)
+        assert caught.value.expected_version is ExpectedVersion.NO_STREAM
+        assert caught.value.actual_version == 1
+        assert "expected version NO_STREAM" in str(caught.value)
         assert await store.get_stream_version(cart) == 1
 
     async def test_stream_exists(self, store: EventStore) -> None:
         cart = uuid4()
-        with pytest.raises(OptimisticLockError):
+        with pytest.raises(OptimisticLockError) as caught:
             await store.append_events(cart, CART, _items(1), ExpectedVersion.STREAM_EXISTS)
+        assert caught.value.expected_version is ExpectedVersion.STREAM_EXISTS
+        assert caught.value.actual_version == 0
         await store.append_events(cart, CART, _items(1), ExpectedVersion.NO_STREAM)
         result = await store.append_events(
             cart, CART, _items(1, "more"), ExpectedVersion.STREAM_EXISTS
