@@ -38,7 +38,7 @@ from postgresql_cpu import server_cpu
 from eventsource._internal.ids import uuid7
 from eventsource.migrations import apply_postgresql_migrations
 from eventsource.stores._postgresql_columns import AppendSql
-from eventsource.stores._postgresql_feed import WRITER_CLASS, lock_key
+from eventsource.stores._postgresql_feed import WRITER_CLASS, FeedSql, lock_key
 
 STREAMS = 200
 WORKERS = 16
@@ -85,7 +85,7 @@ async def variants(conn: asyncpg.Connection, schema: str) -> list[Variant]:
                 "Counter",
                 event_ids,
                 [stamp] * len(event_ids),
-                payloads,
+                f"[{','.join(payloads)}]",  # the store sends its payloads as one JSON array
                 base,
                 "unused",
                 WRITER_CLASS,
@@ -239,6 +239,24 @@ async def commands(
     return WORKERS * per / elapsed, used * 1e6 / (WORKERS * per)
 
 
+async def per_call(conn: asyncpg.Connection, sql: str, args: tuple[Any, ...], calls: int) -> float:
+    """Server CPU us per call of `sql`."""
+    pid = conn.get_server_pid()
+    before = server_cpu({pid})[pid]
+    for _ in range(calls):
+        await conn.fetch(sql, *args)
+    return (server_cpu({pid})[pid] - before) * 1e6 / calls
+
+
+async def horizons(conn: asyncpg.Connection, schema: str, calls: int) -> tuple[float, float]:
+    """Server CPU us of the store's horizon statement (writer-lock holders from pg_locks and
+    pg_stat_activity) and of the minimal design's `pg_snapshot_xmin`, per call."""
+    feed = FeedSql(f'"{schema}".lib_events', lock_key(f"{schema}\x00events"))
+    ours = await per_call(conn, feed.horizon, (WRITER_CLASS, feed.key), calls)
+    xmin = await per_call(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())", (), calls)
+    return ours, xmin
+
+
 async def run(quick: bool, repeats: int) -> None:
     schema = f"eventsource_bench_schema_{os.getpid()}"
     started = load_average()
@@ -297,6 +315,11 @@ async def run(quick: bool, repeats: int) -> None:
                 f" {m['c16/s']:,.0f} ({m['c16/s'] / base['c16/s']:.2f}x) |"
                 f" {m['c16 cpu']:.0f} |"
             )
+        ours, xmin = await horizons(conn, schema, 500 if quick else 3000)
+        print(
+            f"\nfeed horizon, server CPU per call: the store's {ours:.0f} us,"
+            f" pg_snapshot_xmin {xmin:.0f} us (once per read_all call, not per page)"
+        )
         print(f"\nload average at end {load_average()}")
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
