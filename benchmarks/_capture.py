@@ -10,7 +10,9 @@ schema versions, empty tenants). The raw side then builds the arguments of a new
 the template with plain Python, and its payloads with `json.dumps` of the library's stored
 payload shape (whatever keys the library stores: a full envelope or the domain fields only).
 
-If the library's append no longer fits this scheme (say, payloads passed as one JSON array),
+The payloads may travel as one argument per event (an array) or as one JSON array text for
+the whole batch (what the PostgreSQL store sends); the raw side then joins its json.dumps
+texts into such an array. If the library's append no longer fits this scheme,
 `ArgTemplate.of` raises and names what it could not place: update this module then.
 """
 
@@ -95,6 +97,7 @@ def column_index(sql: str, name: str) -> int:
 _AGGREGATE, _TYPE, _BASE, _VERSION = "aggregate", "aggregate_type", "base", "version"
 _EVENT_ID, _EVENT_TYPE, _AT, _PAYLOAD, _CONST = "event_id", "event_type", "at", "payload", "const"
 _AMOUNT = "amount"  # a payload key only
+_PAYLOADS = "payloads"  # every payload of the batch in one JSON array text
 
 
 def _matches(kind: str, value: Any, probe: Probe) -> bool:
@@ -150,9 +153,13 @@ class ArgTemplate:
             if kind == _PAYLOAD:
                 payload = json.loads(value)
                 binary = isinstance(value, bytes)
+            elif kind == _PAYLOADS:
+                payload = json.loads(value)[0]
             slots.append(_Slot(kind, per_event, text, arg if kind == _CONST else None))
         kinds = {slot.kind for slot in slots}
         missing = {_AGGREGATE, _EVENT_ID, _PAYLOAD} - kinds
+        if _PAYLOADS in kinds:
+            missing.discard(_PAYLOAD)
         if missing or payload is None or not kinds & {_BASE, _VERSION}:
             raise ValueError(
                 f"cannot place the library's append arguments (no {sorted(missing)} or no "
@@ -200,7 +207,9 @@ class ArgTemplate:
         n = len(ids)
         out: list[Any] = []
         for slot in self.slots:
-            if slot.per_event:
+            if slot.kind == _PAYLOADS:
+                out.append(f"[{','.join(payloads)}]")
+            elif slot.per_event:
                 out.append(
                     _per_event(
                         slot, aggregate_id, aggregate_type, base, ids, event_type, at, payloads
@@ -258,6 +267,11 @@ def _classify(value: Any, probe: Probe, per_event: bool) -> tuple[str, bool]:
             with contextlib.suppress(ValueError):
                 if json.loads(value).get("amount") == probe.amount:
                     return _PAYLOAD, True
+        if value.startswith("[{") and not per_event:
+            with contextlib.suppress(ValueError):
+                items = json.loads(value)
+                if len(items) == 1 and items[0].get("amount") == probe.amount:
+                    return _PAYLOADS, True
         with contextlib.suppress(ValueError):
             stamp = datetime.fromisoformat(value)
             if stamp.tzinfo is not None and abs(stamp - probe.at) < timedelta(seconds=60):

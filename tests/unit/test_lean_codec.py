@@ -287,3 +287,71 @@ def test_ids_stay_uuid_values() -> None:
     read = _read(event)
     assert isinstance(read.event_id, UUID)
     assert read.event_id == event.event_id
+
+
+class ShippedExpress(Shipped, registry=registry):
+    """A subclass: a batch serializer for `Shipped` would drop its own field."""
+
+    deadline: str = "tomorrow"
+
+
+def _one_by_one(events: list[DomainEvent]) -> tuple[str, list[str | None]]:
+    encoded = [EventCodec.encode_lean(event) for event in events]
+    return f"[{','.join(p for p, _ in encoded)}]", [m for _, m in encoded]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [Shipped(carrier="post", parcels=n, weight=n / 3) for n in range(5)],
+        [Shipped(carrier="post"), ShippedExpress(carrier="van", deadline="noon")],
+        [ShippedExpress(carrier="van"), Shipped(carrier="post")],
+        [Shipped(carrier="post"), Shipped(carrier="post").with_metadata(trace="t-1")],
+        [Typed(note="a"), Typed(note="b")],
+        [Shipped(carrier='ünïcode \u2028 "quoted" \\ back')],
+        [],
+    ],
+    ids=[
+        "one-class",
+        "subclass-after",
+        "subclass-first",
+        "metadata",
+        "typed-metadata",
+        "escapes",
+        "empty",
+    ],
+)
+def test_a_batch_encodes_as_its_events_do_one_by_one(events: list[DomainEvent]) -> None:
+    """`encode_lean_batch` writes exactly the JSON array of what `encode_lean` writes for each
+    event (a batch of one class in one call, any other batch event by event)."""
+    attached = [_attached(e) for e in events]
+    payloads, metadata = EventCodec.encode_lean_batch(attached)
+    assert (payloads, metadata) == _one_by_one(attached)
+    assert json.loads(payloads) == [json.loads(EventCodec.encode_lean(e)[0]) for e in attached]
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (Shipped(carrier="post", weight=float("nan")), "is nan"),
+        (Shipped(carrier="post", weight=float("inf")), "is inf"),
+        (Shipped(carrier="po\x00st"), "NUL"),
+        (Shipped(carrier="post", event_type="Ship\x00ped"), "NUL"),
+    ],
+    ids=["nan", "infinity", "nul-in-field", "nul-in-type"],
+)
+def test_a_batch_refuses_an_unstorable_event_by_name(bad: Shipped, problem: str) -> None:
+    """One unstorable event in a batch of one class is refused with the error `encode_lean`
+    gives for it, naming that event, not the first of the batch."""
+    batch = [_attached(Shipped(carrier="post")), _attached(bad), _attached(Shipped(carrier="x"))]
+    with pytest.raises(SerializationError) as raised:
+        EventCodec.encode_lean_batch(batch)
+    assert str(bad.event_id) in str(raised.value)
+    assert problem in str(raised.value)
+
+
+def test_nan_in_a_string_is_no_reason_to_refuse_a_batch() -> None:
+    """The cheap scan that sends a batch event by event also hits text that merely mentions
+    NaN or Infinity; such a batch is stored as it is."""
+    batch = [_attached(Shipped(carrier="NaN Infinity \\u0000 carriers"))]
+    assert EventCodec.encode_lean_batch(batch) == _one_by_one(batch)

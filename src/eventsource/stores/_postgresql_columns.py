@@ -13,9 +13,17 @@ each such column travels as the shortest thing that states it:
 * correlation id: an empty array when every event is its own correlation id (an event that
   starts a flow; the default), read as ``COALESCE(element, event_id)``.
 
-Event ids, timestamps and payloads differ per event and are always sent in full. Measured on
-appends of 100 events, the client's CPU time in the driver call fell from 0.6 ms to 0.33 ms
-(see docs/postgresql.md); the statement costs the server the same.
+Event ids and timestamps differ per event and are always sent in full. Measured on appends
+of 100 events, the client's CPU time in the driver call fell from 0.6 ms to 0.33 ms (see
+docs/postgresql.md); the statement costs the server the same.
+
+The payloads travel as ONE JSON array (`json_array_elements` in the statement, each element
+cast to jsonb as a text payload was): a batch of one event class is then serialized by one
+call of pydantic's Rust core (`EventCodec.encode_lean_batch`) instead of one call per event,
+and the driver encodes one string instead of an array of them. Measured on appends of 100
+events: about 2 us less client CPU per event, the server's CPU the same within the noise.
+The `json` type (not `jsonb`) keeps a batch's size limit where a text array had it (1 GB)
+rather than jsonb's 255 MB for the whole array.
 
 `AppendSql` holds the statements built from these (once per store). A *uniform* batch (one
 event type and schema version, and no tenant, causation id, metadata or correlation id other
@@ -27,7 +35,7 @@ same rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from uuid import UUID
 
 from eventsource.events.base import DomainEvent
@@ -43,7 +51,7 @@ AppendArrays = tuple[
     int | None,  # event_version
     list[UUID | None],  # tenants ([] when none has one)
     list[float],  # occurred_at as Unix epoch seconds
-    list[str],  # payloads
+    str,  # payloads: one JSON array
     list[UUID | None],  # correlation ids ([] when each event is its own)
     list[UUID | None],  # causation ids ([] when none has one)
     list[str | None],  # metadata JSON ([] when none has any)
@@ -59,17 +67,14 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
     and correlation, causation and metadata stay empty. Raises `SerializationError` for an
     event no backend can store (see `EventCodec.encode`).
     """
-    encode: Callable[[DomainEvent], tuple[str, str | None]] = EventCodec.encode_lean
     event_ids: list[UUID] = []
     types: list[str] = []
     versions: list[int] = []
     stamps: list[float] = []
-    payloads: list[str] = []
     tenants: list[UUID | None] = []
     correlations: list[UUID | None] = []
     causations: list[UUID | None] = []
-    metadata: list[str | None] = []
-    any_tenant = any_causation = any_metadata = any_correlation = False
+    any_tenant = any_causation = any_correlation = False
     for event in events:
         fields = event.__dict__
         event_id = fields["event_id"]
@@ -81,10 +86,6 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
         tenants.append(tenant)
         any_tenant = any_tenant or tenant is not None
         if lean:
-            payload, meta = encode(event)
-            payloads.append(payload)
-            metadata.append(meta)
-            any_metadata = any_metadata or meta is not None
             correlation = fields["correlation_id"]
             correlations.append(correlation)
             any_correlation = any_correlation or (
@@ -93,8 +94,11 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
             causation = fields["causation_id"]
             causations.append(causation)
             any_causation = any_causation or causation is not None
-        else:
-            payloads.append(EventCodec.encode(event))
+    metadata: list[str | None] = []
+    if lean:
+        payloads, metadata = EventCodec.encode_lean_batch(events)
+    else:
+        payloads = f"[{','.join(EventCodec.encode(event) for event in events)}]"
     event_type: str | None = types[0] if types else None
     if event_type is not None and types.count(event_type) == len(types):
         types = []
@@ -116,7 +120,7 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
         payloads,
         correlations if any_correlation else [],
         causations if any_causation else [],
-        metadata if any_metadata else [],
+        metadata if any(m is not None for m in metadata) else [],
     )
 
 
@@ -149,10 +153,11 @@ class AppendSql:
                 " e.causation_id, e.metadata::jsonb"
             ),
             source=(
-                "unnest($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::float8[],"
-                " $8::text[], $14::uuid[], $15::uuid[], $16::text[]) WITH ORDINALITY"
-                " AS e(event_id, event_type, event_version, tenant_id, occurred_at, payload,"
-                " correlation_id, causation_id, metadata, ord)"
+                "ROWS FROM (unnest($3::uuid[]), unnest($4::text[]), unnest($5::int[]),"
+                " unnest($6::uuid[]), unnest($7::float8[]), json_array_elements($8::json),"
+                " unnest($14::uuid[]), unnest($15::uuid[]), unnest($16::text[]))"
+                " WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
+                " occurred_at, payload, correlation_id, causation_id, metadata, ord)"
             ),
             base="$9::bigint",
             channel="$11",
@@ -160,8 +165,8 @@ class AppendSql:
             notify_in_statement=notify_in_statement,
             outbox_cte=outbox_cte,
         )
-        # The uniform batch: $3 ids, $4 stamps, $5 payloads, base $6, channel $7, lock $8 $9,
-        # the batch's event type $10 and schema version $11.
+        # The uniform batch: $3 ids, $4 stamps, $5 payloads (a JSON array), base $6,
+        # channel $7, lock $8 $9, the batch's event type $10 and schema version $11.
         self.uniform = _statement(
             table,
             row=(
@@ -170,7 +175,8 @@ class AppendSql:
                 f" {'e.event_id' if lean else 'NULL::uuid'}, NULL::uuid, NULL::jsonb"
             ),
             source=(
-                "unnest($3::uuid[], $4::float8[], $5::text[]) WITH ORDINALITY"
+                "ROWS FROM (unnest($3::uuid[]), unnest($4::float8[]),"
+                " json_array_elements($5::json)) WITH ORDINALITY"
                 " AS e(event_id, occurred_at, payload, ord)"
             ),
             base="$6::bigint",
