@@ -132,3 +132,50 @@ async def test_follow_sees_a_later_append_and_stops_on_ctrl_c(store_url: str) ->
     assert process.returncode == 130, errors.decode()
     assert rest == b""
     assert errors == b""
+
+
+@pytest.mark.postgresql
+async def test_follow_rides_out_killed_sessions_without_skipping_an_event(
+    postgres_url: str, schema: str
+) -> None:
+    """`pg_terminate_backend` on every session of a following `events tail` (its read and
+    its LISTEN connection): each event appended before and after is shown exactly once."""
+    import asyncpg
+
+    name = f"es-tail-{uuid4().hex[:12]}"
+    plain = f"{postgres_url}?schema={schema}"
+    stream = uuid4()
+    async with create_event_store(plain, registry=contract_registry) as store:
+        await store.create_schema()  # type: ignore[attr-defined]
+    await _append(plain, stream, "v1", 0)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "eventsource", "events", "tail", "--follow", "--json"),
+        *("--from-start", "--url", f"{plain}&application_name={name}"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    admin = await asyncpg.connect(postgres_url)
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            seen.append(json.loads(await process.stdout.readline())["payload"]["name"])
+            killed = await admin.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                name,
+            )
+            assert killed >= 1
+            for version in range(1, 4):
+                await _append(plain, stream, f"v{version + 1}", version)
+            while len(seen) < 4:
+                seen.append(json.loads(await process.stdout.readline())["payload"]["name"])
+    finally:
+        await admin.close()
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            rest, errors = await process.communicate()
+    assert seen == ["v1", "v2", "v3", "v4"]
+    assert rest == b""  # nothing shown twice
+    assert process.returncode == 130, errors.decode()

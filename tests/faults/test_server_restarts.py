@@ -158,3 +158,59 @@ async def test_database_projection_reports_a_stopped_server_as_a_lost_connection
     finally:
         await checkpoints.close()
         await engine.dispose()
+
+
+async def test_events_tail_follows_across_a_server_outage_longer_than_the_retry_budget(
+    cluster: ThrowawayCluster, cluster_database: str
+) -> None:
+    """`eventsource events tail --follow` on a store whose retry budget (0.3 s) is far
+    shorter than the outage (the server stopped for 3 s): it reports the lost connection on
+    stderr, keeps retrying, and once the server is back shows every event exactly once."""
+    import json
+    import signal
+    import sys
+
+    url = cluster.url(cluster_database)
+    store = PostgreSQLEventStore.from_url(url, schema=SCHEMA, registry=registry)
+    await store.create_schema()
+    account = uuid4()
+    await store.append_events(account, "Account", [Deposited(amount=1)], 0)
+    await store.close()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "eventsource", "events", "tail", "--follow", "--json"),
+        *("--from-start", "--url", f"{url}?schema={SCHEMA}&retry_timeout=0.3"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    amounts: list[int] = []
+    try:
+        async with asyncio.timeout(90):
+            amounts.append(json.loads(await process.stdout.readline())["payload"]["amount"])
+            cluster.stop("fast")
+            try:
+                report = (await process.stderr.readline()).decode()
+                await asyncio.sleep(3)
+            finally:
+                cluster.start()
+            store = PostgreSQLEventStore.from_url(url, schema=SCHEMA, registry=registry)
+            try:
+                for version in range(1, 4):
+                    event = Deposited(amount=version + 1)
+                    await store.append_events(account, "Account", [event], version)
+            finally:
+                await store.close()
+            while len(amounts) < 4:
+                amounts.append(json.loads(await process.stdout.readline())["payload"]["amount"])
+    finally:
+        if not cluster.running:
+            cluster.start()
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            rest, errors = await process.communicate()
+    assert "retrying in" in report, report
+    assert amounts == [1, 2, 3, 4]
+    assert rest == b""  # nothing shown twice after the reconnection
+    assert process.returncode == 130, errors.decode()

@@ -7,7 +7,9 @@ Without a start it shows the last `--lines` events (10), like `tail`; `--from-st
 from the first event, `--from-position P` from after the feed position P (the text of a
 position as `events tail` and checkpoints print it). `--follow` then waits for new events
 (woken by the store's append signals where it has them, else polling every half second)
-until Ctrl-C, which ends the command with status 130. One line per event; with `--json`
+until Ctrl-C, which ends the command with status 130; a lost connection or a database that
+restarts is reported on stderr and retried (backoff up to 5 s) from the last event shown, so
+no event is skipped or shown twice. One line per event; with `--json`
 one JSON object per line. Events are shown as stored, never decoded. `--stream` filters the
 feed in this process (`streams show` reads one stream directly).
 """
@@ -16,18 +18,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from dataclasses import dataclass
 from uuid import UUID
 
 from eventsource.cli._ops import Output, add_common_options, runner, store_url, usage
 from eventsource.cli._stored import event_fields, event_line, opened_store, stream_id
 from eventsource.exceptions import InvalidPositionError
 from eventsource.stores import EventStore, Position, ReadDirection, ReadOptions, StoredEvent
+from eventsource.subscriptions._faults import is_infrastructure_error
 
 __all__ = ["add_parser"]
 
 _PROG = "eventsource events"
 POLL_INTERVAL = 0.5
 """Seconds between reads of the feed while following, when no append signal came."""
+RETRY_FIRST = 0.2
+RETRY_MAX = 5.0
+"""Seconds before the first retry after a lost connection while following, and the most."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,32 +101,64 @@ async def _tail(args: argparse.Namespace, out: Output) -> int:
             after = args.from_position
         else:
             after = await _last(store, out, args.lines, types, stream)
-        after = await _rest(store, out, after, types, stream)
-        if not args.follow:
-            return 0
-        async with store.listen() as signal:
-            while True:
-                try:
-                    async with asyncio.timeout(POLL_INTERVAL):
-                        await signal.wait()
-                except TimeoutError:
-                    pass  # no signal (another process appended, or nothing did): read anyway
-                after = await _rest(store, out, after, types, stream)
+        cursor = _Cursor(after)
+        await _rest(store, out, cursor, types, stream)
+        if args.follow:
+            await _follow(store, out, cursor, types, stream)
+        return 0
+
+
+@dataclass
+class _Cursor:
+    after: Position | None
+    """The position of the last event read (shown or filtered out)."""
+
+
+async def _follow(
+    store: EventStore,
+    out: Output,
+    cursor: _Cursor,
+    types: frozenset[str] | None,
+    stream: UUID | None,
+) -> None:
+    """Show new events until cancelled; infrastructure failures are retried from `cursor`."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            async with store.listen() as signal:
+                while True:
+                    try:
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await signal.wait()
+                    except TimeoutError:
+                        pass  # no signal (another process appended, or nothing did): read
+                    await _rest(store, out, cursor, types, stream)
+                    delay = RETRY_FIRST
+        except Exception as exc:
+            if not is_infrastructure_error(exc):
+                raise
+            print(
+                f"{_PROG} tail: {type(exc).__name__}: {exc}; retrying in {delay:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
 
 async def _rest(
     store: EventStore,
     out: Output,
-    after: Position | None,
+    cursor: _Cursor,
     types: frozenset[str] | None,
     stream: UUID | None,
-) -> Position | None:
-    """Show the events after `after`; the position of the last one read."""
-    async for stored in store.read_all(ReadOptions(after=after, event_types=types)):
-        after = stored.position
+) -> None:
+    """Show the events after `cursor`, moving it past each event as it is read (so a read
+    that fails half way resumes after the last event shown)."""
+    async for stored in store.read_all(ReadOptions(after=cursor.after, event_types=types)):
         if stream is None or stored.aggregate_id == stream:
             _show(stored, out)
-    return after
+        cursor.after = stored.position
 
 
 async def _last(
