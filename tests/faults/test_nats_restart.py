@@ -110,3 +110,37 @@ async def test_server_restarts_lose_nothing_duplicate_nothing_keep_order(
             assert [s.version for s in stored if s.aggregate_id == stream] == versions
         # The subscription saw the feed exactly once, in feed order.
         assert [event_id for _, _, event_id in ledger.seen] == [s.event_id for s in stored]
+
+
+async def test_a_feed_read_whose_page_times_out_resumes_without_a_gap_or_a_repeat(
+    server: ThrowawayNATS,
+) -> None:
+    """The server frozen (SIGSTOP) for longer than the request timeout in the middle of a
+    `read_all`: the page it did not answer is asked for again once it runs, and the reader
+    gets every event once, in order, with no error."""
+    import os
+    import signal
+
+    from eventsource import ReadOptions
+
+    store = NATSEventStore(server.url, stream="paged", registry=registry, request_timeout=0.5)
+    try:
+        appended: list[UUID] = []
+        for n in range(30):
+            events = [Counted(n=10 * n + k) for k in range(10)]
+            result = await store.append_events(uuid4(), "Counter", events, 0)
+            appended.extend(e.event_id for e in result.events)
+        assert server.process is not None
+        pid = server.process.pid
+        read: list[UUID] = []
+        # Pages of 5 appends (50 events): the second page is asked for while it is frozen.
+        async for stored in store.read_all(ReadOptions(batch_size=5)):
+            read.append(stored.event_id)
+            if len(read) == 50:
+                os.kill(pid, signal.SIGSTOP)
+                asyncio.get_running_loop().call_later(0.8, os.kill, pid, signal.SIGCONT)
+        assert read == appended
+    finally:
+        if server.process is not None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await store.close()

@@ -102,6 +102,12 @@ def store_error(what: str, exc: BaseException) -> EventStoreError:
     errors = require("nats.errors", extra="nats", feature="the NATS backends")
     if isinstance(exc, EventStoreError):
         return exc
+    # Before the connection errors: TimeoutError is an OSError, and a late reply is not an
+    # unreachable server.
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return TransientStoreError(
+            f"{what}: no reply from the NATS server in time; retrying is safe"
+        )
     transient = (
         errors.ConnectionClosedError,
         errors.NoServersError,
@@ -113,10 +119,6 @@ def store_error(what: str, exc: BaseException) -> EventStoreError:
     )
     if isinstance(exc, transient):
         return StoreConnectionError(f"{what}: the NATS server is unreachable ({exc!r})")
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return TransientStoreError(
-            f"{what}: no reply from the NATS server in time; retrying is safe"
-        )
     return EventStoreError(f"{what}: {exc!r}")
 
 
@@ -142,7 +144,12 @@ async def connect(
             allow_reconnect=True,
         )
     except Exception as exc:
-        raise store_error(f"{name}: cannot connect to {url}", exc) from exc
+        error = store_error(f"{name}: cannot connect to {url}", exc)
+        if type(error) is TransientStoreError:  # a timeout: the server did not answer
+            error = StoreConnectionError(
+                f"{name}: cannot connect to {url}: no answer within {connect_timeout} s"
+            )
+        raise error from exc
     client.options["max_reconnect_attempts"] = -1
     return client
 

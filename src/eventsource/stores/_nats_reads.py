@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsource._internal import nats as jsapi
 from eventsource._internal.closing import closing_iterator
 from eventsource.events.serialization import EventCodec
-from eventsource.exceptions import EventNotFoundError
+from eventsource.exceptions import EventNotFoundError, TransientStoreError
 from eventsource.stores._nats_messages import (
     COUNT,
     Batch,
@@ -38,7 +38,10 @@ from eventsource.stores.interface import (
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["NATSReads"]
+__all__ = ["PAGE_RETRIES", "NATSReads"]
+
+PAGE_RETRIES = 2
+"""How many times in a row a page that timed out is asked for again before the read fails."""
 
 
 class NATSReads:
@@ -78,18 +81,35 @@ class NATSReads:
     async def _message(self, seq: int) -> jsapi.RawMessage | None:
         return await self._get({"seq": seq}, f"read message {seq}")
 
-    def _fetch(
+    async def _fetch(
         self, client: Client, subject: str, start: int, batch: int, what: str
     ) -> AsyncIterator[jsapi.RawMessage]:
-        return jsapi.fetch_messages(
-            client,
-            self.stream,
-            filter_subject=subject,
-            start_seq=start,
-            batch=batch,
-            what=f"NATS store {self.stream!r}: {what}",
-            reply_wait=self._timeout,
-        )
+        """`fetch_messages` from `start` on. A page that does not come within the request
+        timeout (a reply lost, a server starved of CPU for a moment) is asked for again by a
+        new consumer, from the message after the last one yielded, up to `PAGE_RETRIES`
+        times in a row; a read is idempotent, so nothing is skipped or repeated."""
+        retries = PAGE_RETRIES
+        while True:
+            pages = jsapi.fetch_messages(
+                client,
+                self.stream,
+                filter_subject=subject,
+                start_seq=start,
+                batch=batch,
+                what=f"NATS store {self.stream!r}: {what}",
+                reply_wait=self._timeout,
+            )
+            try:
+                async with closing_iterator(pages):
+                    async for message in pages:
+                        start = message.seq + 1
+                        retries = PAGE_RETRIES
+                        yield message
+                return
+            except TransientStoreError as exc:
+                if retries == 0 or not isinstance(exc.__cause__, TimeoutError):
+                    raise
+                retries -= 1
 
     # -- streams -----------------------------------------------------------------------------
 
