@@ -31,8 +31,7 @@ import aiosqlite
 from _common import NOTE, Conflict, Lib, raw_command
 
 from eventsource._internal.ids import uuid7
-from eventsource.stores._sqlite_rows import INSERT_COLUMNS, READ_COLUMNS, event_ddl
-from eventsource.stores.sqlite import _LOAD_COLUMNS
+from eventsource.stores._sqlite_rows import INSERT_COLUMNS, LOAD_COLUMNS, READ_COLUMNS, event_ddl
 
 ROWS_PER_INSERT = 500
 BATCH = 1000  # rows per page of a read, like ReadOptions' default
@@ -198,14 +197,14 @@ class SameSchemaSide(_Raw):
 
     async def load(self, aggregate_id: UUID) -> tuple[int, int]:
         async with self.reader.execute(
-            f"SELECT {_LOAD_COLUMNS} FROM events WHERE aggregate_id = ? ORDER BY aggregate_version",
+            f"SELECT {LOAD_COLUMNS} FROM events WHERE aggregate_id = ? ORDER BY aggregate_version",
             (str(aggregate_id),),
         ) as cursor:
             rows = await cursor.fetchall()
         total = 0
         for row in rows:
             total += json.loads(row[3])["amount"]
-        return (rows[-1][5] if rows else 0), total
+        return (rows[-1][4] if rows else 0), total
 
     async def catch_up(self, limit: int) -> tuple[int, int]:
         total = count = after = 0
