@@ -4,18 +4,20 @@
     uv run python benchmarks/sqlite.py --quick    # smaller sizes, 3 repeats (--repeats N)
     EVENTSOURCE_BENCH_SQLITE_DIR=/some/disk uv run python benchmarks/sqlite.py
 
-Two sides per workload (`_sqlite_sides`), each run in turn (the order rotated every round),
+Three sides per workload (`_sqlite_sides`), each run in turn (the order rotated every round),
 median of the rounds (5; 3 with --quick):
 * library: `SQLiteEventStore` and `AggregateRepository`, pydantic events;
+* same schema: aiosqlite on the library's table and indexes, its statements written by hand,
+  json.loads: the library's Python cost, apart from the cost of its row;
 * minimal: aiosqlite on `(gp INTEGER PRIMARY KEY, stream_id, version, event_type, payload)`,
   UNIQUE (stream_id, version), payload = the domain fields: what a user writes by hand.
-(There is no "same schema" side any more: the library runs each operation as one function on
-aiosqlite's thread, so its statements can no longer be recorded from aiosqlite's `execute`.)
 Every side uses the library's PRAGMAs (WAL, synchronous = FULL, busy_timeout 10 s) and writes
-in BEGIN IMMEDIATE. The library and the minimal side have a file each, in a fresh temporary
-directory (EVENTSOURCE_BENCH_SQLITE_DIR or the system's), removed at the end.
+in BEGIN IMMEDIATE. Each side has a file of its own, in a fresh temporary directory
+(EVENTSOURCE_BENCH_SQLITE_DIR or the system's), removed at the end.
 With synchronous = FULL every commit waits for the disk, so single-event appends mostly
-measure the disk.
+measure the disk. The note column gives the process CPU time of the library's runs (both
+threads: the event loop's and aiosqlite's) over each baseline's (median per run, lower is
+better): steadier than throughput on a busy machine.
 
 Workloads: single-event appends one after the other; `AggregateRepository.execute` (load,
 decide, append one event) over 200 aggregates; appends of 100 events per call; loading a
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -45,11 +48,11 @@ from _common import (
     print_lines,
     registry,
 )
-from _sqlite_sides import MinimalSide, Side
+from _sqlite_sides import MinimalSide, SameSchemaSide, Side
 
 from eventsource.stores.sqlite import SQLiteEventStore
 
-BASELINES = ["minimal"]
+BASELINES = ["same schema", "minimal"]
 
 
 async def run(quick: bool, repeats: int | None = None) -> None:
@@ -61,13 +64,16 @@ async def run(quick: bool, repeats: int | None = None) -> None:
     )
     library_path = os.path.join(directory, "library.db")
     minimal_path = os.path.join(directory, "minimal.db")
+    same_path = os.path.join(directory, "same.db")
     lib = Lib(SQLiteEventStore(library_path, registry=registry))
     opened: list[Side] = [lib]
     lines: list[Line] = []
     try:
         minimal = await MinimalSide.open(minimal_path)
         opened.append(minimal)
-        sides: dict[str, Side] = {"library": lib, "minimal": minimal}
+        same = await SameSchemaSide.open(same_path)
+        opened.append(same)
+        sides: dict[str, Side] = {"library": lib, "same schema": same, "minimal": minimal}
 
         async def measure(
             name: str,
@@ -76,11 +82,25 @@ async def run(quick: bool, repeats: int | None = None) -> None:
             target: str = "",
             higher_is_better: bool = True,
         ) -> None:
+            cpu: dict[str, list[float]] = {n: [] for n in sides}
+
+            async def timed(n: str, side: Side) -> float:
+                start = time.process_time()
+                figure = await work(side)
+                cpu[n].append(time.process_time() - start)
+                return figure
+
             figures = await interleave_sides(
-                repeats, {n: (lambda s=s: work(s)) for n, s in sides.items()}
+                repeats, {n: (lambda n=n, s=s: timed(n, s)) for n, s in sides.items()}
             )
             baselines = {b: figures[b] for b in BASELINES}
-            lines.append(Line(name, unit, figures["library"], baselines, target, higher_is_better))
+            medians = {n: statistics.median(v) for n, v in cpu.items()}
+            note = "CPU " + ", ".join(
+                f"{medians['library'] / medians[b]:.2f}x {b}" for b in BASELINES
+            )
+            lines.append(
+                Line(name, unit, figures["library"], baselines, target, higher_is_better, note)
+            )
 
         # 1. single-event appends, one after the other, round robin over 200 streams
         streams = [uuid4() for _ in range(200)]
@@ -103,7 +123,7 @@ async def run(quick: bool, repeats: int | None = None) -> None:
 
             return await per_second(appends, work)
 
-        await measure(f"single-event append, {appends} in a row", "appends/s", single)
+        await measure(f"single-event append, {appends} in a row", "appends/s", single, ">= 0.9x")
 
         # 2. commands: load + decide + append one event, over the 200 aggregates
         commands = 400 // scale
@@ -115,7 +135,9 @@ async def run(quick: bool, repeats: int | None = None) -> None:
 
             return await per_second(commands, work)
 
-        await measure("AggregateRepository.execute, 200 aggregates", "commands/s", command)
+        await measure(
+            "AggregateRepository.execute, 200 aggregates", "commands/s", command, ">= 0.85x"
+        )
 
         # 3. appends of 100 events per call
         batches = 200 // scale
@@ -127,12 +149,12 @@ async def run(quick: bool, repeats: int | None = None) -> None:
 
             return await per_second(batches * 100, work)
 
-        await measure(f"batch append, {batches} x 100 events", "events/s", batch)
+        await measure(f"batch append, {batches} x 100 events", "events/s", batch, ">= 0.8x")
 
         # 4. load a 10,000-event aggregate
         big = uuid4()
-        await lib.append(big, 0, [1] * 10_000)
-        await minimal.append(big, 0, [1] * 10_000)
+        for side in sides.values():
+            await side.append(big, 0, [1] * 10_000)
 
         async def load_ms(side: Side) -> float:
             start = time.perf_counter()
@@ -141,11 +163,11 @@ async def run(quick: bool, repeats: int | None = None) -> None:
             assert (version, total) == (10_000, 10_000), (version, total)
             return elapsed
 
-        await measure("load a 10,000-event aggregate", "ms", load_ms, "", False)
+        await measure("load a 10,000-event aggregate", "ms", load_ms, "<= 2x time", False)
 
         # 5. read_all catch-up from the start of the feed
         events = 100_000 // scale
-        for side in (lib, minimal):
+        for side in sides.values():
             _, have = await side.catch_up(events)
             await fill(side, events - have + 1000)
 
@@ -155,17 +177,20 @@ async def run(quick: bool, repeats: int | None = None) -> None:
             assert count == events, (count, events)
             return count / (time.perf_counter() - start)
 
-        await measure(f"read_all catch-up of {events:,} events", "events/s", catch_up)
+        await measure(f"read_all catch-up of {events:,} events", "events/s", catch_up, ">= 0.5x")
 
         # 6. 4 writer tasks, a connection each, 1-event appends to streams of their own
         per_writer = 100 // scale
 
         async def writers(side: Side) -> float:
+            own: list[Side]
             if isinstance(side, Lib):
                 stores = [SQLiteEventStore(library_path, registry=registry) for _ in range(4)]
                 for store in stores:
                     await store.connect()
-                own: list[Side] = [Lib(store) for store in stores]
+                own = [Lib(store) for store in stores]
+            elif isinstance(side, SameSchemaSide):
+                own = [await SameSchemaSide.open(same_path) for _ in range(4)]
             else:
                 own = [await MinimalSide.open(minimal_path) for _ in range(4)]
 
@@ -182,7 +207,7 @@ async def run(quick: bool, repeats: int | None = None) -> None:
                 for each in own:
                     await each.close()
 
-        await measure("4 writer tasks on one file", "appends/s", writers)
+        await measure("4 writer tasks on one file", "appends/s", writers, ">= 0.9x")
     finally:
         for side in opened:
             await side.close()

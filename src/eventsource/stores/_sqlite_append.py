@@ -150,7 +150,10 @@ def _append(
         try:
             cursor = conn.execute(_values(statements.insert_head, len(chunk)), params)
         except sqlite3.IntegrityError:
-            if known := records_by_id(conn, statements.select, codec, events):
+            # The rows of the earlier chunks are this transaction's own (rolled back with
+            # it), not an earlier append: only rows before them count as stored.
+            before = positions[0] if positions else None
+            if known := records_by_id(conn, statements.select, codec, events, before):
                 return Replay(known)
             raise
         # AUTOINCREMENT gives each row one more than the largest position ever used, and a
@@ -204,13 +207,22 @@ def _outbox_rows(rows: Sequence[list[Any]]) -> list[tuple[Any, ...]]:
 
 
 def records_by_id(
-    conn: sqlite3.Connection, select: str, codec: EventCodec, events: Sequence[DomainEvent]
+    conn: sqlite3.Connection,
+    select: str,
+    codec: EventCodec,
+    events: Sequence[DomainEvent],
+    before: int | None = None,
 ) -> list[EventRecord]:
-    """The stored records of these events' ids (those found)."""
+    """The stored records of these events' ids (those found), only those at positions below
+    `before` when it is given."""
     ids = [str(event.event_id) for event in events]
     found: list[EventRecord] = []
     for start in range(0, len(ids), ROWS_PER_INSERT):
         chunk = ids[start : start + ROWS_PER_INSERT]
         sql = f"{select} WHERE event_id IN ({', '.join('?' * len(chunk))})"
-        found.extend(record_of(codec, row) for row in conn.execute(sql, chunk).fetchall())
+        found.extend(
+            record_of(codec, row)
+            for row in conn.execute(sql, chunk).fetchall()
+            if before is None or row[0] < before
+        )
     return found

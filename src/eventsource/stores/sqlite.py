@@ -45,7 +45,9 @@ from eventsource.exceptions import EventNotFoundError
 from eventsource.stores._append import attach_events, replayed_result, validate_expected_version
 from eventsource.stores._sqlite_append import AppendStatements, Replay, append_transaction
 from eventsource.stores._sqlite_rows import (
+    LOAD_COLUMNS,
     READ_COLUMNS,
+    STREAM_COLUMNS,
     event_ddl,
     fetch_row,
     fetch_rows,
@@ -75,13 +77,6 @@ __all__ = ["SQLiteEventStore", "outbox_ddl"]
 
 FIRST_STREAM_PAGE = 10_001
 """Versions the first page of a forward stream read covers, as on PostgreSQL."""
-
-_STREAM_COLUMNS = READ_COLUMNS.replace(" aggregate_id,", " NULL,")
-"""`READ_COLUMNS` for a stream read, which knows its aggregate id."""
-assert _STREAM_COLUMNS != READ_COLUMNS
-_LOAD_COLUMNS = _STREAM_COLUMNS.replace(" recorded_at,", " NULL,")
-"""`_STREAM_COLUMNS` for a load (`read_stream_events`), which never reads recorded_at."""
-assert _LOAD_COLUMNS != _STREAM_COLUMNS
 
 
 def outbox_ddl(table: str) -> list[str]:
@@ -175,8 +170,8 @@ class SQLiteEventStore(EventStore):
             )
         self._statements = AppendStatements.of(t, self._outbox_insert)
         self._select = f"SELECT {READ_COLUMNS} FROM {t}"
-        self._stream_select = f"SELECT {_STREAM_COLUMNS} FROM {t}"
-        self._load_select = f"SELECT {_LOAD_COLUMNS} FROM {t}"
+        self._stream_select = f"SELECT {STREAM_COLUMNS} FROM {t}"
+        self._load_select = f"SELECT {LOAD_COLUMNS} FROM {t}"
         self._count_from = f"SELECT 1 FROM {t}"
         self._version_sql = self._statements.version
         self._exists_sql = f"SELECT 1 FROM {t} WHERE event_id = ?"
@@ -390,7 +385,7 @@ class SQLiteEventStore(EventStore):
             clauses.append(f"{key} {'<=' if forward else '>='} ?")
         sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY {key} {order} LIMIT ?"
         # the column `key` names in READ_COLUMNS: where the next page starts
-        key_column = 0 if key == "position" else 5
+        key_column = 0 if key == "position" else 4
         remaining = options.limit
         cursor_value = start
         step = options.batch_size
