@@ -185,12 +185,17 @@ async def test_events_tail_follows_across_a_server_outage_longer_than_the_retry_
     assert process.stdout is not None
     assert process.stderr is not None
     amounts: list[int] = []
+    report = ""
     try:
         async with asyncio.timeout(90):
             amounts.append(json.loads(await process.stdout.readline())["payload"]["amount"])
             cluster.stop("fast")
             try:
-                report = (await process.stderr.readline()).decode()
+                # The library's own warnings (LISTEN lost, ...) may come first.
+                while "retrying in" not in report:
+                    line = await process.stderr.readline()
+                    assert line, f"stderr ended: {report}"
+                    report += line.decode()
                 await asyncio.sleep(3)
             finally:
                 cluster.start()
