@@ -52,6 +52,10 @@ class PostgreSQLTable:
         self._owns_engine = _owns_engine
         self._connections = pg.ConnectionCache(self.engine, max_connections)
         self.table = f"{quote_identifier(schema)}.{quote_identifier(prefix + self.TABLE)}"
+        self._statements(self.table)
+
+    def _statements(self, t: str) -> None:
+        """Build the part's SQL for its table `t` (quoted, with schema), once."""
 
     @classmethod
     def from_url(

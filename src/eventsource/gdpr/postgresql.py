@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.gdpr.interface import KeyStore, new_key
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    pass
 
 __all__ = ["PostgreSQLKeyStore"]
 
@@ -27,23 +27,7 @@ class PostgreSQLKeyStore(PostgreSQLTable, KeyStore):
 
     TABLE = "gdpr_keys"
 
-    def __init__(
-        self,
-        engine: AsyncEngine | Any,
-        *,
-        schema: str = "public",
-        prefix: str = "",
-        max_connections: int = 4,
-        _owns_engine: bool = False,
-    ) -> None:
-        super().__init__(
-            engine,
-            schema=schema,
-            prefix=prefix,
-            max_connections=max_connections,
-            _owns_engine=_owns_engine,
-        )
-        t = self.table
+    def _statements(self, t: str) -> None:
         self._get_sql = f"SELECT subject, key FROM {t} WHERE subject = ANY($1::text[])"
         self._create_sql = (
             f"INSERT INTO {t} (subject, key)"

@@ -18,7 +18,7 @@ from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.sagas.timers import ClaimedTimer, Timer, TimerStore
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    pass
 
 __all__ = ["PostgreSQLTimerStore"]
 
@@ -32,23 +32,7 @@ class PostgreSQLTimerStore(PostgreSQLTable, TimerStore):
 
     TABLE = "saga_timers"
 
-    def __init__(
-        self,
-        engine: AsyncEngine | Any,
-        *,
-        schema: str = "public",
-        prefix: str = "",
-        max_connections: int = 4,
-        _owns_engine: bool = False,
-    ) -> None:
-        super().__init__(
-            engine,
-            schema=schema,
-            prefix=prefix,
-            max_connections=max_connections,
-            _owns_engine=_owns_engine,
-        )
-        t = self.table
+    def _statements(self, t: str) -> None:
         self._schedule_sql = (
             f"INSERT INTO {t} (saga_id, name, due_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (saga_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,"

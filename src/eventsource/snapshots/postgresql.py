@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsource._internal.pg_table import PostgreSQLTable
 from eventsource.snapshots.interface import Snapshot, SnapshotStore
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    pass
 
 __all__ = ["PostgreSQLSnapshotStore"]
 
@@ -24,23 +24,7 @@ class PostgreSQLSnapshotStore(PostgreSQLTable, SnapshotStore):
 
     TABLE = "snapshots"
 
-    def __init__(
-        self,
-        engine: AsyncEngine | Any,
-        *,
-        schema: str = "public",
-        prefix: str = "",
-        max_connections: int = 4,
-        _owns_engine: bool = False,
-    ) -> None:
-        super().__init__(
-            engine,
-            schema=schema,
-            prefix=prefix,
-            max_connections=max_connections,
-            _owns_engine=_owns_engine,
-        )
-        t = self.table
+    def _statements(self, t: str) -> None:
         self._save_sql = (
             f"INSERT INTO {t} AS kept (aggregate_id, aggregate_type, version, schema_version,"
             " state, created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
