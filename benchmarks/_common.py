@@ -5,6 +5,7 @@ sides in `_pg_sides`, sqlite.py in `_sqlite_sides`)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -315,11 +316,14 @@ async def interleave_sides(
     repeats: int, sides: Mapping[str, Callable[[], Awaitable[float]]]
 ) -> dict[str, float]:
     """Median of `repeats` runs of each side, the order rotated every round, so a noisy
-    neighbour or a warming cache hits every side alike."""
+    neighbour or a warming cache hits every side alike. Each run starts after a full garbage
+    collection: the collections a run triggers are then its own objects' doing, not a
+    debt the side before it left (a full collection of this process costs tens of ms)."""
     names = list(sides)
     values: dict[str, list[float]] = {name: [] for name in names}
     for n in range(repeats):
         for name in names[n % len(names) :] + names[: n % len(names)]:
+            gc.collect()
             values[name].append(await sides[name]())
     return {name: statistics.median(v) for name, v in values.items()}
 

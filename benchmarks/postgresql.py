@@ -254,16 +254,20 @@ async def run(
                 Line(name, unit, figures["library"], baselines, target, higher_is_better, note)
             )
 
-        # 1. commands: load + decide + append 1 event, on 200 aggregates of 10 events each
-        streams = [uuid4() for _ in range(200)]
-        for s in streams:
-            await lib.append(s, 0, [1] * 10)
-            await minimal.append(s, 0, [1] * 10)
+        # 1. commands: load + decide + append 1 event, on 200 aggregates of 10 events each.
+        # Every side has aggregates of its own: each side's commands lengthen only its own
+        # streams, so every side loads streams of the same length (the library and the
+        # same-schema side share a table, and shared streams would grow twice as fast).
+        streams = {n: [uuid4() for _ in range(200)] for n in [*sides, "library, notify=False"]}
+        for name, ids in streams.items():
+            writer = minimal if name == "minimal" else lib
+            for s in ids:
+                await writer.append(s, 0, [1] * 10)
         per_worker = 400 // scale
         figures = await interleave_sides(
             repeats,
             {
-                n: (lambda s=s: commands(s.command, streams, per_worker, 1))
+                n: (lambda s=s, n=n: commands(s.command, streams[n], per_worker, 1))
                 for n, s in sides.items()
             },
         )
@@ -275,11 +279,12 @@ async def run(
         # subscription is; it gives the wake-up latency), each raw side's polling its own feed
         # every 5 ms (what a hand-written design without NOTIFY does to deliver promptly).
         per_worker = 60 if not quick else 20
+        quiet_streams = streams["library, notify=False"]
         c16 = {
-            "library": lambda: commands(lib.command, streams, per_worker, 16),
-            "library, notify=False": lambda: commands(quiet.command, streams, per_worker, 16),
+            "library": lambda: commands(lib.command, streams["library"], per_worker, 16),
+            "library, notify=False": lambda: commands(quiet.command, quiet_streams, per_worker, 16),
             **{
-                n: (lambda s=s: commands(s.command, streams, per_worker, 16))
+                n: (lambda s=s, n=n: commands(s.command, streams[n], per_worker, 16))
                 for n, s in list(sides.items())[1:]
             },
         }
@@ -290,9 +295,9 @@ async def run(
 
         await wakeups.start(schema)
         read = {
-            "library": lambda: commands(wakeups.command(lib), streams, per_worker, 16),
+            "library": lambda: commands(wakeups.command(lib), streams["library"], per_worker, 16),
             **{
-                n: (lambda s=s: commands_with_reader(s, streams, per_worker, 16))
+                n: (lambda s=s, n=n: commands_with_reader(s, streams[n], per_worker, 16))
                 for n, s in list(sides.items())[1:]
             },
         }

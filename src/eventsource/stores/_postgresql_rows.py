@@ -35,10 +35,14 @@ microsecond): about a tenth of what a binary timestamp costs to send and convert
 READ_COLUMNS = (
     "transaction_id, position, event_type, event_version, payload::text,"
     f" {_EPOCH.format('recorded_at')}, aggregate_version, event_id, aggregate_id,"
-    f" aggregate_type, {_EPOCH.format('occurred_at')}, tenant_id, correlation_id,"
-    " causation_id, metadata::text"
+    f" aggregate_type, {_EPOCH.format('occurred_at')}, tenant_id,"
+    " NULLIF(correlation_id, event_id), causation_id, metadata::text, correlation_id IS NULL"
 )
-"""What every read returns: the envelope columns and the payload."""
+"""What every read returns: the envelope columns and the payload. The correlation id comes
+NULL when it is the event id (the default: most rows), and the last column says whether the
+row is an older, complete one (its correlation_id is NULL). asyncpg makes every uuid it
+decodes an object the garbage collector tracks, and a page's rows all live until the page
+is done: the duplicate id made the collector run a third more often on a load."""
 STREAM_COLUMNS = READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert STREAM_COLUMNS != READ_COLUMNS
@@ -54,7 +58,6 @@ comes back short of it, so in one round trip."""
 def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) -> StoredEvent:
     """The stored event of a row of `READ_COLUMNS` (decoded when its `event` is read); its
     position and recorded_at are built when first read."""
-    correlation_id = row[12]
     return StoredEvent.from_row(
         codec,
         row[0:2],
@@ -66,8 +69,19 @@ def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) 
         row[9],
         row[6],
         row[4],
-        None if correlation_id is None else row[10:15],
+        _envelope(row),
     )
+
+
+def _envelope(row: Any) -> Any:
+    """The lean row's envelope columns (occurred_at, tenant, correlation, causation,
+    metadata: a `LeanEnvelope` as a plain tuple), the correlation id put back; None for an
+    older, complete row."""
+    if row[15]:
+        return None
+    if row[12] is None:
+        return (row[10], row[11], row[7], row[13], row[14])
+    return row[10:15]
 
 
 def stream_events(
@@ -80,18 +94,22 @@ def stream_events(
     row that cannot be decoded."""
     decode, decode_lean = codec.decode, codec.decode_lean
     for row in rows:
-        if row[12] is None:
+        if row[15]:
             yield decode(row[2], row[3], row[4], (row[0], row[1]))
         else:
+            event_id = row[7]
+            envelope: Any = (  # a LeanEnvelope, as a plain tuple
+                (row[10], row[11], event_id, row[13], row[14]) if row[12] is None else row[10:15]
+            )
             yield decode_lean(
                 row[2],
                 row[3],
                 row[4],
-                row[7],
+                event_id,
                 aggregate_id,
                 row[9],
                 row[6],
-                row[10:15],
+                envelope,
                 (row[0], row[1]),
             )
 
