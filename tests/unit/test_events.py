@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
-from uuid import uuid4
+from uuid import RFC_4122, uuid4
 
 import pytest
 from pydantic import ValidationError
@@ -52,6 +52,18 @@ def test_event_ids_are_time_ordered_uuid7_and_start_their_own_correlation() -> N
     stamp = int(datetime.now(UTC).timestamp() * 1000)
     assert abs((ids[-1].int >> 80) - stamp) < 5_000  # the first 48 bits are Unix milliseconds
     assert ids[0].int >> 80 <= ids[-1].int >> 80
+
+
+def test_event_ids_carry_74_random_bits_and_the_rfc_variant() -> None:
+    from eventsource._internal.ids import uuid7
+
+    ids = [uuid7() for _ in range(4000)]
+    assert all(i.version == 7 and i.variant == RFC_4122 for i in ids)
+    random_bits = [b for b in range(80) if b not in (62, 63, 76, 77, 78, 79)]
+    assert len(random_bits) == 74
+    for bit in random_bits:  # each random bit is set in about half the ids
+        ones = sum(i.int >> bit & 1 for i in ids)
+        assert 1600 < ones < 2400, (bit, ones)
 
 
 def test_forked_processes_never_share_id_randomness() -> None:
