@@ -197,6 +197,32 @@ class EventStoreContract(FeedReadContract, ABC):
         assert read.causation_id == cause.event_id
         assert read.metadata == {"user": "ann"}
 
+    async def test_events_read_back_can_be_copied_with_changes(self, store: EventStore) -> None:
+        """What a process manager does with an event it read: copy it with other metadata,
+        causation or fields (`with_metadata`, `with_causation`, `model_copy(update=...)`,
+        shallow or deep), whichever read it came from."""
+        cart = uuid4()
+        cause = ItemAdded(name="cause")
+        await store.append_events(cart, CART, [ItemAdded(name="x").with_metadata(k=1)], 0)
+        (loaded,) = (await store.get_events(cart)).events
+        (streamed,) = [s.event async for s in store.read_stream(cart)]
+        fed = [s.event async for s in store.read_all() if s.aggregate_id == cart]
+        for read in [loaded, streamed, *fed]:
+            assert isinstance(read, ItemAdded)
+            assert read.with_metadata(user="ann").metadata == {"k": 1, "user": "ann"}
+            caused = read.with_causation(cause)
+            assert (caused.causation_id, caused.correlation_id) == (
+                cause.event_id,
+                cause.correlation_id,
+            )
+            for deep in (False, True):
+                renamed = read.model_copy(update={"name": "y"}, deep=deep)
+                assert renamed.name == "y"
+                assert "name" in renamed.model_fields_set
+                assert renamed.event_id == read.event_id
+            assert read.name == "x"  # the event read is unchanged
+            assert read.metadata == {"k": 1}
+
     async def test_batches_keep_each_events_envelope(self, store: EventStore) -> None:
         """Within one batch some envelope values are shared and others differ (a store may
         send shared ones once): every event reads back with its own."""
