@@ -20,6 +20,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from eventsource import (
+    AggregateCache,
     AggregateRepository,
     DeclarativeAggregate,
     DomainEvent,
@@ -181,9 +182,9 @@ class Lib:
     PostgreSQL or the SQLite one). Events are identified by their feed position, the key
     every side uses to count what a reader missed."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, cache: AggregateCache | None = None) -> None:
         self.store = store
-        self.counters = AggregateRepository(store, Counter)
+        self.counters = AggregateRepository(store, Counter, cache=cache)
 
     async def close(self) -> None:
         await self.store.close()
