@@ -12,7 +12,9 @@ operation at a time on one connection (the library with `max_connections=1`; its
 connections count too), the order of the sides rotated every round, median of the rounds.
 
 Workloads: a command (load + decide + append one event) on streams of 10 events, an append
-of 1 event, an append of 100 events. Environment: EVENTSOURCE_BENCH_POSTGRES_URL.
+of 1 event, an append of 100 events; then commands 16 at a time (each side with 16
+connections: what the throughput benchmark's concurrency-16 line costs per command).
+Environment: EVENTSOURCE_BENCH_POSTGRES_URL.
 """
 
 from __future__ import annotations
@@ -101,6 +103,17 @@ async def run(ops: int, repeats: int) -> None:
         "same schema": await SameSchemaSide.build(pool, lib),
         "minimal": MinimalSide(pool, schema),
     }
+    # The same sides with 16 connections each, for the commands run 16 at a time.
+    wide_store = PostgreSQLEventStore.from_url(
+        URL, schema=schema, registry=registry, max_connections=16
+    )
+    wide_pool = await asyncpg.create_pool(URL, min_size=16, max_size=16, reset=keep_session)
+    wide_lib = Lib(wide_store)
+    wide: dict[str, Side] = {
+        "library": wide_lib,
+        "same schema": await SameSchemaSide.build(wide_pool, wide_lib),
+        "minimal": MinimalSide(wide_pool, schema),
+    }
     minimal = sides["minimal"]
     assert isinstance(minimal, MinimalSide)
     await minimal.create()
@@ -116,10 +129,18 @@ async def run(ops: int, repeats: int) -> None:
         def append(size: int) -> Callable[[Side, str], Callable[[int], Awaitable[object]]]:
             return lambda side, name: lambda n: side.append(uuid4(), 0, [1] * size)
 
+        def sixteen(side: Side, name: str) -> Callable[[int], Awaitable[object]]:
+            side = wide[name]  # 16 connections; 16 commands on 16 different streams a call
+            return lambda n: asyncio.gather(
+                *(side.command(streams[name][(16 * n + k) % 50]) for k in range(16))
+            )
+
+        # (title, calls per round, operation maker, operations per call)
         workloads = [
-            ("command (load + decide + append 1 event)", ops, command),
-            ("append of 1 event (new stream)", ops, append(1)),
-            ("append of 100 events (new stream)", max(10, ops // 20), append(100)),
+            ("command (load + decide + append 1 event)", ops, command, 1),
+            ("append of 1 event (new stream)", ops, append(1), 1),
+            ("append of 100 events (new stream)", max(10, ops // 20), append(100), 1),
+            ("command, 16 at a time (per command)", max(10, ops // 16), sixteen, 16),
         ]
         names = list(sides)
         print(
@@ -127,11 +148,12 @@ async def run(ops: int, repeats: int) -> None:
             f" {started})\n"
         )
         rows = []
-        for title, count, make in workloads:
+        for title, count, make, per_call in workloads:
             figures: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
             for r in range(repeats):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
-                    figures[name].append(await measure(make(sides[name], name), count))
+                    client, server = await measure(make(sides[name], name), count)
+                    figures[name].append((client / per_call, server / per_call))
             rows.append((title, figures))
         print("| workload | side | client us | server us | total us | total vs minimal |")
         print("|---|---|---|---|---|---|")
@@ -154,7 +176,9 @@ async def run(ops: int, repeats: int) -> None:
     finally:
         await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await pool.close()
+        await wide_pool.close()
         await store.close()
+        await wide_store.close()
 
 
 if __name__ == "__main__":
