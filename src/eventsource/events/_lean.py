@@ -131,6 +131,9 @@ class LeanPlan:
     validator: SchemaValidator | None
     """Validates the class's own fields; None: read through the complete JSON instead."""
     fields_set: frozenset[str]
+    """Every field of the class: what a decode of the complete JSON sets. Each event gets a
+    `set` copy of its own: pydantic's serializer refuses a frozenset (`exclude_unset`) and
+    `model_copy(update=...)` adds to the copy's set in place."""
 
     @classmethod
     def of(cls, event_class: type[DomainEvent]) -> LeanPlan:
@@ -170,7 +173,7 @@ class LeanPlan:
         values.update(fields)
         event: DomainEvent = _new(self.cls)
         _set_dict(event, values)
-        _set_fields_set(event, self.fields_set)
+        _set_fields_set(event, set(self.fields_set))
         _set_extra(event, extra)
         _set_private(event, None)
         return event

@@ -45,20 +45,6 @@ def _own_event_id(data: dict[str, Any]) -> UUID:
     return event_id
 
 
-def _thaw_fields_set(event: BaseModel) -> None:
-    """Give a copy a fields set of its own that it can add to.
-
-    The events a store reads back share one frozenset of field names per class (a read
-    allocates none), but pydantic's `model_copy(update=...)` adds the updated names to the
-    copy's set in place, which a frozenset refuses: `with_metadata` on an event read back
-    raised AttributeError. `__copy__` and `__deepcopy__` (what `model_copy` starts from)
-    hand the copy a plain set.
-    """
-    fields_set = event.__pydantic_fields_set__
-    if type(fields_set) is not set:
-        _set_fields_set(event, set(fields_set))
-
-
 def _as_utc(value: datetime) -> datetime:
     return value if value.utcoffset() == _ZERO else value.astimezone(UTC)
 
@@ -165,16 +151,6 @@ class DomainEvent(BaseModel):
         _set_extra(copy, None if extra is None else dict(extra))
         private = getattr(self, "__pydantic_private__", None)
         _set_private(copy, None if private is None else dict(private))
-        return copy
-
-    def __copy__(self) -> Self:
-        copy = super().__copy__()
-        _thaw_fields_set(copy)
-        return copy
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        copy = super().__deepcopy__(memo)
-        _thaw_fields_set(copy)
         return copy
 
     def with_causation(self, cause: DomainEvent) -> Self:

@@ -200,7 +200,8 @@ class EventStoreContract(FeedReadContract, ABC):
     async def test_events_read_back_can_be_copied_with_changes(self, store: EventStore) -> None:
         """What a process manager does with an event it read: copy it with other metadata,
         causation or fields (`with_metadata`, `with_causation`, `model_copy(update=...)`,
-        shallow or deep), whichever read it came from."""
+        shallow or deep), and what an API does: serialize it without unset fields;
+        whichever read it came from."""
         cart = uuid4()
         cause = ItemAdded(name="cause")
         await store.append_events(cart, CART, [ItemAdded(name="x").with_metadata(k=1)], 0)
@@ -222,6 +223,9 @@ class EventStoreContract(FeedReadContract, ABC):
                 assert renamed.event_id == read.event_id
             assert read.name == "x"  # the event read is unchanged
             assert read.metadata == {"k": 1}
+            # what an API returning events with `response_model_exclude_unset` serializes
+            assert read.model_dump(exclude_unset=True)["name"] == "x"
+            assert '"name":"x"' in read.model_dump_json(exclude_unset=True)
 
     async def test_batches_keep_each_events_envelope(self, store: EventStore) -> None:
         """Within one batch some envelope values are shared and others differ (a store may
