@@ -12,7 +12,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from eventsource import DomainEvent, EventCodec, EventRegistry, SerializationError
 from eventsource.events.serialization import ENVELOPE_FIELDS, LeanEnvelope, utc_from_epoch
@@ -84,6 +91,17 @@ def _split(data: dict[str, Any]) -> dict[str, Any]:
 
 
 upcast_inputs: list[dict[str, Any]] = []
+
+
+class Priced(DomainEvent, registry=registry):
+    unit: int
+    quantity: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> int:
+        return self.unit * self.quantity
+
 
 codec = EventCodec(registry)
 
@@ -355,3 +373,35 @@ def test_nan_in_a_string_is_no_reason_to_refuse_a_batch() -> None:
     NaN or Infinity; such a batch is stored as it is."""
     batch = [_attached(Shipped(carrier="NaN Infinity \\u0000 carriers"))]
     assert EventCodec.encode_lean_batch(batch) == _one_by_one(batch)
+
+
+def test_computed_fields_are_never_stored_and_read_back_recomputed() -> None:
+    event = _attached(Priced(unit=3, quantity=4))
+    assert event.total == 12
+    lean, _ = EventCodec.encode_lean(event)
+    complete = EventCodec.encode(event)
+    batch, _ = EventCodec.encode_lean_batch([event, _attached(Priced(unit=1, quantity=1))])
+    assert json.loads(lean) == {"unit": 3, "quantity": 4}
+    assert "total" not in json.loads(complete)
+    assert all("total" not in item for item in json.loads(batch))
+    assert _read(event) == event
+    assert codec.decode("Priced", 1, complete) == event
+    assert Priced.from_dict(event.to_dict()) == event
+    assert "total" not in event.to_dict()
+
+
+def test_payloads_written_with_computed_values_still_read() -> None:
+    """What the library wrote before it left computed fields out: the values are dropped
+    (recomputed), in the lean form, the complete form and `from_dict` alike."""
+    event = _attached(Priced(unit=3, quantity=4))
+    old_lean = json.dumps({"unit": 3, "quantity": 4, "total": 12})
+    old_complete = event.model_dump_json()  # pydantic's own dump includes `total`
+    assert "total" in json.loads(old_complete)
+    assert _read(event, payload=old_lean) == event
+    assert codec.decode("Priced", 1, old_complete) == event
+    assert codec.decode("Priced", 1, old_complete) == event  # the cached class's path too
+    assert Priced.from_dict(event.model_dump(mode="json")) == event
+    with pytest.raises(SerializationError):  # other extra keys are still refused
+        _read(event, payload=json.dumps({"unit": 3, "quantity": 4, "totl": 12}))
+    with pytest.raises(SerializationError):
+        codec.decode("Priced", 1, json.dumps({**json.loads(old_complete), "totl": 1}))

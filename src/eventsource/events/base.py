@@ -90,6 +90,9 @@ class DomainEvent(BaseModel):
 
     __event_registry__: ClassVar[EventRegistry | None]
     __event_registry_implicit__: ClassVar[bool]
+    __event_computed__: ClassVar[frozenset[str]] = frozenset()
+    """The class's computed fields (`@computed_field`): derived from the others, so never
+    stored or sent (`EventCodec`, `to_dict`), and ignored when an older payload has them."""
 
     def __init_subclass__(
         cls, *, registry: EventRegistry | None = _DEFAULT_REGISTRY, **kwargs: Any
@@ -111,6 +114,7 @@ class DomainEvent(BaseModel):
             # Each class is its own type: a subclass does not inherit its parent's name.
             field.default = cls.__name__
             cls.model_rebuild(force=True)
+        cls.__event_computed__ = frozenset(cls.__pydantic_computed_fields__)
         registry = cls.__event_registry__
         if registry is None:
             return
@@ -164,12 +168,17 @@ class DomainEvent(BaseModel):
         return self.model_copy(update={"metadata": {**self.metadata, **metadata}})
 
     def to_dict(self) -> dict[str, Any]:
-        """The event as JSON-compatible data (UUIDs and datetimes as strings)."""
-        return self.model_dump(mode="json")
+        """The event as JSON-compatible data (UUIDs and datetimes as strings), without its
+        computed fields (what `from_dict` takes back)."""
+        computed = type(self).__event_computed__
+        return self.model_dump(mode="json", exclude=set(computed) if computed else None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Rebuild an event from `to_dict` output; invalid data raises `SerializationError`."""
+        """Rebuild an event from `to_dict` output (values of computed fields are ignored);
+        invalid data raises `SerializationError`."""
+        if cls.__event_computed__:
+            data = {k: v for k, v in data.items() if k not in cls.__event_computed__}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -41,6 +41,13 @@ _EACH_ENVELOPE = {"__all__": _ENVELOPE}  # the same for every item of a list
 
 
 @functools.lru_cache(maxsize=256)
+def _own_fields(cls: type[DomainEvent]) -> set[str]:
+    """What `encode_lean` leaves out of a `cls` event: the envelope (it has columns) and
+    the computed fields (derived: never stored)."""
+    return _ENVELOPE | cls.__event_computed__
+
+
+@functools.lru_cache(maxsize=256)
 def _list_adapter(cls: type[DomainEvent]) -> TypeAdapter[Any]:
     """Serializes a list of `cls` events in one call (built once per class)."""
     return TypeAdapter(list[cls])  # type: ignore[valid-type]
@@ -67,8 +74,11 @@ class EventCodec:
         alike on every backend: a float NaN or infinity (JSON has no such number) or a NUL
         character (U+0000, which PostgreSQL's jsonb and text refuse) anywhere in it.
         """
+        computed = type(event).__event_computed__
         try:
-            text = event.__pydantic_serializer__.to_json(event).decode()
+            text = event.__pydantic_serializer__.to_json(
+                event, exclude=set(computed) if computed else None
+            ).decode()
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise _unserializable(event, exc) from exc
         return _storable(event, text)
@@ -81,8 +91,11 @@ class EventCodec:
         # The class's serializer called directly: what `model_dump_json` does, without the
         # wrapper that costs twice the serialization of a small event.
         serialize = event.__pydantic_serializer__.to_json
+        cls = type(event)
         try:
-            text = serialize(event, exclude=_ENVELOPE).decode()
+            text = serialize(
+                event, exclude=_own_fields(cls) if cls.__event_computed__ else _ENVELOPE
+            ).decode()
             # the class's own serializer, so metadata reads back as `encode` would write it
             metadata = (
                 serialize(event, include=_METADATA).decode()[_METADATA_START:-1]
@@ -122,8 +135,11 @@ class EventCodec:
                 ):
                     break
             else:
+                exclude = (
+                    {"__all__": _own_fields(cls)} if cls.__event_computed__ else _EACH_ENVELOPE
+                )
                 try:
-                    text = _list_adapter(cls).dump_json(events, exclude=_EACH_ENVELOPE).decode()
+                    text = _list_adapter(cls).dump_json(events, exclude=exclude).decode()
                 except (PydanticSerializationError, TypeError, ValueError):
                     text = None  # the event by event path names the culprit
                 if text is not None and not _suspect(text):
@@ -154,12 +170,21 @@ class EventCodec:
             try:
                 return cls.model_validate_json(payload)
             except ValidationError as exc:
-                raise self._invalid(cls, event_type, event_version, origin, exc) from exc
+                event = _without_computed(cls, payload)
+                if event is None:
+                    raise self._invalid(cls, event_type, event_version, origin, exc) from exc
+                return event
         cls = self.registry.get(event_type)
         current = cls.schema_version()
         try:
             if event_version == current:
-                event = cls.model_validate_json(payload)
+                try:
+                    event = cls.model_validate_json(payload)
+                except ValidationError:
+                    found = _without_computed(cls, payload)
+                    if found is None:
+                        raise
+                    event = found
                 self._current[(event_type, current)] = cls
                 return event
             data: Any = json.loads(payload)
@@ -168,6 +193,8 @@ class EventCodec:
                     f"stored {event_type!r} event at {_where(origin)}: payload is not a JSON object"
                 )
             data = self.registry.upcast(event_type, data, event_version, current)
+            if cls.__event_computed__ and isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k not in cls.__event_computed__}
             return cls.model_validate(data)
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self._invalid(cls, event_type, event_version, origin, exc) from exc
@@ -206,7 +233,9 @@ class EventCodec:
                     envelope,
                 )
             except ValidationError as exc:
-                raise self._invalid(plan.cls, event_type, event_version, origin, exc) from exc
+                if not plan.cls.__event_computed__:
+                    raise self._invalid(plan.cls, event_type, event_version, origin, exc) from exc
+                # maybe a payload written with the computed fields: the careful path drops them
             except (ValueError, TypeError) as exc:  # metadata that is not JSON
                 raise SerializationError(
                     f"stored {event_type!r} event at {_where(origin)}: its metadata is not JSON: "
@@ -237,6 +266,24 @@ class EventCodec:
             f"stored {event_type!r} event (schema version {version}) at {_where(origin)} "
             f"is not valid for {cls.__qualname__}: {exc}"
         )
+
+
+def _without_computed(cls: type[DomainEvent], payload: str | bytes) -> DomainEvent | None:
+    """The event of a payload that names `cls`'s computed fields (as the library wrote them
+    before it left them out), those values dropped; None when that is not what failed."""
+    if not cls.__event_computed__:
+        return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not cls.__event_computed__ & data.keys():
+        return None
+    own = {k: v for k, v in data.items() if k not in cls.__event_computed__}
+    try:
+        return cls.model_validate_json(json.dumps(own))
+    except ValidationError:
+        return None
 
 
 def _where(origin: object) -> object:

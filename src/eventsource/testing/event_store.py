@@ -46,6 +46,7 @@ from eventsource.testing._feed_reads import FeedReadContract
 from eventsource.testing.events import (
     CartCheckedOut,
     ItemAdded,
+    ItemPriced,
     ItemRemoved,
     ProfileCreated,
     ProfileCreatedV1,
@@ -226,6 +227,22 @@ class EventStoreContract(FeedReadContract, ABC):
             # what an API returning events with `response_model_exclude_unset` serializes
             assert read.model_dump(exclude_unset=True)["name"] == "x"
             assert '"name":"x"' in read.model_dump_json(exclude_unset=True)
+
+    async def test_events_with_computed_fields_read_back(self, store: EventStore) -> None:
+        """A `@computed_field` is derived from the other fields: the event reads back (its
+        stream stays loadable) with the value computed again, singly and in a batch."""
+        cart = uuid4()
+        one = ItemPriced(name="pen", unit_cents=150, quantity=2)
+        batch = [ItemPriced(name=f"n{n}", unit_cents=10, quantity=n) for n in range(1, 4)]
+        first = await store.append_events(cart, CART, [one], 0)
+        second = await store.append_events(cart, CART, batch, 1)
+        read = (await store.get_events(cart)).events
+        appended = [*first.events, *second.events]
+        # (dumps include the computed values)
+        assert [e.model_dump() for e in read] == [e.model_dump() for e in appended]
+        assert [e.total_cents for e in read if isinstance(e, ItemPriced)] == [300, 10, 20, 30]
+        fed = [s.event async for s in store.read_all() if s.aggregate_id == cart]
+        assert [e.event_id for e in fed] == [e.event_id for e in read]
 
     async def test_batches_keep_each_events_envelope(self, store: EventStore) -> None:
         """Within one batch some envelope values are shared and others differ (a store may

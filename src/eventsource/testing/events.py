@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import computed_field
+
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
 
 __all__ = [
     "CartCheckedOut",
     "ItemAdded",
+    "ItemPriced",
     "ItemRemoved",
     "ProfileCreated",
     "ProfileCreatedV1",
@@ -38,6 +41,19 @@ class ItemRemoved(DomainEvent, registry=contract_registry):
 
 class CartCheckedOut(DomainEvent, registry=contract_registry):
     pass
+
+
+class ItemPriced(DomainEvent, registry=contract_registry):
+    """An event with a computed field: derived, so never stored, and recomputed on read."""
+
+    name: str
+    unit_cents: int
+    quantity: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_cents(self) -> int:
+        return self.unit_cents * self.quantity
 
 
 class ProfileCreatedV1(DomainEvent, registry=None):
