@@ -208,7 +208,10 @@ def _fields_validator(event_class: type[DomainEvent]) -> SchemaValidator | None:
 
 
 def _envelope_untouched(event_class: type[DomainEvent]) -> bool:
-    """Whether the class reads like `DomainEvent` does as far as the envelope goes."""
+    """Whether the class reads like `DomainEvent` does as far as the envelope goes (and has
+    no aliased field, which the complete path reads by name or alias)."""
+    if event_class.__event_aliased__:
+        return False
     decorators = event_class.__pydantic_decorators__
     if decorators.model_validators or event_class.__pydantic_post_init__ is not None:
         return False

@@ -93,6 +93,9 @@ class DomainEvent(BaseModel):
     __event_computed__: ClassVar[frozenset[str]] = frozenset()
     """The class's computed fields (`@computed_field`): derived from the others, so never
     stored or sent (`EventCodec`, `to_dict`), and ignored when an older payload has them."""
+    __event_aliased__: ClassVar[bool] = False
+    """Whether a field has an alias: the stored JSON names fields by name (what pydantic
+    dumps unless told otherwise), so reading accepts names as well as aliases."""
 
     def __init_subclass__(
         cls, *, registry: EventRegistry | None = _DEFAULT_REGISTRY, **kwargs: Any
@@ -115,6 +118,9 @@ class DomainEvent(BaseModel):
             field.default = cls.__name__
             cls.model_rebuild(force=True)
         cls.__event_computed__ = frozenset(cls.__pydantic_computed_fields__)
+        cls.__event_aliased__ = any(
+            f.alias is not None or f.validation_alias is not None for f in cls.model_fields.values()
+        )
         registry = cls.__event_registry__
         if registry is None:
             return
@@ -180,6 +186,8 @@ class DomainEvent(BaseModel):
         if cls.__event_computed__:
             data = {k: v for k, v in data.items() if k not in cls.__event_computed__}
         try:
+            if cls.__event_aliased__:
+                return cls.model_validate(data, by_alias=True, by_name=True)
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SerializationError(f"invalid data for event {cls.type_name()!r}: {exc}") from exc

@@ -168,7 +168,7 @@ class EventCodec:
         cls = self._current.get((event_type, event_version))
         if cls is not None:
             try:
-                return cls.model_validate_json(payload)
+                return _validate_json(cls, payload)
             except ValidationError as exc:
                 event = _without_computed(cls, payload)
                 if event is None:
@@ -179,7 +179,7 @@ class EventCodec:
         try:
             if event_version == current:
                 try:
-                    event = cls.model_validate_json(payload)
+                    event = _validate_json(cls, payload)
                 except ValidationError:
                     found = _without_computed(cls, payload)
                     if found is None:
@@ -195,6 +195,8 @@ class EventCodec:
             data = self.registry.upcast(event_type, data, event_version, current)
             if cls.__event_computed__ and isinstance(data, dict):
                 data = {k: v for k, v in data.items() if k not in cls.__event_computed__}
+            if cls.__event_aliased__:
+                return cls.model_validate(data, by_alias=True, by_name=True)
             return cls.model_validate(data)
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise self._invalid(cls, event_type, event_version, origin, exc) from exc
@@ -268,6 +270,14 @@ class EventCodec:
         )
 
 
+def _validate_json(cls: type[DomainEvent], payload: str | bytes) -> DomainEvent:
+    """`cls.model_validate_json(payload)`, accepting fields by name as well as by alias for a
+    class with aliases (stored JSON names fields by name: what pydantic dumps by default)."""
+    if cls.__event_aliased__:
+        return cls.model_validate_json(payload, by_alias=True, by_name=True)
+    return cls.model_validate_json(payload)
+
+
 def _without_computed(cls: type[DomainEvent], payload: str | bytes) -> DomainEvent | None:
     """The event of a payload that names `cls`'s computed fields (as the library wrote them
     before it left them out), those values dropped; None when that is not what failed."""
@@ -281,7 +291,7 @@ def _without_computed(cls: type[DomainEvent], payload: str | bytes) -> DomainEve
         return None
     own = {k: v for k, v in data.items() if k not in cls.__event_computed__}
     try:
-        return cls.model_validate_json(json.dumps(own))
+        return _validate_json(cls, json.dumps(own))
     except ValidationError:
         return None
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import computed_field
+from pydantic import ConfigDict, Field, computed_field
+from pydantic.alias_generators import to_camel
 
 from eventsource.events.base import DomainEvent
 from eventsource.events.registry import EventRegistry
@@ -17,12 +18,14 @@ from eventsource.events.registry import EventRegistry
 __all__ = [
     "CartCheckedOut",
     "ItemAdded",
+    "ItemLabelled",
     "ItemPriced",
     "ItemRemoved",
     "ProfileCreated",
     "ProfileCreatedV1",
     "ProfileCreatedV2",
     "UnregisteredEvent",
+    "WishlistShared",
     "contract_registry",
 ]
 
@@ -54,6 +57,23 @@ class ItemPriced(DomainEvent, registry=contract_registry):
     @property
     def total_cents(self) -> int:
         return self.unit_cents * self.quantity
+
+
+class ItemLabelled(DomainEvent, registry=contract_registry):
+    """A field with an alias (what a JSON API's camelCase names give)."""
+
+    item_name: str = Field(alias="itemName")
+    label: str
+
+
+class WishlistShared(DomainEvent, registry=contract_registry):
+    """Every field aliased by an alias generator, the envelope's included."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=False
+    )
+
+    shared_with: str
 
 
 class ProfileCreatedV1(DomainEvent, registry=None):
