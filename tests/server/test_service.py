@@ -154,6 +154,18 @@ async def test_the_client_reconnects_to_a_restarted_server() -> None:
         await store.close()
 
 
+def test_a_call_the_server_ended_is_transient_not_a_failure() -> None:
+    """A server shutting down ends the calls in flight with CANCELLED (the client's own
+    cancellation raises CancelledError instead): a subscription or a retry policy must see
+    an error worth another try, as for UNAVAILABLE, not a failed store."""
+    from eventsource.exceptions import TransientStoreError
+    from eventsource.stores._grpc_wire import error_from_status
+
+    error = error_from_status(grpc.StatusCode.CANCELLED, "CANCELLED", None)
+    assert isinstance(error, TransientStoreError)
+    assert "retrying it with the same events is safe" in str(error)
+
+
 async def test_a_subscription_over_the_client_outlives_a_server_restart() -> None:
     """The library's own subscriptions run over `GrpcEventStore`: a service down longer than
     the client's reconnect_timeout makes the subscription reconnect, and when the service is

@@ -199,6 +199,15 @@ def error_from_status(
     text = details or code.name
     if code is grpc.StatusCode.UNAVAILABLE:
         return StoreConnectionError(f"the event store service is unavailable: {text}")
+    if code is grpc.StatusCode.CANCELLED:
+        # Not the caller's own cancellation (that raises asyncio.CancelledError): the server
+        # or the connection ended the call, as a server shutting down does with the calls in
+        # flight. Another try, on the restarted server, may well work.
+        return TransientStoreError(
+            f"the event store service ended the call ({text}), as a server shutting down "
+            "does; an append may or may not have been stored: retrying it with the same "
+            "events is safe (idempotent)"
+        )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return TransientStoreError(
             f"the event store service did not answer in time ({text}); an append may or may "
