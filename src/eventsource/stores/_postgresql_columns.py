@@ -41,7 +41,16 @@ from uuid import UUID
 from eventsource.events.base import DomainEvent
 from eventsource.events.serialization import EventCodec
 
-__all__ = ["AppendArrays", "AppendSql", "append_arrays"]
+__all__ = ["EXACT_EPOCH", "AppendArrays", "AppendSql", "append_arrays"]
+
+EXACT_EPOCH = (0.0, 4294967296.0)
+"""Unix epoch seconds [1970-01-01, 2106-02-07 06:28:16 UTC) that travel as float8 both
+ways and come back exact to the microsecond (`to_timestamp`, `date_part('epoch', ...)`;
+checked against PostgreSQL with 200,000 random values on each side of the bounds: earlier
+and later times lost their last microsecond in a tenth to nine tenths of the cases). Times
+outside it travel as ISO text cast to timestamptz, exact for any time an event can hold
+(not as asyncpg's timestamptz, which sends datetime.min and datetime.max as -infinity and
+infinity)."""
 
 AppendArrays = tuple[
     list[UUID],  # event ids
@@ -50,11 +59,12 @@ AppendArrays = tuple[
     list[int],  # schema versions ([] when all are `event_version`)
     int | None,  # event_version
     list[UUID | None],  # tenants ([] when none has one)
-    list[float],  # occurred_at as Unix epoch seconds
+    list[float],  # occurred_at as Unix epoch seconds (0.0 where `exact` has it)
     str,  # payloads: one JSON array
     list[UUID | None],  # correlation ids ([] when each event is its own)
     list[UUID | None],  # causation ids ([] when none has one)
     list[str | None],  # metadata JSON ([] when none has any)
+    list[str | None],  # occurred_at outside `EXACT_EPOCH`, ISO text ([] when none is)
 ]
 """What `append_arrays` returns, in the order the statement's parameters take them."""
 
@@ -74,14 +84,26 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
     tenants: list[UUID | None] = []
     correlations: list[UUID | None] = []
     causations: list[UUID | None] = []
+    exact: list[str | None] = []
     any_tenant = any_causation = any_correlation = False
+    low, high = EXACT_EPOCH
     for event in events:
         fields = event.__dict__
         event_id = fields["event_id"]
         event_ids.append(event_id)
         types.append(fields["event_type"])
         versions.append(fields["event_version"])
-        stamps.append(fields["occurred_at"].timestamp())
+        occurred_at = fields["occurred_at"]
+        stamp = occurred_at.timestamp()
+        if low <= stamp < high:
+            stamps.append(stamp)
+            if exact:
+                exact.append(None)
+        else:  # rare: a time a float8 would not carry exactly
+            if not exact:
+                exact = [None] * len(stamps)
+            stamps.append(0.0)
+            exact.append(occurred_at.isoformat())
         tenant = fields["tenant_id"]
         tenants.append(tenant)
         any_tenant = any_tenant or tenant is not None
@@ -121,6 +143,7 @@ def append_arrays(events: Sequence[DomainEvent], *, lean: bool) -> AppendArrays:
         correlations if any_correlation else [],
         causations if any_causation else [],
         metadata if any(m is not None for m in metadata) else [],
+        exact,
     )
 
 
@@ -143,21 +166,23 @@ class AppendSql:
         outbox_cte: str,
     ) -> None:
         correlation = "COALESCE(e.correlation_id, e.event_id)" if lean else "NULL::uuid"
-        # $1 aggregate id, $2 aggregate type, base at $9 / $10, channel $11, lock $12 $13.
+        # $1 aggregate id, $2 aggregate type, base at $9 / $10, channel $11, lock $12 $13,
+        # exact occurred_at text $19.
         self.general = _statement(
             table,
             row=(
                 "e.event_id, COALESCE(e.event_type, $17::text),"
                 " COALESCE(e.event_version, $18::int), $1, $2, $10 + e.ord, e.tenant_id,"
-                f" to_timestamp(e.occurred_at), e.payload::jsonb, {correlation},"
-                " e.causation_id, e.metadata::jsonb"
+                " COALESCE(e.exact_at::timestamptz, to_timestamp(e.occurred_at)), e.payload::jsonb,"
+                f" {correlation}, e.causation_id, e.metadata::jsonb"
             ),
             source=(
                 "ROWS FROM (unnest($3::uuid[]), unnest($4::text[]), unnest($5::int[]),"
                 " unnest($6::uuid[]), unnest($7::float8[]), json_array_elements($8::json),"
-                " unnest($14::uuid[]), unnest($15::uuid[]), unnest($16::text[]))"
+                " unnest($14::uuid[]), unnest($15::uuid[]), unnest($16::text[]),"
+                " unnest($19::text[]))"
                 " WITH ORDINALITY AS e(event_id, event_type, event_version, tenant_id,"
-                " occurred_at, payload, correlation_id, causation_id, metadata, ord)"
+                " occurred_at, payload, correlation_id, causation_id, metadata, exact_at, ord)"
             ),
             base="$9::bigint",
             channel="$11",
@@ -208,11 +233,12 @@ class AppendSql:
             correlation_ids,
             causation_ids,
             metadata,
+            exact,
         ) = arrays
         if (
             event_type is not None
             and event_version is not None
-            and not (tenants or correlation_ids or causation_ids or metadata)
+            and not (tenants or correlation_ids or causation_ids or metadata or exact)
         ):
             return self.uniform, (
                 aggregate_id,
@@ -244,6 +270,7 @@ class AppendSql:
             metadata,
             event_type,
             event_version,
+            exact,
         )
 
 

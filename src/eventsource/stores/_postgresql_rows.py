@@ -11,6 +11,7 @@ binary timestamptz at 1 to 2 us, so timestamps travel as epoch seconds instead.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,17 +33,28 @@ __all__ = [
 _EPOCH = "date_part('epoch', {})"
 """A timestamptz as float8 Unix epoch seconds, read back with `utc_from_epoch` (exact to the
 microsecond): about a tenth of what a binary timestamp costs to send and convert."""
+_CARRIED = (
+    "occurred_at >= timestamptz '1970-01-01 00:00:00+00'"
+    " AND occurred_at < timestamptz '2106-02-07 06:28:16+00'"
+)
+"""Times a float8 of epoch seconds carries exactly (`_postgresql_columns.EXACT_EPOCH`)."""
+_EXACT = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+"""Any other time, as UTC ISO text (`_exact`): asyncpg would decode -infinity and infinity,
+what it writes for datetime.min and datetime.max, as naive datetimes."""
 READ_COLUMNS = (
     "transaction_id, position, event_type, event_version, payload::text,"
     f" {_EPOCH.format('recorded_at')}, aggregate_version, event_id, aggregate_id,"
-    f" aggregate_type, {_EPOCH.format('occurred_at')}, tenant_id,"
-    " NULLIF(correlation_id, event_id), causation_id, metadata::text, correlation_id IS NULL"
+    f" aggregate_type, CASE WHEN {_CARRIED} THEN {_EPOCH.format('occurred_at')} END,"
+    " tenant_id, NULLIF(correlation_id, event_id), causation_id, metadata::text,"
+    f" correlation_id IS NULL, CASE WHEN {_CARRIED} THEN NULL ELSE {_EXACT} END"
 )
 """What every read returns: the envelope columns and the payload. The correlation id comes
 NULL when it is the event id (the default: most rows), and the last column says whether the
 row is an older, complete one (its correlation_id is NULL). asyncpg makes every uuid it
 decodes an object the garbage collector tracks, and a page's rows all live until the page
-is done: the duplicate id made the collector run a third more often on a load."""
+is done: the duplicate id made the collector run a third more often on a load. occurred_at
+comes as epoch seconds when a float8 carries it exactly (nearly always), else (the last
+column) as ISO text."""
 STREAM_COLUMNS = READ_COLUMNS.replace(" event_id, aggregate_id,", " event_id, NULL,")
 """`READ_COLUMNS` for a stream read, which knows its aggregate id."""
 assert STREAM_COLUMNS != READ_COLUMNS
@@ -73,15 +85,26 @@ def stored_event(codec: EventCodec, row: Any, aggregate_id: UUID | None = None) 
     )
 
 
+def _exact(text: str) -> datetime:
+    """The UTC datetime of `_EXACT`'s text."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def _envelope(row: Any) -> Any:
     """The lean row's envelope columns (occurred_at, tenant, correlation, causation,
-    metadata: a `LeanEnvelope` as a plain tuple), the correlation id put back; None for an
-    older, complete row."""
+    metadata: a `LeanEnvelope` as a plain tuple), the correlation id and an exact
+    occurred_at put back; None for an older, complete row."""
     if row[15]:
         return None
-    if row[12] is None:
-        return (row[10], row[11], row[7], row[13], row[14])
-    return row[10:15]
+    occurred_at = row[10]
+    correlation_id = row[12]
+    return (
+        _exact(row[16]) if occurred_at is None else occurred_at,
+        row[11],
+        row[7] if correlation_id is None else correlation_id,
+        row[13],
+        row[14],
+    )
 
 
 def stream_events(
@@ -98,8 +121,14 @@ def stream_events(
             yield decode(row[2], row[3], row[4], (row[0], row[1]))
         else:
             event_id = row[7]
+            occurred_at = row[10]
+            correlation_id = row[12]
             envelope: Any = (  # a LeanEnvelope, as a plain tuple
-                (row[10], row[11], event_id, row[13], row[14]) if row[12] is None else row[10:15]
+                _exact(row[16]) if occurred_at is None else occurred_at,
+                row[11],
+                event_id if correlation_id is None else correlation_id,
+                row[13],
+                row[14],
             )
             yield decode_lean(
                 row[2],
@@ -117,4 +146,5 @@ def stream_events(
 def record_of(codec: EventCodec, row: Any) -> EventRecord:
     """A row of `READ_COLUMNS` as `replayed_result` compares it: with its complete JSON."""
     stored = stored_event(codec, row)
-    return EventRecord.of(stored, row[11], utc_from_epoch(row[10]))
+    occurred_at = _exact(row[16]) if row[10] is None else utc_from_epoch(row[10])
+    return EventRecord.of(stored, row[11], occurred_at)

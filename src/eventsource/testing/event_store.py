@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -261,6 +261,33 @@ class EventStoreContract(FeedReadContract, ABC):
         assert [e.model_dump() for e in fed] == [e.model_dump() for e in appended]
         for event in appended:
             assert type(event).from_dict(event.to_dict()) == event
+
+    async def test_occurred_at_reads_back_exactly_whatever_the_time(
+        self, store: EventStore
+    ) -> None:
+        """Every time an event can hold reads back to the microsecond: the first and the
+        last instant, either side of 1970 and of 2106 (where a float of epoch seconds stops
+        carrying microseconds exactly), alone and mixed in one batch."""
+        times = [
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(1833, 6, 1, 12, 0, 0, 123457, tzinfo=UTC),
+            datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(1970, 1, 1, tzinfo=UTC),
+            datetime(2026, 12, 7, 21, 6, 0, 654321, tzinfo=UTC),
+            datetime(2106, 2, 7, 6, 28, 15, 999999, tzinfo=UTC),
+            datetime(2106, 2, 7, 6, 28, 16, tzinfo=UTC),
+            datetime(2500, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ]
+        cart = uuid4()
+        for n, at in enumerate(times):
+            await store.append_events(cart, CART, [ItemAdded(name=f"t{n}", occurred_at=at)], n)
+        mixed = [ItemAdded(name=f"m{n}", occurred_at=at) for n, at in enumerate(times)]
+        await store.append_events(cart, CART, mixed, len(times))
+        read = (await store.get_events(cart)).events
+        assert [e.occurred_at for e in read] == times + times
+        fed = [s.event.occurred_at async for s in store.read_all() if s.aggregate_id == cart]
+        assert fed == times + times
 
     async def test_batches_keep_each_events_envelope(self, store: EventStore) -> None:
         """Within one batch some envelope values are shared and others differ (a store may
