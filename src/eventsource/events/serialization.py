@@ -72,16 +72,14 @@ class EventCodec:
 
         Raises `SerializationError` for an event that could be written but never read back
         alike on every backend: a float NaN or infinity (JSON has no such number) or a NUL
-        character (U+0000, which PostgreSQL's jsonb and text refuse) anywhere in it.
+        character (U+0000, which PostgreSQL's jsonb and text refuse) anywhere in it, or the
+        first event of a class whose JSON does not read back as the event (see
+        `_check_class`).
         """
-        computed = type(event).__event_computed__
-        try:
-            text = event.__pydantic_serializer__.to_json(
-                event, exclude=set(computed) if computed else None
-            ).decode()
-        except (PydanticSerializationError, TypeError, ValueError) as exc:
-            raise _unserializable(event, exc) from exc
-        return _storable(event, text)
+        text = _complete(event)
+        if type(event) not in _checked:
+            _check_class(event, text)
+        return text
 
     @staticmethod
     def encode_lean(event: DomainEvent) -> tuple[str, str | None]:
@@ -92,6 +90,8 @@ class EventCodec:
         # wrapper that costs twice the serialization of a small event.
         serialize = event.__pydantic_serializer__.to_json
         cls = type(event)
+        if cls not in _checked:
+            _check_class(event, _complete(event))
         try:
             text = serialize(
                 event, exclude=_own_fields(cls) if cls.__event_computed__ else _ENVELOPE
@@ -125,6 +125,8 @@ class EventCodec:
         """
         if events:
             cls = type(events[0])
+            if cls not in _checked:
+                _check_class(events[0], _complete(events[0]))
             for event in events:
                 fields = event.__dict__
                 if (
@@ -268,6 +270,49 @@ class EventCodec:
             f"stored {event_type!r} event (schema version {version}) at {_where(origin)} "
             f"is not valid for {cls.__qualname__}: {exc}"
         )
+
+
+def _complete(event: DomainEvent) -> str:
+    """The complete stored JSON of `event` (its computed fields left out), refusing what no
+    backend could keep (`_storable`)."""
+    computed = type(event).__event_computed__
+    try:
+        text = event.__pydantic_serializer__.to_json(
+            event, exclude=set(computed) if computed else None
+        ).decode()
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise _unserializable(event, exc) from exc
+    return _storable(event, text)
+
+
+_checked: set[type[DomainEvent]] = set()
+"""Event classes whose JSON was seen to read back (`_check_class`), once per process."""
+
+
+def _check_class(event: DomainEvent, text: str) -> None:
+    """Refuse a class whose events' JSON does not read back as the event, before the first
+    one is stored: a field left out of the JSON that has no default (`Field(exclude=True)`)
+    or a serializer that writes what the field's validation refuses or reads back otherwise
+    would make every such event, and the stream it is in, unreadable or changed. Checked on
+    the first event of each class a process stores; a serializer that fails only for some
+    values is not caught."""
+    cls = type(event)
+    try:
+        back = _validate_json(cls, text)
+    except ValidationError as exc:
+        raise SerializationError(
+            f"{cls.__qualname__} events cannot be stored: the JSON pydantic writes for them "
+            f"does not read back ({exc}); a field excluded from serialization needs a "
+            "default, and a field serializer must write what the field accepts"
+        ) from None
+    computed = cls.__event_computed__
+    exclude = set(computed) if computed else None
+    if back.model_dump(exclude=exclude) != event.model_dump(exclude=exclude):
+        raise SerializationError(
+            f"{cls.__qualname__} events cannot be stored: the JSON pydantic writes for them "
+            "reads back as a different event (a serializer that changes values?)"
+        )
+    _checked.add(cls)
 
 
 def _validate_json(cls: type[DomainEvent], payload: str | bytes) -> DomainEvent:

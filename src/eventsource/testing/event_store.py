@@ -49,9 +49,11 @@ from eventsource.testing.events import (
     ItemLabelled,
     ItemPriced,
     ItemRemoved,
+    PriceQuoted,
     ProfileCreated,
     ProfileCreatedV1,
     ProfileCreatedV2,
+    TokenIssued,
     UnregisteredEvent,
     WishlistShared,
     contract_registry,
@@ -261,6 +263,20 @@ class EventStoreContract(FeedReadContract, ABC):
         assert [e.model_dump() for e in fed] == [e.model_dump() for e in appended]
         for event in appended:
             assert type(event).from_dict(event.to_dict()) == event
+
+    async def test_classes_whose_json_does_not_read_back_are_refused(
+        self, store: EventStore
+    ) -> None:
+        """An event class whose JSON could not be read back (a field without a default left
+        out of it, a serializer writing what the field refuses) is refused with a clear
+        error before anything is stored, instead of making its stream unreadable."""
+        cart = uuid4()
+        for event in [TokenIssued(token="secret", user="ann"), PriceQuoted(cents=150)]:
+            with pytest.raises(SerializationError, match="cannot be stored"):
+                await store.append_events(cart, CART, [ItemAdded(name="a"), event], 0)
+        assert await store.get_stream_version(cart) == 0
+        await store.append_events(cart, CART, [ItemAdded(name="a")], 0)  # the store still works
+        assert len((await store.get_events(cart)).events) == 1
 
     async def test_occurred_at_reads_back_exactly_whatever_the_time(
         self, store: EventStore

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, computed_field
+from pydantic import ConfigDict, Field, computed_field, field_serializer
 from pydantic.alias_generators import to_camel
 
 from eventsource.events.base import DomainEvent
@@ -20,10 +20,12 @@ __all__ = [
     "ItemAdded",
     "ItemLabelled",
     "ItemPriced",
+    "PriceQuoted",
     "ItemRemoved",
     "ProfileCreated",
     "ProfileCreatedV1",
     "ProfileCreatedV2",
+    "TokenIssued",
     "UnregisteredEvent",
     "WishlistShared",
     "contract_registry",
@@ -74,6 +76,23 @@ class WishlistShared(DomainEvent, registry=contract_registry):
     )
 
     shared_with: str
+
+
+class TokenIssued(DomainEvent, registry=contract_registry):
+    """Its JSON cannot read back: a field without a default is left out of it."""
+
+    token: str = Field(exclude=True)
+    user: str
+
+
+class PriceQuoted(DomainEvent, registry=contract_registry):
+    """Its JSON cannot read back: the serializer writes what the field refuses."""
+
+    cents: int
+
+    @field_serializer("cents")
+    def _as_text(self, cents: int) -> str:
+        return f"{cents / 100:.2f} EUR"
 
 
 class ProfileCreatedV1(DomainEvent, registry=None):
