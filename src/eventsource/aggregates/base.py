@@ -11,7 +11,7 @@ from types import FunctionType
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from eventsource.events.base import NIL_AGGREGATE_ID, DomainEvent
 from eventsource.events.handlers import collect_handlers
@@ -139,8 +139,28 @@ class AggregateRoot(ABC, Generic[TState]):
         return event
 
     def snapshot_state(self) -> str:
-        """The state as JSON text, for a snapshot or a cache entry."""
-        return self.state.model_dump_json()
+        """The state as JSON text, for a snapshot or a cache entry (without the state
+        model's computed fields: they are computed again on restore)."""
+        state = self.state
+        computed = type(state).__pydantic_computed_fields__
+        return state.model_dump_json(exclude=set(computed) if computed else None)
+
+    def state_reads_back(self, text: str) -> bool:
+        """Whether `text` (this aggregate's `snapshot_state()`) restores to the same state:
+        False when the state model drops or changes something on the way (a field excluded
+        from serialization, a serializer that changes a value). A repository neither caches
+        nor snapshots such a state, which would come back different."""
+        state = self.state
+        try:
+            restored = type(state).model_validate_json(text, by_alias=True, by_name=True)
+        except ValidationError:
+            return False
+        # Field values as held (excluded fields included, computed ones left out), and the
+        # extra fields of a model that allows them.
+        return bool(
+            restored.__dict__ == state.__dict__
+            and restored.__pydantic_extra__ == state.__pydantic_extra__
+        )
 
     def restore_snapshot(self, state: str, version: int) -> None:
         """Take the state of a snapshot (`snapshot_state()` output) taken at `version`.
@@ -157,7 +177,10 @@ class AggregateRoot(ABC, Generic[TState]):
         if version < 0:
             raise InvalidEventError(f"a snapshot version must be >= 0, got {version}")
         state_type = type(self)._state_type or type(self.state)
-        self.state = typing.cast(TState, state_type.model_validate_json(state))
+        # Fields by name (what `snapshot_state` writes) or alias: a state model with aliases
+        # and no populate_by_name would otherwise drop them, or refuse them as extra.
+        restored = state_type.model_validate_json(state, by_alias=True, by_name=True)
+        self.state = typing.cast(TState, restored)
         self._version = version
 
     def load_from_history(self, events: Iterable[DomainEvent]) -> None:

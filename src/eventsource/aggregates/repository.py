@@ -47,6 +47,9 @@ __all__ = ["AggregateRepository", "CommandResult", "RepositoryStats"]
 
 logger = logging.getLogger(__name__)
 
+_UNFAITHFUL_STATES: set[type[Any]] = set()
+"""State models already warned about (`AggregateRepository._state_text`)."""
+
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)  # type: ignore[type-arg]
 R = TypeVar("R")
 
@@ -283,10 +286,15 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
         if self.cache is not None:
             entry = self.cache.get(self.aggregate_type, aggregate_id)
             if entry is not None and entry.schema_version == schema:
-                aggregate.restore_snapshot(entry.state, entry.version)
-                started_from = entry.version
-                cache_hit = True
-                self.stats.cache_hits += 1
+                try:
+                    aggregate.restore_snapshot(entry.state, entry.version)
+                except ValidationError:  # the state model changed its mind: replay
+                    self.cache.discard(self.aggregate_type, aggregate_id)
+                    aggregate = self.aggregate_factory(aggregate_id)
+                else:
+                    started_from = entry.version
+                    cache_hit = True
+                    self.stats.cache_hits += 1
         if not started_from and self.snapshot_store and self.snapshot_policy.use_snapshots:
             snapshot = await self.snapshot_store.get(aggregate_id, self.aggregate_type)
             if snapshot is not None:
@@ -371,12 +379,30 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
 
     def _remember(self, aggregate: TAggregate) -> None:
         if self.cache is not None:
-            entry = CachedState(
-                aggregate.committed_version,
-                type(aggregate).schema_version,
-                aggregate.snapshot_state(),
-            )
+            state = self._state_text(aggregate)
+            if state is None:
+                return
+            entry = CachedState(aggregate.committed_version, type(aggregate).schema_version, state)
             self.cache.put(self.aggregate_type, aggregate.aggregate_id, entry)
+
+    def _state_text(self, aggregate: TAggregate) -> str | None:
+        """The aggregate's `snapshot_state()` for a cache entry or a snapshot; None (and a
+        warning, once per state model) when it would not restore to the same state: such
+        an aggregate is loaded by replaying its events instead."""
+        text = aggregate.snapshot_state()
+        if aggregate.state_reads_back(text):
+            return text
+        state_type = type(aggregate.state)
+        if state_type not in _UNFAITHFUL_STATES:
+            _UNFAITHFUL_STATES.add(state_type)
+            logger.warning(
+                "%s state (%s) does not read back from its JSON as it was (a field excluded "
+                "from serialization? a serializer that changes values?): its aggregates are "
+                "not cached or snapshotted, they are loaded by replaying their events",
+                self.aggregate_type,
+                state_type.__qualname__,
+            )
+        return None
 
     async def exists(self, aggregate_id: UUID) -> bool:
         return await self.event_store.get_stream_version(aggregate_id) > 0
@@ -424,12 +450,15 @@ class AggregateRepository(AsyncClosing, Generic[TAggregate]):
     async def _take_snapshot(self, aggregate: TAggregate) -> None:
         assert self.snapshot_store is not None
         # The state is captured now, at the saved version, even when written in the background.
+        state = self._state_text(aggregate)
+        if state is None:
+            return
         snapshot = Snapshot(
             aggregate_id=aggregate.aggregate_id,
             aggregate_type=self.aggregate_type,
             version=aggregate.version,
             schema_version=type(aggregate).schema_version,
-            state=aggregate.snapshot_state(),
+            state=state,
         )
         if not self.snapshot_in_background:
             await self._write_snapshot(self.snapshot_store, snapshot)
