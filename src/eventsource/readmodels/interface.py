@@ -1,8 +1,10 @@
 """The `ReadModelRepository` contract: pydantic read models kept as JSON documents by id.
 
-Every backend stores a model as the JSON of `model_dump_json(by_alias=True)` under `str(id)`
-and reads it back with `model_validate_json`, so what a query compares is what the JSON holds:
-`query(owner_id=uuid)` matches the UUID's text, `query(active=True)` only JSON `true`.
+Every backend stores a model as the JSON of `model_dump_json(by_alias=True)` (computed fields
+left out) under `str(id)` and reads it back with `model_validate_json`, so what a query
+compares is what the JSON holds: `query(owner_id=uuid)` matches the UUID's text,
+`query(active=True)` only JSON `true`. A model class whose JSON would not read back is refused
+when the first model is saved (`SerializationError`), nothing stored.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class ReadModelRepository(AsyncClosing, ABC, Generic[TModel]):
         self._keys = {
             name: info.serialization_alias or name for name, info in model.model_fields.items()
         }
+        computed = model.__pydantic_computed_fields__
+        self._exclude: set[str] | None = set(computed) if computed else None
+        """Computed fields: derived from the others, never stored."""
+        self._reads_back = False  # set once a saved model's JSON was seen to read back
 
     @abstractmethod
     async def get(self, id: ModelId) -> TModel | None:
@@ -119,7 +125,32 @@ class ReadModelRepository(AsyncClosing, ABC, Generic[TModel]):
                 f"not {type(model).__qualname__}"
             )
         key = str(getattr(model, "id"))  # noqa: B009 - TModel is any BaseModel with an `id`
-        return key, model.model_dump_json(by_alias=True)
+        text = model.model_dump_json(by_alias=True, exclude=self._exclude)
+        if not self._reads_back:
+            self._check(model, text)
+        return key, text
+
+    def _check(self, model: TModel, text: str) -> None:
+        """Refuse, before the first one is stored, a model class whose JSON does not read back
+        as the model: a field only a serialization alias names, a field left out of the JSON
+        (`Field(exclude=True)`), a serializer that changes a value. Checked once per
+        repository, on the first model saved."""
+        try:
+            back = self.model.model_validate_json(text)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"read model {self.model.__qualname__} cannot be stored: the JSON it is kept as "
+                f"does not read back ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}); give "
+                "each field an alias that validation accepts too (`alias=`), a default to a "
+                "field excluded from serialization, and a serializer what the field accepts"
+            ) from None
+        if back.__dict__ != model.__dict__ or back.__pydantic_extra__ != model.__pydantic_extra__:
+            raise SerializationError(
+                f"read model {self.model.__qualname__} cannot be stored: the JSON it is kept as "
+                "reads back as a different model (a field excluded from serialization? a "
+                "serializer that changes values?)"
+            )
+        self._reads_back = True
 
     def _load(self, key: str, data: str | bytes) -> TModel:
         """The model a stored row holds, or `SerializationError` naming the row."""

@@ -21,14 +21,21 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic.alias_generators import to_camel
 
 from eventsource.exceptions import SerializationError
 from eventsource.readmodels.interface import ReadModelRepository, TModel
 from eventsource.testing._cancel import PAUSES, cancel_in_flight
 
-__all__ = ["ContractItem", "ContractLabel", "ReadModelRepositoryContract"]
+__all__ = [
+    "ContractHidden",
+    "ContractItem",
+    "ContractLabel",
+    "ContractRenamed",
+    "ContractTotal",
+    "ReadModelRepositoryContract",
+]
 
 ODD_TEXT = 'Zoë "quoted" \\ it\'s; DROP TABLE x; -- 🚀 ü'
 
@@ -52,6 +59,35 @@ class ContractLabel(BaseModel):
     id: str
     display_name: str
     sort_rank: int = 0
+
+
+class ContractTotal(BaseModel):
+    """A read model with a computed field, extra fields refused: the computed value is not
+    stored (it would be refused on the way back) and is computed again."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: UUID
+    unit_cents: int
+    quantity: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_cents(self) -> int:
+        return self.unit_cents * self.quantity
+
+
+class ContractRenamed(BaseModel):
+    """A field only a serialization alias names: its JSON cannot read back."""
+
+    id: UUID
+    full_name: str = Field(serialization_alias="fullName")
+
+
+class ContractHidden(BaseModel):
+    """A field left out of the JSON, without a default: its JSON cannot read back."""
+
+    id: UUID
+    secret: str = Field(exclude=True)
 
 
 def _item(name: str = "item", count: int = 0, active: bool = True, **fields: Any) -> ContractItem:
@@ -291,6 +327,32 @@ class ReadModelRepositoryContract(ABC):
             assert await labels.query() == [plain]
         finally:
             await labels.close()
+
+    async def test_computed_fields_are_not_stored_and_come_back(self) -> None:
+        totals = await self.create_repository(ContractTotal)
+        try:
+            total = ContractTotal(id=uuid4(), unit_cents=150, quantity=2)
+            await totals.save(total)
+            assert await totals.get(total.id) == total
+            assert (await totals.query(quantity=2))[0].total_cents == 300
+        finally:
+            await totals.close()
+
+    async def test_a_model_whose_json_does_not_read_back_is_refused(self) -> None:
+        """Refused with a clear error when the first one is saved, nothing stored, rather
+        than stored and unreadable on every `get` and `query`."""
+        renamed = await self.create_repository(ContractRenamed)
+        hidden = await self.create_repository(ContractHidden)
+        try:
+            with pytest.raises(SerializationError, match="cannot be stored"):
+                await renamed.save(ContractRenamed(id=uuid4(), full_name="Ada"))
+            with pytest.raises(SerializationError, match="cannot be stored"):
+                await hidden.save_many([ContractHidden(id=uuid4(), secret="s")])
+            assert await renamed.count() == 0
+            assert await hidden.count() == 0
+        finally:
+            await renamed.close()
+            await hidden.close()
 
     async def test_concurrent_saves(self, items: ReadModelRepository[ContractItem]) -> None:
         models = [_item(f"n{n}", n) for n in range(40)]
