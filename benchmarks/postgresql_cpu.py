@@ -91,29 +91,33 @@ async def measure(operation: Callable[[int], Awaitable[object]], ops: int) -> tu
     return client * 1e6 / ops, server * 1e6 / ops
 
 
-async def run(ops: int, repeats: int) -> None:
-    schema = f"eventsource_bench_cpu_{os.getpid()}"
-    started = load_average()
-    store = PostgreSQLEventStore.from_url(URL, schema=schema, registry=registry, max_connections=1)
+async def open_sides(
+    schema: str, connections: int
+) -> tuple[PostgreSQLEventStore, asyncpg.Pool, dict[str, Side]]:
+    """The three sides, each with `connections` connections (the library's store, the raw
+    sides' pool), on the tables of `schema`."""
+    store = PostgreSQLEventStore.from_url(
+        URL, schema=schema, registry=registry, max_connections=connections
+    )
     await store.create_schema()
-    pool = await asyncpg.create_pool(URL, min_size=1, max_size=1, reset=keep_session)
+    pool = await asyncpg.create_pool(
+        URL, min_size=connections, max_size=connections, reset=keep_session
+    )
     lib = Lib(store)
     sides: dict[str, Side] = {
         "library": lib,
         "same schema": await SameSchemaSide.build(pool, lib),
         "minimal": MinimalSide(pool, schema),
     }
+    return store, pool, sides
+
+
+async def run(ops: int, repeats: int) -> None:
+    schema = f"eventsource_bench_cpu_{os.getpid()}"
+    started = load_average()
+    store, pool, sides = await open_sides(schema, 1)
     # The same sides with 16 connections each, for the commands run 16 at a time.
-    wide_store = PostgreSQLEventStore.from_url(
-        URL, schema=schema, registry=registry, max_connections=16
-    )
-    wide_pool = await asyncpg.create_pool(URL, min_size=16, max_size=16, reset=keep_session)
-    wide_lib = Lib(wide_store)
-    wide: dict[str, Side] = {
-        "library": wide_lib,
-        "same schema": await SameSchemaSide.build(wide_pool, wide_lib),
-        "minimal": MinimalSide(wide_pool, schema),
-    }
+    wide_store, wide_pool, wide = await open_sides(schema, 16)
     minimal = sides["minimal"]
     assert isinstance(minimal, MinimalSide)
     await minimal.create()
