@@ -405,3 +405,19 @@ def test_payloads_written_with_computed_values_still_read() -> None:
         _read(event, payload=json.dumps({"unit": 3, "quantity": 4, "totl": 12}))
     with pytest.raises(SerializationError):
         codec.decode("Priced", 1, json.dumps({**json.loads(old_complete), "totl": 1}))
+
+
+def test_values_json_normalises_do_not_make_a_class_refused() -> None:
+    """A datetime or a tuple in `metadata` comes back as JSON has it (text, a list), as for
+    every event: the first event of a class carrying one is stored, not refused."""
+
+    class Noted(DomainEvent, registry=None):
+        note: str
+
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    event = Noted(note="n").with_metadata(at=at, pair=(1, 2))
+    text = EventCodec.encode(event)
+    assert json.loads(text)["metadata"] == {"at": "2026-12-07T00:00:00Z", "pair": [1, 2]}
+    lean, metadata = EventCodec.encode_lean(event)
+    assert json.loads(lean) == {"note": "n"}
+    assert metadata is not None
