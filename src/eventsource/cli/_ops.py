@@ -35,6 +35,7 @@ __all__ = [
     "CommandParser",
     "Output",
     "add_common_options",
+    "positive",
     "runner",
     "store_url",
 ]
@@ -53,6 +54,17 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive(text: str) -> int:
+    """An argument type: a whole number of at least 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,15 @@ from typing import cast
 from uuid import UUID
 
 from eventsource.cli._app import add_app_option, open_manager
-from eventsource.cli._ops import CommandError, Output, add_common_options, runner, store_url, usage
+from eventsource.cli._ops import (
+    CommandError,
+    Output,
+    add_common_options,
+    positive,
+    runner,
+    store_url,
+    usage,
+)
 from eventsource.config import create_dlq_repository
 from eventsource.protocols import DeadLetterStatus
 from eventsource.repositories import DeadLetter, DLQRepository
@@ -62,7 +70,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DeadLetterStatus.FAILED.value,
         help="which letters (default: failed, the ones waiting for someone)",
     )
-    listing.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
+    listing.add_argument("--limit", type=positive, default=100, help="at most N (default 100)")
     show = subcommands.add_parser("show", help="one dead letter: payload, error, traceback")
     show.add_argument("id", type=_uuid, metavar="ID")
     retry = subcommands.add_parser(
@@ -96,16 +104,6 @@ def _uuid(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a dead letter id (a UUID)") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
 
 
 def _row(letter: DeadLetter) -> list[object]:

@@ -18,6 +18,7 @@ from eventsource.cli._ops import (
     CommandError,
     Output,
     add_common_options,
+    positive,
     runner,
     store_url,
     usage,
@@ -47,7 +48,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_common_options(listing)
     listing.add_argument("--type", dest="aggregate_type", help="only streams of this type")
-    listing.add_argument("--limit", type=_positive, default=50, help="streams (default 50)")
+    listing.add_argument("--limit", type=positive, default=50, help="streams (default 50)")
     listing.add_argument(
         "--after", type=stream_id, metavar="ID", help="start after this stream id (next page)"
     )
@@ -60,21 +61,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_common_options(show)
     show.add_argument("stream", type=stream_id, metavar="ID", help="the stream (aggregate) id")
     show.add_argument(
-        "--from-version", type=_positive, default=1, metavar="V", help="first version shown"
+        "--from-version", type=positive, default=1, metavar="V", help="first version shown"
     )
-    show.add_argument("--limit", type=_positive, help="at most this many events")
+    show.add_argument("--limit", type=positive, help="at most this many events")
     show.set_defaults(handler=runner(f"{_PROG} show", _show))
     parser.set_defaults(handler=usage(parser))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
 
 
 async def _list(args: argparse.Namespace, out: Output) -> int:
